@@ -1,0 +1,1 @@
+//! statemesh CRDT types (being built: issue 2).

@@ -1,0 +1,1 @@
+//! Examples of embedding statemesh (not built yet: see issue 5).
