@@ -1,0 +1,142 @@
+//! Causal contexts: the set of dots a state has seen, as a version vector plus a dot cloud.
+
+use crate::{Dot, VersionVector};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// The dots a CRDT state (or delta) has observed.
+///
+/// Stored compactly as a [`VersionVector`] (every dot up to `vv[r]`) and a cloud of dots above
+/// it that arrived out of order; [`CausalContext::compact`] folds the cloud back into the
+/// vector whenever it becomes contiguous. Because dot counters are per-replica *delta*
+/// sequence numbers shared by every key, one key's context is usually sparse: it is folded
+/// at causal stability with [`CausalContext::compact_stable`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CausalContext {
+    vv: VersionVector,
+    cloud: BTreeSet<Dot>,
+}
+
+impl CausalContext {
+    /// The empty context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether `dot` has been seen.
+    pub fn contains(&self, dot: &Dot) -> bool {
+        self.vv.contains(dot) || self.cloud.contains(dot)
+    }
+
+    /// Records `dot` as seen.
+    pub fn insert(&mut self, dot: Dot) {
+        if self.vv.contains(&dot) {
+            return;
+        }
+        if dot.counter == self.vv.get(dot.replica) + 1 {
+            self.vv.raise(dot.replica, dot.counter);
+            self.fold(dot.replica);
+        } else {
+            self.cloud.insert(dot);
+        }
+    }
+
+    /// Moves the cloud dots of `replica` that now continue its vector entry into the vector.
+    fn fold(&mut self, replica: crate::ReplicaId) {
+        loop {
+            let next = Dot::new(replica, self.vv.get(replica) + 1);
+            if !self.cloud.remove(&next) {
+                return;
+            }
+            self.vv.raise(replica, next.counter);
+        }
+    }
+
+    /// The union of both contexts.
+    pub fn join(&mut self, other: &CausalContext) {
+        self.vv.join(&other.vv);
+        for d in &other.cloud {
+            if !self.vv.contains(d) {
+                self.cloud.insert(*d);
+            }
+        }
+        self.compact();
+    }
+
+    /// Folds cloud dots that have become contiguous with the vector into it.
+    pub fn compact(&mut self) {
+        if self.cloud.is_empty() {
+            return;
+        }
+        let vv = &mut self.vv;
+        let mut kept = BTreeSet::new();
+        // The cloud is sorted by (replica, counter): one pass folds each replica's run.
+        for d in std::mem::take(&mut self.cloud) {
+            let have = vv.get(d.replica);
+            if d.counter <= have {
+                continue;
+            }
+            if d.counter == have + 1 {
+                vv.raise(d.replica, d.counter);
+            } else {
+                kept.insert(d);
+            }
+        }
+        self.cloud = kept;
+    }
+
+    /// Folds in a causally stable vector: every replica has delivered every dot in `stable`,
+    /// so whatever this state holds of them is final and the dots need not be listed one by
+    /// one. Only replicas this context already mentions are raised, so a key's context never
+    /// grows an entry for a replica that never touched it.
+    pub fn compact_stable(&mut self, stable: &VersionVector) {
+        let replicas: BTreeSet<_> = self
+            .vv
+            .iter()
+            .map(|(r, _)| r)
+            .chain(self.cloud.iter().map(|d| d.replica))
+            .collect();
+        for r in replicas {
+            self.vv.raise(r, stable.get(r));
+        }
+        let vv = &self.vv;
+        self.cloud.retain(|d| !vv.contains(d));
+        self.compact();
+    }
+
+    /// The contiguous part.
+    pub fn vv(&self) -> &VersionVector {
+        &self.vv
+    }
+
+    /// The out-of-order dots above the vector.
+    pub fn cloud(&self) -> impl Iterator<Item = &Dot> {
+        self.cloud.iter()
+    }
+
+    /// Whether no dot has been seen.
+    pub fn is_empty(&self) -> bool {
+        self.vv.is_empty() && self.cloud.is_empty()
+    }
+
+    /// The highest counter seen for `replica`, contiguous or not.
+    pub fn max_counter(&self, replica: crate::ReplicaId) -> u64 {
+        let cloud_max = self
+            .cloud
+            .range(Dot::new(replica, 0)..=Dot::new(replica, u64::MAX))
+            .next_back()
+            .map(|d| d.counter)
+            .unwrap_or(0);
+        self.vv.get(replica).max(cloud_max)
+    }
+}
+
+impl FromIterator<Dot> for CausalContext {
+    fn from_iter<I: IntoIterator<Item = Dot>>(iter: I) -> Self {
+        let mut cc = CausalContext::new();
+        for d in iter {
+            cc.insert(d);
+        }
+        cc
+    }
+}

@@ -1,0 +1,113 @@
+//! The one wire and disk encoding of statemesh: bincode 2 (serde) behind a format version byte.
+//!
+//! Every message between nodes and every record in a node's store goes through [`encode`]
+//! and [`decode`], so the codec is this file. Decoding untrusted bytes returns an error and
+//! never panics; inputs over the size limit are refused before anything is decoded, and
+//! bincode's allocation limit stops a forged length prefix from reserving memory.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Version of the encoding; the first byte of every encoded value.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// The largest encoded value accepted by default (4 MiB).
+pub const MAX_ENCODED_BYTES: usize = 4 << 20;
+
+/// Bincode may not claim more than this many bytes of allocations while decoding one value.
+/// A few times the input limit, since decoded structures are larger than their encoding.
+const ALLOC_LIMIT: usize = 4 * MAX_ENCODED_BYTES;
+
+/// Why bytes could not be decoded (or a value encoded).
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The input is larger than the limit; nothing was decoded.
+    #[error("encoded value is {len} bytes, over the {max} byte limit")]
+    TooLarge {
+        /// Input length.
+        len: usize,
+        /// The limit that applied.
+        max: usize,
+    },
+    /// The input is empty.
+    #[error("empty input")]
+    Empty,
+    /// The version byte is not one this build understands.
+    #[error("unknown format version {0} (this build reads {FORMAT_VERSION})")]
+    Version(u8),
+    /// The body is not a valid encoding of the expected type.
+    #[error("malformed value: {0}")]
+    Malformed(String),
+    /// The value decoded but bytes were left over.
+    #[error("{0} trailing bytes after the value")]
+    Trailing(usize),
+    /// The value could not be encoded (a map key that is not serializable, or over the limit).
+    #[error("cannot encode: {0}")]
+    Encode(String),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<ALLOC_LIMIT>()
+}
+
+/// Encodes `value` as the version byte followed by its bincode body.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![FORMAT_VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, config())
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+    if out.len() > MAX_ENCODED_BYTES {
+        return Err(WireError::TooLarge {
+            len: out.len(),
+            max: MAX_ENCODED_BYTES,
+        });
+    }
+    Ok(out)
+}
+
+/// The encoded size of `value` in bytes, version byte included.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    let mut counter = SizeCounter(1);
+    match bincode::serde::encode_into_std_write(value, &mut counter, config()) {
+        Ok(_) => counter.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+/// Decodes a value written by [`encode`], refusing inputs over [`MAX_ENCODED_BYTES`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    decode_with_limit(bytes, MAX_ENCODED_BYTES)
+}
+
+/// Decodes a value written by [`encode`], refusing inputs over `max` bytes.
+pub fn decode_with_limit<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, WireError> {
+    let max = max.min(MAX_ENCODED_BYTES);
+    if bytes.len() > max {
+        return Err(WireError::TooLarge {
+            len: bytes.len(),
+            max,
+        });
+    }
+    let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
+    if version != FORMAT_VERSION {
+        return Err(WireError::Version(version));
+    }
+    let (value, read) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if read != body.len() {
+        return Err(WireError::Trailing(body.len() - read));
+    }
+    Ok(value)
+}
+
+/// A writer that only counts, for [`encoded_len`].
+struct SizeCounter(usize);
+
+impl std::io::Write for SizeCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
