@@ -11,6 +11,7 @@
 mod clock;
 mod context;
 mod dot;
+mod key;
 mod lattice;
 mod replica;
 mod stamp;
@@ -21,6 +22,7 @@ pub mod wire;
 pub use clock::{Clock, ClockError, DEFAULT_MAX_CLOCK_DRIFT_MS};
 pub use context::CausalContext;
 pub use dot::Dot;
+pub use key::{IdError, Key, Kind, MAX_ID_BYTES, validate_id};
 pub use lattice::{DeltaCrdt, Lattice};
 pub use replica::ReplicaId;
 pub use stamp::Stamp;
