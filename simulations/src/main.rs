@@ -1,0 +1,3 @@
+//! `simulations`: the CLI of CONTRACT §4.
+
+fn main() {}
