@@ -1,0 +1,118 @@
+//! Tuning of a gossip node, with LAN and WAN presets; it holds numbers only and must not hold
+//! behaviour.
+
+use std::num::NonZeroU32;
+
+/// Everything a [`crate::Node`] can be tuned with. Start from [`Config::lan`] or
+/// [`Config::wan`] and adjust.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// SWIM parameters handed to foca (probe period, suspicion timeout, packet size...).
+    pub swim: foca::Config,
+    /// How far ahead of the local physical clock a remote stamp may be before its delta is
+    /// refused (CONTRACT §1 "Clocks", default 500 ms).
+    pub max_clock_drift_ms: u64,
+    /// Dissemination (Plumtree) tuning.
+    pub plumtree: PlumtreeConfig,
+    /// Anti-entropy tuning.
+    pub anti_entropy: AntiEntropyConfig,
+    /// The delta log keeps at most this many entries; beyond it the oldest are evicted and
+    /// peers that still miss them fall back to state transfer.
+    pub log_max_entries: usize,
+    /// The delta log keeps at most this many payload bytes (same eviction as above).
+    pub log_max_bytes: usize,
+    /// Batching target: delta and sync messages are filled up to this many encoded bytes. A
+    /// single item larger than this is sent alone.
+    pub max_message_bytes: usize,
+    /// Incoming messages larger than this are refused before decoding (at most
+    /// `crdt_types::wire::MAX_ENCODED_BYTES`).
+    pub max_receive_bytes: usize,
+    /// Per peer and channel, at most this many bytes wait in the outbox; more is dropped
+    /// (counted) and left to anti-entropy.
+    pub peer_queue_bytes: usize,
+    /// How often a node that knows no live member announces itself to its seeds again.
+    pub rejoin_interval_ms: u64,
+}
+
+/// Plumtree (eager push along a tree, lazy announcements for repair) tuning.
+#[derive(Clone, Debug)]
+pub struct PlumtreeConfig {
+    /// Same-region peers a node links to eagerly on its own initiative.
+    pub local_links: usize,
+    /// Other-region peers a node links to eagerly on its own initiative: the few long-lived
+    /// cross-region links. Peers that link to us are linked back, so the degree can be higher.
+    pub remote_links: usize,
+    /// How long announcements (IHAVE) wait to be batched before they are sent.
+    pub ihave_delay_ms: u64,
+    /// How long after the first announcement of a missing delta we ask the announcer for it
+    /// (GRAFT). Should exceed the usual eager-path latency, or repairs turn into duplicates.
+    pub graft_timeout_ms: u64,
+    /// How long after a GRAFT we ask the next announcer, if the delta still has not arrived.
+    pub graft_retry_ms: u64,
+    /// At most this many missing deltas are tracked from announcements; more are left to
+    /// anti-entropy.
+    pub max_missing: usize,
+}
+
+/// Anti-entropy (digest exchange, log repair, state transfer) tuning.
+#[derive(Clone, Debug)]
+pub struct AntiEntropyConfig {
+    /// How often a node starts a digest exchange with a random live peer (jittered by ±10%).
+    pub interval_ms: u64,
+    /// Per round, at most this many bytes of logged deltas are sent to a peer.
+    pub delta_budget_bytes: usize,
+    /// Per round, at most this many bytes of state (one chunk) are sent to a peer.
+    pub state_budget_bytes: usize,
+}
+
+impl Config {
+    /// A configuration for nodes that are a few milliseconds apart.
+    pub fn lan(cluster_size: u32) -> Self {
+        let size = NonZeroU32::new(cluster_size.max(1)).unwrap_or(NonZeroU32::MIN);
+        Config {
+            swim: foca::Config::new_lan(size),
+            max_clock_drift_ms: crdt_types::DEFAULT_MAX_CLOCK_DRIFT_MS,
+            plumtree: PlumtreeConfig {
+                local_links: 3,
+                remote_links: 2,
+                ihave_delay_ms: 20,
+                graft_timeout_ms: 150,
+                graft_retry_ms: 100,
+                max_missing: 100_000,
+            },
+            anti_entropy: AntiEntropyConfig {
+                interval_ms: 1_000,
+                delta_budget_bytes: 256 << 10,
+                state_budget_bytes: 128 << 10,
+            },
+            log_max_entries: 100_000,
+            log_max_bytes: 64 << 20,
+            max_message_bytes: 64 << 10,
+            max_receive_bytes: crdt_types::wire::MAX_ENCODED_BYTES,
+            peer_queue_bytes: 4 << 20,
+            rejoin_interval_ms: 2_000,
+        }
+    }
+
+    /// A configuration for nodes spread over regions with round trips up to a few hundred
+    /// milliseconds: slower probes, later grafts, rarer anti-entropy.
+    pub fn wan(cluster_size: u32) -> Self {
+        let size = NonZeroU32::new(cluster_size.max(1)).unwrap_or(NonZeroU32::MIN);
+        let lan = Config::lan(cluster_size);
+        Config {
+            swim: foca::Config::new_wan(size),
+            plumtree: PlumtreeConfig {
+                ihave_delay_ms: 50,
+                graft_timeout_ms: 600,
+                graft_retry_ms: 400,
+                ..lan.plumtree
+            },
+            anti_entropy: AntiEntropyConfig {
+                interval_ms: 2_000,
+                ..lan.anti_entropy
+            },
+            rejoin_interval_ms: 5_000,
+            ..lan
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! The bounded log of recently delivered deltas that anti-entropy and GRAFT answers are served
+//! from; it decides what to keep and what a peer can be sent, and must not decide when deltas
+//! are delivered.
+//!
+//! Entries are dropped two ways: below the stable watermark (every live member has them, so no
+//! one will ask again), and by capacity (oldest first) when the log is over its entry or byte
+//! bound. Per origin the log keeps a *floor*: every delivered delta of that origin above the
+//! floor is still in the log. A peer whose gap reaches below the floor cannot be repaired from
+//! the log and gets a state transfer instead.
+
+use crate::Payload;
+use crate::messages::Delta;
+use crdt_types::{CausalContext, Dot, ReplicaId, VersionVector};
+use std::collections::BTreeMap;
+
+/// What a peer can be sent, according to its digest (see [`DeltaLog::plan_for`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RepairPlan<P> {
+    /// Logged deltas the peer misses, in `(origin, seq)` order, within the byte budget.
+    pub deltas: Vec<Delta<P>>,
+    /// Whether more logged deltas were left out for the budget.
+    pub truncated: bool,
+    /// Whether the peer misses deltas the log no longer holds: only a state transfer repairs it.
+    pub needs_state: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Entry<P> {
+    delta: Delta<P>,
+    size: usize,
+    inserted: u64,
+}
+
+/// A bounded log of deltas keyed by dot.
+#[derive(Clone, Debug)]
+pub struct DeltaLog<P> {
+    entries: BTreeMap<Dot, Entry<P>>,
+    by_age: BTreeMap<u64, Dot>,
+    floor: BTreeMap<ReplicaId, u64>,
+    next_insert: u64,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+    evicted_for_capacity: u64,
+    trimmed_stable: u64,
+}
+
+impl<P: Payload> DeltaLog<P> {
+    /// An empty log bounded to `max_entries` entries and `max_bytes` bytes of deltas.
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+        DeltaLog {
+            entries: BTreeMap::new(),
+            by_age: BTreeMap::new(),
+            floor: BTreeMap::new(),
+            next_insert: 0,
+            bytes: 0,
+            max_entries: max_entries.max(1),
+            max_bytes: max_bytes.max(1),
+            evicted_for_capacity: 0,
+            trimmed_stable: 0,
+        }
+    }
+
+    /// Rebuilds a log after a restart from the entries the driver kept and the delivered
+    /// context it restored: the floors are set so that no delivered delta missing from the log
+    /// is ever promised to a peer.
+    pub fn restore(
+        max_entries: usize,
+        max_bytes: usize,
+        entries: Vec<Delta<P>>,
+        delivered: &CausalContext,
+    ) -> Self {
+        let mut log = DeltaLog::new(max_entries, max_bytes);
+        for d in entries {
+            if delivered.contains(&d.dot()) {
+                log.insert(d);
+            }
+        }
+        let origins: Vec<ReplicaId> = delivered
+            .vv()
+            .iter()
+            .map(|(r, _)| r)
+            .chain(delivered.cloud().map(|d| d.replica))
+            .collect();
+        for r in origins {
+            let floor = log.highest_unlogged(r, delivered);
+            log.raise_floor(r, floor);
+        }
+        log
+    }
+
+    /// The highest delivered dot of `origin` that the log does not hold (0 if none).
+    fn highest_unlogged(&self, origin: ReplicaId, delivered: &CausalContext) -> u64 {
+        // Cloud dots first (few), then walk down the contiguous range while the log has them:
+        // at most `len()` steps.
+        let mut best = 0;
+        for d in delivered.cloud().filter(|d| d.replica == origin) {
+            if !self.entries.contains_key(d) {
+                best = best.max(d.counter);
+            }
+        }
+        let mut s = delivered.vv().get(origin);
+        while s > best && self.entries.contains_key(&Dot::new(origin, s)) {
+            s -= 1;
+        }
+        best.max(s)
+    }
+
+    /// Adds a delivered delta, evicting the oldest entries if the log is over its bounds.
+    /// Returns how many entries were evicted for capacity.
+    pub fn insert(&mut self, delta: Delta<P>) -> usize {
+        let dot = delta.dot();
+        if self.entries.contains_key(&dot) {
+            return 0;
+        }
+        let size = delta.encoded_len();
+        let inserted = self.next_insert;
+        self.next_insert += 1;
+        self.by_age.insert(inserted, dot);
+        self.bytes += size;
+        self.entries.insert(
+            dot,
+            Entry {
+                delta,
+                size,
+                inserted,
+            },
+        );
+        let mut evicted = 0;
+        while self.entries.len() > self.max_entries || self.bytes > self.max_bytes {
+            let Some((_, oldest)) = self.by_age.pop_first() else {
+                break;
+            };
+            self.remove(&oldest);
+            self.raise_floor(oldest.replica, oldest.counter);
+            evicted += 1;
+        }
+        self.evicted_for_capacity += evicted as u64;
+        evicted
+    }
+
+    fn remove(&mut self, dot: &Dot) -> Option<Entry<P>> {
+        let e = self.entries.remove(dot)?;
+        self.by_age.remove(&e.inserted);
+        self.bytes -= e.size;
+        Some(e)
+    }
+
+    /// Drops every entry at or below the stable watermark: every live member has delivered it.
+    /// Returns how many entries were dropped.
+    pub fn trim_stable(&mut self, watermark: &VersionVector) -> usize {
+        let mut dropped = 0;
+        for (origin, upto) in watermark.iter() {
+            let doomed: Vec<Dot> = self
+                .entries
+                .range(Dot::new(origin, 0)..=Dot::new(origin, upto))
+                .map(|(d, _)| *d)
+                .collect();
+            if let Some(top) = doomed.last() {
+                self.raise_floor(origin, top.counter);
+            }
+            for d in &doomed {
+                self.remove(d);
+            }
+            dropped += doomed.len();
+        }
+        self.trimmed_stable += dropped as u64;
+        dropped
+    }
+
+    /// Records that deltas of `origin` up to `seq` may be delivered without being logged (after
+    /// an eviction, or a state transfer that delivered them wholesale).
+    pub fn raise_floor(&mut self, origin: ReplicaId, seq: u64) {
+        if seq == 0 {
+            return;
+        }
+        let f = self.floor.entry(origin).or_insert(0);
+        *f = (*f).max(seq);
+    }
+
+    /// Raises every floor to `vv` (see [`DeltaLog::raise_floor`]).
+    pub fn raise_floors(&mut self, vv: &VersionVector) {
+        for (r, c) in vv.iter() {
+            self.raise_floor(r, c);
+        }
+    }
+
+    /// The logged delta with this dot.
+    pub fn get(&self, dot: &Dot) -> Option<&Delta<P>> {
+        self.entries.get(dot).map(|e| &e.delta)
+    }
+
+    /// What a peer whose delivered context is `peer` should be sent, given our own delivered
+    /// context `mine`: the logged deltas it misses (up to `budget` bytes) and whether it also
+    /// misses deltas the log no longer holds.
+    pub fn plan_for(
+        &self,
+        peer: &CausalContext,
+        mine: &CausalContext,
+        budget: usize,
+    ) -> RepairPlan<P> {
+        let mut plan = RepairPlan {
+            deltas: Vec::new(),
+            truncated: false,
+            needs_state: false,
+        };
+        let mut spent = 0usize;
+        let origins: std::collections::BTreeSet<ReplicaId> = mine
+            .vv()
+            .iter()
+            .map(|(r, _)| r)
+            .chain(mine.cloud().map(|d| d.replica))
+            .collect();
+        for origin in origins {
+            let theirs = peer.vv().get(origin);
+            if mine.max_counter(origin) <= theirs {
+                continue;
+            }
+            let floor = self.floor.get(&origin).copied().unwrap_or(0);
+            if theirs < floor && !plan.needs_state {
+                plan.needs_state = self.gap_below_floor(origin, theirs, floor, peer, mine);
+            }
+            for (dot, e) in self
+                .entries
+                .range(Dot::new(origin, theirs + 1)..=Dot::new(origin, u64::MAX))
+            {
+                if peer.contains(dot) {
+                    continue;
+                }
+                if spent > 0 && spent + e.size > budget {
+                    plan.truncated = true;
+                    return plan;
+                }
+                spent += e.size;
+                plan.deltas.push(e.delta.clone());
+            }
+        }
+        plan
+    }
+
+    /// Whether some dot of `origin` in `(theirs, floor]` is delivered here, missing at the
+    /// peer and absent from the log.
+    fn gap_below_floor(
+        &self,
+        origin: ReplicaId,
+        theirs: u64,
+        floor: u64,
+        peer: &CausalContext,
+        mine: &CausalContext,
+    ) -> bool {
+        if floor - theirs > self.entries.len() as u64 {
+            // More dots than the log has entries: some are certainly gone.
+            return true;
+        }
+        (theirs + 1..=floor).any(|s| {
+            let d = Dot::new(origin, s);
+            mine.contains(&d) && !peer.contains(&d) && !self.entries.contains_key(&d)
+        })
+    }
+}
+
+impl<P> DeltaLog<P> {
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the log is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes of deltas held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Entries evicted because the log was full, since creation.
+    pub fn evicted_for_capacity(&self) -> u64 {
+        self.evicted_for_capacity
+    }
+
+    /// Entries dropped below the stable watermark, since creation.
+    pub fn trimmed_stable(&self) -> u64 {
+        self.trimmed_stable
+    }
+
+    /// Iterates the entries in `(origin, seq)` order, e.g. for a driver that persists them.
+    pub fn iter(&self) -> impl Iterator<Item = &Delta<P>> {
+        self.entries.values().map(|e| &e.delta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crdt_types::{Key, Kind, Stamp};
+
+    impl Payload for u64 {}
+
+    fn delta(origin: u64, seq: u64) -> Delta<u64> {
+        Delta {
+            origin: ReplicaId(origin),
+            seq,
+            stamp: Stamp::default(),
+            hops: 0,
+            key: Key::new(Kind::Cart, "k"),
+            payload: seq,
+        }
+    }
+
+    fn ctx(dots: &[(u64, u64)]) -> CausalContext {
+        dots.iter()
+            .map(|&(r, c)| Dot::new(ReplicaId(r), c))
+            .collect()
+    }
+
+    fn upto(r: u64, n: u64) -> Vec<(u64, u64)> {
+        (1..=n).map(|c| (r, c)).collect()
+    }
+
+    #[test]
+    fn serves_exactly_the_missing_deltas() {
+        let mut log = DeltaLog::new(100, 1 << 20);
+        for s in 1..=5 {
+            log.insert(delta(1, s));
+        }
+        let mine = ctx(&upto(1, 5));
+        let mut peer = ctx(&upto(1, 2));
+        peer.insert(Dot::new(ReplicaId(1), 4));
+        let plan = log.plan_for(&peer, &mine, usize::MAX);
+        let seqs: Vec<u64> = plan.deltas.iter().map(|d| d.seq).collect();
+        assert_eq!(seqs, vec![3, 5]);
+        assert!(!plan.needs_state && !plan.truncated);
+    }
+
+    #[test]
+    fn capacity_eviction_forces_state_for_peers_below_the_floor() {
+        let mut log = DeltaLog::new(3, 1 << 20);
+        for s in 1..=5 {
+            log.insert(delta(1, s));
+        }
+        assert_eq!(log.len(), 3);
+        let mine = ctx(&upto(1, 5));
+        assert!(
+            log.plan_for(&ctx(&upto(1, 1)), &mine, usize::MAX)
+                .needs_state
+        );
+        let plan = log.plan_for(&ctx(&upto(1, 2)), &mine, usize::MAX);
+        assert!(!plan.needs_state);
+        assert_eq!(plan.deltas.len(), 3);
+    }
+
+    #[test]
+    fn stable_trim_drops_only_what_the_watermark_covers() {
+        let mut log = DeltaLog::new(100, 1 << 20);
+        for s in 1..=5 {
+            log.insert(delta(1, s));
+            log.insert(delta(2, s));
+        }
+        let wm: VersionVector = [(ReplicaId(1), 3)].into_iter().collect();
+        assert_eq!(log.trim_stable(&wm), 3);
+        assert_eq!(log.len(), 7);
+        assert!(log.get(&Dot::new(ReplicaId(1), 4)).is_some());
+        assert!(log.get(&Dot::new(ReplicaId(2), 1)).is_some());
+    }
+
+    #[test]
+    fn budget_truncates_but_always_sends_one() {
+        let mut log = DeltaLog::new(100, 1 << 20);
+        for s in 1..=5 {
+            log.insert(delta(1, s));
+        }
+        let plan = log.plan_for(&CausalContext::new(), &ctx(&upto(1, 5)), 1);
+        assert_eq!(plan.deltas.len(), 1);
+        assert!(plan.truncated);
+    }
+
+    #[test]
+    fn restore_sets_floors_below_unlogged_deliveries() {
+        let delivered = ctx(&upto(1, 10));
+        let log = DeltaLog::restore(
+            100,
+            1 << 20,
+            (6..=10).map(|s| delta(1, s)).collect(),
+            &delivered,
+        );
+        assert!(
+            log.plan_for(&ctx(&upto(1, 4)), &delivered, usize::MAX)
+                .needs_state
+        );
+        let plan = log.plan_for(&ctx(&upto(1, 5)), &delivered, usize::MAX);
+        assert!(!plan.needs_state);
+        assert_eq!(plan.deltas.len(), 5);
+    }
+}

@@ -1,0 +1,435 @@
+//! Who is in the cluster: foca (SWIM with suspicion) wrapped for the node, our identity type,
+//! and foca's codec on `crdt_types::wire`; it decides liveness and must not touch deltas.
+//!
+//! foca owns no socket or clock: its [`AccumulatingRuntime`] collects the packets it wants
+//! sent, the timers it wants set and its notifications, and [`Membership`] drains them after
+//! every call into the node's outbox and timer list. Liveness changes are found by comparing
+//! foca's member table before and after each call, which also yields *suspect* transitions
+//! (foca only notifies up and down).
+
+use crdt_types::{ReplicaId, wire};
+use foca::{AccumulatingRuntime, Codec, Foca, Header, Member, NoCustomBroadcast, State, Timer};
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A member's identity in SWIM: node id, region, gossip address, replica id and a renewable
+/// incarnation.
+///
+/// The address is the member's unique key ([`foca::Identity::addr`]): two identities with the
+/// same address are two lives of the same member, and the one with the higher
+/// `(incarnation, replica, node_id)` wins. Drivers set `incarnation` to something that grows
+/// across restarts (the start time in Unix ms is the usual choice); foca renews it (+1)
+/// when the cluster declared us down and we are still running.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Identity {
+    /// The operator's node name (CONTRACT, ARCHITECTURE "Identity").
+    pub node_id: String,
+    /// The region the node runs in; dissemination keeps most links inside it.
+    pub region: String,
+    /// The gossip address peers send to.
+    pub addr: SocketAddr,
+    /// The replica id that mints this node's dots.
+    pub replica: ReplicaId,
+    /// Grows on every restart and every renewal.
+    pub incarnation: u64,
+}
+
+impl Identity {
+    /// An identity.
+    pub fn new(
+        node_id: impl Into<String>,
+        region: impl Into<String>,
+        addr: SocketAddr,
+        replica: ReplicaId,
+        incarnation: u64,
+    ) -> Self {
+        Identity {
+            node_id: node_id.into(),
+            region: region.into(),
+            addr,
+            replica,
+            incarnation,
+        }
+    }
+
+    /// A stand-in for a seed we only know the address of: foca accepts an announce addressed
+    /// to any identity with the receiver's address.
+    pub(crate) fn seed(addr: SocketAddr) -> Self {
+        Identity::new("", "", addr, ReplicaId(0), 0)
+    }
+
+    fn rank(&self) -> (u64, ReplicaId, &str) {
+        (self.incarnation, self.replica, &self.node_id)
+    }
+}
+
+impl foca::Identity for Identity {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(Identity {
+            incarnation: self.incarnation.wrapping_add(1),
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.rank() > adversary.rank()
+    }
+}
+
+/// foca's [`Codec`] on `crdt_types::wire`: each header and member is one wire value behind a
+/// two-byte big-endian length, so foca can read them one after the other.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WireCodec;
+
+/// Why the [`WireCodec`] could not encode or decode an item.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The wire codec failed.
+    #[error(transparent)]
+    Wire(#[from] wire::WireError),
+    /// The output buffer cannot hold the item (foca then sends fewer updates).
+    #[error("buffer full")]
+    BufferFull,
+    /// The input ends inside an item.
+    #[error("truncated item")]
+    Truncated,
+}
+
+/// The largest single header or member the codec accepts.
+const MAX_ITEM_BYTES: usize = u16::MAX as usize;
+
+fn put_framed<T: Serialize>(value: &T, mut buf: impl bytes::BufMut) -> Result<(), CodecError> {
+    let bytes = wire::encode(value)?;
+    let len = u16::try_from(bytes.len()).map_err(|_| CodecError::BufferFull)?;
+    if buf.remaining_mut() < bytes.len() + 2 {
+        return Err(CodecError::BufferFull);
+    }
+    buf.put_u16(len);
+    buf.put_slice(&bytes);
+    Ok(())
+}
+
+fn take_framed<T: serde::de::DeserializeOwned>(mut buf: impl bytes::Buf) -> Result<T, CodecError> {
+    // foca hands us contiguous buffers, so the first chunk is everything.
+    let chunk = buf.chunk();
+    let (len, rest) = match chunk {
+        [a, b, rest @ ..] => (u16::from_be_bytes([*a, *b]) as usize, rest),
+        _ => return Err(CodecError::Truncated),
+    };
+    let item = rest.get(..len).ok_or(CodecError::Truncated)?;
+    let value = wire::decode_with_limit(item, MAX_ITEM_BYTES)?;
+    buf.advance(len + 2);
+    Ok(value)
+}
+
+impl Codec<Identity> for WireCodec {
+    type Error = CodecError;
+
+    fn encode_header(
+        &mut self,
+        header: &Header<Identity>,
+        buf: impl bytes::BufMut,
+    ) -> Result<(), CodecError> {
+        put_framed(header, buf)
+    }
+
+    fn decode_header(&mut self, buf: impl bytes::Buf) -> Result<Header<Identity>, CodecError> {
+        take_framed(buf)
+    }
+
+    fn encode_member(
+        &mut self,
+        member: &Member<Identity>,
+        buf: impl bytes::BufMut,
+    ) -> Result<(), CodecError> {
+        put_framed(member, buf)
+    }
+
+    fn decode_member(&mut self, buf: impl bytes::Buf) -> Result<Member<Identity>, CodecError> {
+        take_framed(buf)
+    }
+}
+
+/// How this node sees a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MemberState {
+    /// Answering probes.
+    Alive,
+    /// Missed a probe; still treated as live until the suspicion times out.
+    Suspect,
+    /// Declared down by the cluster.
+    Down,
+}
+
+impl MemberState {
+    /// `alive`, `suspect` or `down` (the `/v1/members` spelling, CONTRACT §2).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Down => "down",
+        }
+    }
+
+    /// Whether the member counts as live (alive or suspect).
+    pub fn is_live(self) -> bool {
+        !matches!(self, MemberState::Down)
+    }
+
+    fn from_foca(s: State) -> Self {
+        match s {
+            State::Alive => MemberState::Alive,
+            State::Suspect => MemberState::Suspect,
+            State::Down => MemberState::Down,
+        }
+    }
+}
+
+/// A member as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Its current identity.
+    pub identity: Identity,
+    /// Its state.
+    pub state: MemberState,
+}
+
+/// A change of a member's state, found by comparing foca's table before and after a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum MemberChange {
+    Up(MemberInfo),
+    Suspect(MemberInfo),
+    Down(MemberInfo),
+}
+
+type Swim = Foca<Identity, WireCodec, Xoshiro256PlusPlus, NoCustomBroadcast>;
+
+/// foca plus its runtime, timers and the member table derived from it.
+pub(crate) struct Membership {
+    foca: Swim,
+    runtime: AccumulatingRuntime<Identity>,
+    timers: BTreeMap<(i64, u64), Timer<Identity>>,
+    timer_seq: u64,
+    members: BTreeMap<SocketAddr, MemberInfo>,
+    errors: u64,
+}
+
+/// What a membership call produced, for the node to act on.
+#[derive(Default)]
+pub(crate) struct Drained {
+    pub sends: Vec<(SocketAddr, Vec<u8>)>,
+    pub changes: Vec<MemberChange>,
+}
+
+impl Membership {
+    pub(crate) fn new(identity: Identity, config: foca::Config, seed: u64) -> Self {
+        let rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        Membership {
+            foca: Foca::new(identity, config, rng, WireCodec),
+            runtime: AccumulatingRuntime::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            members: BTreeMap::new(),
+            errors: 0,
+        }
+    }
+
+    /// Our current identity (foca may have renewed it).
+    pub(crate) fn identity(&self) -> &Identity {
+        self.foca.identity()
+    }
+
+    pub(crate) fn members(&self) -> impl Iterator<Item = &MemberInfo> {
+        self.members.values()
+    }
+
+    pub(crate) fn live_count(&self) -> usize {
+        self.foca.num_members()
+    }
+
+    /// foca errors so far (refused or malformed packets).
+    pub(crate) fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    pub(crate) fn handle_data(&mut self, now: i64, data: &[u8]) -> Drained {
+        let r = self.foca.handle_data(data, &mut self.runtime);
+        self.count(r);
+        self.drain(now)
+    }
+
+    pub(crate) fn announce(&mut self, now: i64, addr: SocketAddr) -> Drained {
+        let r = self.foca.announce(Identity::seed(addr), &mut self.runtime);
+        self.count(r);
+        self.drain(now)
+    }
+
+    pub(crate) fn leave(&mut self, now: i64) -> Drained {
+        let r = self.foca.leave_cluster(&mut self.runtime);
+        self.count(r);
+        self.drain(now)
+    }
+
+    /// The earliest foca timer.
+    pub(crate) fn next_deadline(&self) -> Option<i64> {
+        self.timers.keys().next().map(|(t, _)| *t)
+    }
+
+    /// Fires every foca timer due at `now`.
+    pub(crate) fn handle_timeout(&mut self, now: i64) -> Drained {
+        let mut out = Drained::default();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let timer = entry.remove();
+            let r = self.foca.handle_timer(timer, &mut self.runtime);
+            self.count(r);
+            let d = self.drain(now);
+            out.sends.extend(d.sends);
+            out.changes.extend(d.changes);
+        }
+        out
+    }
+
+    fn count(&mut self, r: Result<(), foca::Error>) {
+        if let Err(e) = r {
+            self.errors += 1;
+            tracing::trace!(error = %e, "foca refused input");
+        }
+    }
+
+    fn drain(&mut self, now: i64) -> Drained {
+        let mut out = Drained::default();
+        while let Some((to, data)) = self.runtime.to_send() {
+            out.sends.push((to.addr, data.to_vec()));
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            let at = now.saturating_add(duration_ms(after));
+            self.timer_seq += 1;
+            self.timers.insert((at, self.timer_seq), timer);
+        }
+        // Notifications are summarised by the table comparison below.
+        while self.runtime.to_notify().is_some() {}
+        out.changes = self.refresh();
+        out
+    }
+
+    /// Compares foca's table with ours and returns what changed, in address order.
+    fn refresh(&mut self) -> Vec<MemberChange> {
+        let mut changes = Vec::new();
+        let mut seen = BTreeMap::new();
+        for m in self.foca.iter_membership_state() {
+            let info = MemberInfo {
+                identity: m.id().clone(),
+                state: MemberState::from_foca(m.state()),
+            };
+            seen.insert(info.identity.addr, info);
+        }
+        for (addr, info) in &seen {
+            let before = self.members.get(addr);
+            let same_identity = before.is_some_and(|b| b.identity == info.identity);
+            let before_state = before.filter(|_| same_identity).map(|b| b.state);
+            match (before_state, info.state) {
+                (Some(a), b) if a == b => {}
+                (_, MemberState::Alive) => changes.push(MemberChange::Up(info.clone())),
+                (_, MemberState::Suspect) => changes.push(MemberChange::Suspect(info.clone())),
+                (Some(_), MemberState::Down) => changes.push(MemberChange::Down(info.clone())),
+                (None, MemberState::Down) => {
+                    // A new identity we only learnt as down; if it replaced a live one, that
+                    // one is gone.
+                    if before.is_some_and(|b| b.state.is_live()) {
+                        changes.push(MemberChange::Down(info.clone()));
+                    }
+                }
+            }
+        }
+        for (addr, info) in &self.members {
+            if !seen.contains_key(addr) && info.state.is_live() {
+                changes.push(MemberChange::Down(MemberInfo {
+                    state: MemberState::Down,
+                    ..info.clone()
+                }));
+            }
+        }
+        self.members = seen;
+        changes
+    }
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    // Round up so a timer never fires before foca asked for it.
+    let ms = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foca::Message;
+
+    fn id(port: u16) -> Identity {
+        Identity::new(
+            format!("n{port}"),
+            "eu",
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            ReplicaId(port as u64),
+            7,
+        )
+    }
+
+    #[test]
+    fn codec_round_trips_and_reads_items_one_after_the_other() {
+        let mut codec = WireCodec;
+        let header = Header {
+            src: id(1),
+            src_incarnation: 3,
+            dst: id(2),
+            message: Message::Ping(9),
+        };
+        let member = Member::new(id(3), 2, State::Suspect);
+        let mut buf = Vec::new();
+        codec.encode_header(&header, &mut buf).unwrap();
+        codec.encode_member(&member, &mut buf).unwrap();
+        let mut rd = &buf[..];
+        assert_eq!(codec.decode_header(&mut rd).unwrap(), header);
+        assert_eq!(codec.decode_member(&mut rd).unwrap(), member);
+        assert!(rd.is_empty());
+    }
+
+    #[test]
+    fn codec_refuses_truncated_input_and_full_buffers() {
+        let mut codec = WireCodec;
+        let mut buf = Vec::new();
+        codec
+            .encode_member(&Member::alive(id(1)), &mut buf)
+            .unwrap();
+        for cut in 0..buf.len() {
+            assert!(codec.decode_member(&buf[..cut]).is_err());
+        }
+        let mut small = [0u8; 8];
+        assert!(matches!(
+            codec.encode_member(&Member::alive(id(1)), &mut small[..]),
+            Err(CodecError::BufferFull)
+        ));
+    }
+
+    #[test]
+    fn renewal_wins_the_address_conflict() {
+        use foca::Identity as _;
+        let a = id(1);
+        let b = a.renew().unwrap();
+        assert!(b.win_addr_conflict(&a));
+        assert!(!a.win_addr_conflict(&b));
+    }
+}

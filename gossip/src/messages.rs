@@ -1,0 +1,189 @@
+//! Every message gossip nodes exchange, and their decoding from untrusted bytes; it defines
+//! shapes and validation only and must not hold protocol decisions.
+//!
+//! One datagram is one [`Envelope`]: the sender's advertised address and replica, then a
+//! [`Body`] on one of three channels (membership, dissemination, anti-entropy). Everything goes
+//! through `crdt_types::wire` (a version byte, then bincode), and decoding refuses inputs over
+//! a size limit before looking at them. [`Envelope::decode`] also checks what bincode cannot:
+//! sequence numbers start at 1, ids are valid, a foca packet fits its size limit.
+
+use crate::Payload;
+use crdt_types::wire::{self, WireError};
+use crdt_types::{CausalContext, Dot, Key, ReplicaId, Stamp, VersionVector};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// One delta of one origin: the unit that is disseminated, logged and applied.
+///
+/// `(origin, seq)` is the delta's dot: `seq` is the origin replica's delta sequence number,
+/// which is also the dot its CRDT operation carries (ARCHITECTURE "Dots are delta sequence
+/// numbers").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delta<P> {
+    /// The replica that made the operation.
+    pub origin: ReplicaId,
+    /// The origin's delta sequence number, from 1.
+    pub seq: u64,
+    /// The origin's HLC stamp for the operation.
+    pub stamp: Stamp,
+    /// How many links the delta crossed before reaching the node that holds this copy (0 at
+    /// the origin).
+    pub hops: u32,
+    /// The object the delta changes.
+    pub key: Key,
+    /// The change itself.
+    pub payload: P,
+}
+
+impl<P> Delta<P> {
+    /// The delta's dot `(origin, seq)`.
+    pub fn dot(&self) -> Dot {
+        Dot::new(self.origin, self.seq)
+    }
+}
+
+impl<P: Payload> Delta<P> {
+    /// The delta's size in the wire encoding (header, key and payload), in bytes.
+    pub fn encoded_len(&self) -> usize {
+        // origin, seq, stamp and hops take at most 10 + 10 + 20 + 5 bytes as varints, the key
+        // at most 1 + 10 + its id.
+        56 + self.key.id.len() + self.payload.encoded_len()
+    }
+}
+
+/// An item of the dissemination channel (Plumtree).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum GossipItem<P> {
+    /// Eager push of a delta (also the answer to a GRAFT).
+    Delta(Delta<P>),
+    /// Lazy push: "I have these deltas".
+    IHave(Vec<Dot>),
+    /// "Send me these deltas, and push to me eagerly from now on."
+    Graft(Vec<Dot>),
+    /// "I got that already: stop pushing to me eagerly."
+    Prune,
+}
+
+/// A digest: the sender's delivered context, opening or answering an anti-entropy round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Digest {
+    /// Every delta the sender has applied (version vector plus out-of-order dots).
+    pub delivered: CausalContext,
+    /// Whether the receiver should answer with its own digest (push-pull).
+    pub reply: bool,
+    /// When the sender is receiving a state transfer from the receiver: the cursor to go on
+    /// from.
+    pub state_cursor: Option<u64>,
+}
+
+/// One chunk of a state transfer: the current state of keys changed after a cursor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StateChunk<P> {
+    /// On the first chunk of a transfer: the sender's delivered vector when it read it, which
+    /// the receiver adopts once the transfer is complete.
+    pub snapshot: Option<VersionVector>,
+    /// The sender's clock when it read the chunk; a chunk from a clock beyond the drift bound
+    /// is refused.
+    pub clock: Stamp,
+    /// The cursor to continue from.
+    pub next_cursor: u64,
+    /// Whether this is the last chunk.
+    pub done: bool,
+    /// `(key, state)` pairs.
+    pub entries: Vec<(Key, P)>,
+}
+
+/// An item of the anti-entropy channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SyncItem<P> {
+    /// A digest.
+    Digest(Digest),
+    /// A delta from the delta log that the receiver's digest showed missing.
+    Delta(Delta<P>),
+    /// A chunk of state, where the log no longer holds what the receiver misses.
+    State(StateChunk<P>),
+}
+
+/// What a message carries; each variant travels on its own [`crate::Channel`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Body<P> {
+    /// A foca (SWIM) packet, itself encoded with [`crate::WireCodec`].
+    Membership(Vec<u8>),
+    /// Dissemination items, in order.
+    Gossip(Vec<GossipItem<P>>),
+    /// Anti-entropy items, in order.
+    Sync(Vec<SyncItem<P>>),
+}
+
+/// One message between two gossip nodes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<P> {
+    /// The sender's advertised gossip address (the one in its membership identity). Replies
+    /// go there, whatever source address the transport saw.
+    pub sender: SocketAddr,
+    /// The sender's replica id.
+    pub replica: ReplicaId,
+    /// The content.
+    pub body: Body<P>,
+}
+
+/// Why received bytes were dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes are not a valid encoding (or are over the size limit).
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The encoding is valid but a field is not.
+    #[error("invalid message: {0}")]
+    Invalid(&'static str),
+}
+
+impl<P: Payload> Envelope<P> {
+    /// Encodes the message with `crdt_types::wire`.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        wire::encode(self)
+    }
+
+    /// Decodes and validates a message, refusing inputs over `max_bytes`.
+    pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<Self, DecodeError> {
+        let env: Envelope<P> = wire::decode_with_limit(bytes, max_bytes)?;
+        env.validate()?;
+        Ok(env)
+    }
+
+    fn validate(&self) -> Result<(), DecodeError> {
+        fn dot_ok(d: &Dot) -> Result<(), DecodeError> {
+            if d.counter == 0 {
+                return Err(DecodeError::Invalid("sequence number 0"));
+            }
+            Ok(())
+        }
+        fn delta_ok<P>(d: &Delta<P>) -> Result<(), DecodeError> {
+            dot_ok(&d.dot())?;
+            key_ok(&d.key)
+        }
+        fn key_ok(k: &Key) -> Result<(), DecodeError> {
+            crdt_types::validate_id(&k.id).map_err(|_| DecodeError::Invalid("invalid key id"))
+        }
+        match &self.body {
+            Body::Membership(b) if b.is_empty() => Err(DecodeError::Invalid("empty foca packet")),
+            Body::Membership(_) => Ok(()),
+            Body::Gossip(items) => items.iter().try_for_each(|i| match i {
+                GossipItem::Delta(d) => delta_ok(d),
+                GossipItem::IHave(ds) | GossipItem::Graft(ds) => ds.iter().try_for_each(dot_ok),
+                GossipItem::Prune => Ok(()),
+            }),
+            Body::Sync(items) => items.iter().try_for_each(|i| match i {
+                SyncItem::Digest(_) => Ok(()),
+                SyncItem::Delta(d) => delta_ok(d),
+                SyncItem::State(c) => c.entries.iter().try_for_each(|(k, _)| key_ok(k)),
+            }),
+        }
+    }
+}
+
+/// The encoded size of an item inside a message body, for batching.
+pub(crate) fn item_len<T: Serialize>(item: &T) -> usize {
+    // `wire::encoded_len` counts the version byte, which only the envelope carries.
+    wire::encoded_len(item).saturating_sub(1)
+}

@@ -1,0 +1,893 @@
+//! The gossip node: one sans-IO state machine that ties membership, dissemination,
+//! anti-entropy and the delta log together; it owns the protocol state and must not do I/O,
+//! read a clock or draw unseeded randomness.
+//!
+//! quinn-proto style: `handle_*` for what arrives from the network or a timer, mutators for what
+//! the application asks, `poll_*` for what the driver must do next. A driver loop is:
+//!
+//! ```text
+//! loop {
+//!     feed one input: node.handle_message(now, from, &bytes, &store)
+//!                     | node.handle_timeout(now) | node.publish(now, key, delta, tag) | ...
+//!     while let Some(t) = node.poll_transmit() { send t.bytes to t.to on t.channel }
+//!     while let Some(e) = node.poll_event()    { apply it durably, in order }
+//!     sleep until node.poll_timeout()
+//! }
+//! ```
+//!
+//! The delivered context (which deltas this node has applied) advances when an event is handed
+//! out: the driver must apply `Apply`, `ApplyState` and `AdoptDelivered` in order and durably,
+//! recording the delta's dot (or the adopted vector) in the same transaction as the state, and
+//! give that context back in [`Restored`] after a restart.
+
+use crate::anti_entropy::{AntiEntropy, ChunkOutcome};
+use crate::config::Config;
+use crate::delta_log::DeltaLog;
+use crate::membership::{Drained, Identity, MemberChange, MemberInfo, Membership};
+use crate::messages::{Body, Delta, Envelope, GossipItem, StateChunk, SyncItem, item_len};
+use crate::outbox::Outbox;
+use crate::plumtree::{PeerInfo, Plumtree};
+use crate::stats::Stats;
+use crate::{Payload, StateSource};
+use bytes::Bytes;
+use crdt_types::{
+    CausalContext, Clock, ClockError, Dot, Key, ReplicaId, Stamp, Tag, VersionVector,
+};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+
+/// The logical stream a message belongs to. Drivers may map channels to separate streams so
+/// that a large state transfer does not delay deltas or probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Channel {
+    /// SWIM probes, acks, announces and membership updates. Small; latency-sensitive.
+    Membership,
+    /// Plumtree: eager deltas, IHAVE, GRAFT, PRUNE.
+    Delta,
+    /// Anti-entropy: digests, logged deltas, state chunks.
+    Sync,
+}
+
+/// Bytes the driver must send to a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The peer's gossip address.
+    pub to: SocketAddr,
+    /// Which logical stream it belongs to.
+    pub channel: Channel,
+    /// One encoded message; deliver it whole (or not at all).
+    pub bytes: Bytes,
+}
+
+/// Something the driver must act on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event<P> {
+    /// A remote delta to join into the key's state, durably, recording its dot
+    /// `(origin, seq)` as delivered in the same transaction.
+    Apply(Delta<P>),
+    /// A state (from a state transfer) to join into the key's state, durably. It delivers no
+    /// dot by itself: see `AdoptDelivered`.
+    ApplyState {
+        /// The key.
+        key: Key,
+        /// The sender's state of the key (a delta-state CRDT's state is a delta).
+        payload: P,
+        /// The replica that sent it.
+        from: ReplicaId,
+    },
+    /// A state transfer completed: every state it carried has been handed out as
+    /// `ApplyState`, so join this vector into the persisted delivered context.
+    AdoptDelivered {
+        /// The sender's delivered vector as of the start of the transfer.
+        vv: VersionVector,
+        /// The replica that sent it.
+        from: ReplicaId,
+    },
+    /// A member joined or came back (or refuted a suspicion).
+    MemberUp(MemberInfo),
+    /// A member missed a probe and is suspected; it still counts as live.
+    MemberSuspect(MemberInfo),
+    /// A member was declared down or left.
+    MemberDown(MemberInfo),
+}
+
+/// What a restarted node gets back from its store.
+#[derive(Clone, Debug)]
+pub struct Restored<P> {
+    /// Every delta this replica had applied (its own included) when it stopped.
+    pub delivered: CausalContext,
+    /// The deltas the driver kept for the delta log (may be empty: peers that then need them
+    /// get a state transfer).
+    pub log: Vec<Delta<P>>,
+    /// The highest HLC stamp the replica had issued or seen, so the clock never goes back.
+    pub last_stamp: Option<Stamp>,
+}
+
+impl<P> Default for Restored<P> {
+    fn default() -> Self {
+        Restored {
+            delivered: CausalContext::new(),
+            log: Vec::new(),
+            last_stamp: None,
+        }
+    }
+}
+
+/// Why [`Node::publish`] refused a delta.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The tag's dot belongs to another replica.
+    #[error("tag belongs to replica {0}, not to this node")]
+    WrongReplica(ReplicaId),
+    /// The tag was not issued by [`Node::next_tag`].
+    #[error("tag sequence number {0} was never issued")]
+    NotIssued(u64),
+    /// A delta with this tag was published already.
+    #[error("tag sequence number {0} was already published")]
+    AlreadyPublished(u64),
+}
+
+/// The gossip protocol state machine of one node, generic over the delta payload.
+pub struct Node<P: Payload> {
+    config: Config,
+    replica: ReplicaId,
+    clock: Clock,
+    rng: Xoshiro256PlusPlus,
+    membership: Membership,
+    plumtree: Plumtree,
+    anti_entropy: AntiEntropy,
+    log: DeltaLog<P>,
+    delivered: CausalContext,
+    next_seq: u64,
+    /// Per peer: its replica and the delivered vector of its latest digest.
+    acked: BTreeMap<SocketAddr, (ReplicaId, VersionVector)>,
+    outbox: Outbox<P>,
+    pending_ihave: BTreeMap<SocketAddr, Vec<Dot>>,
+    events: VecDeque<Event<P>>,
+    seeds: BTreeSet<SocketAddr>,
+    started: bool,
+    left: bool,
+    ae_deadline: Option<i64>,
+    ihave_deadline: Option<i64>,
+    rejoin_deadline: Option<i64>,
+    stats: Stats,
+}
+
+impl<P: Payload> std::fmt::Debug for Node<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("identity", self.membership.identity())
+            .field("next_seq", &self.next_seq)
+            .field("delivered", &self.delivered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Payload> Node<P> {
+    /// A node with this identity, restarted from `restored` (or `Restored::default()` for a
+    /// fresh replica). Every random choice it makes comes from `seed`.
+    pub fn new(config: Config, identity: Identity, restored: Restored<P>, seed: u64) -> Self {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let replica = identity.replica;
+        let mut clock = Clock::new(replica, config.max_clock_drift_ms);
+        if let Some(last) = restored.last_stamp {
+            // Observed "at" its own wall time, so the drift bound cannot refuse it: the clock
+            // resumes after everything it issued before the restart.
+            if let Err(e) = clock.observe(last.wall_ms(), &last) {
+                tracing::warn!(error = %e, "restored stamp is outside the HLC range");
+            }
+        }
+        let log = DeltaLog::restore(
+            config.log_max_entries,
+            config.log_max_bytes,
+            restored.log,
+            &restored.delivered,
+        );
+        let own_logged = log
+            .iter()
+            .filter(|d| d.origin == replica)
+            .map(|d| d.seq)
+            .max()
+            .unwrap_or(0);
+        let next_seq = restored.delivered.max_counter(replica).max(own_logged) + 1;
+        let membership = Membership::new(identity, config.swim.clone(), rng.random());
+        Node {
+            plumtree: Plumtree::new(config.plumtree.clone(), rng.random()),
+            anti_entropy: AntiEntropy::new(config.anti_entropy.clone()),
+            outbox: Outbox::new(config.peer_queue_bytes, config.max_message_bytes),
+            config,
+            replica,
+            clock,
+            rng,
+            membership,
+            log,
+            delivered: restored.delivered,
+            next_seq,
+            acked: BTreeMap::new(),
+            pending_ihave: BTreeMap::new(),
+            events: VecDeque::new(),
+            seeds: BTreeSet::new(),
+            started: false,
+            left: false,
+            ae_deadline: None,
+            ihave_deadline: None,
+            rejoin_deadline: None,
+            stats: Stats::default(),
+        }
+    }
+
+    // ----- getters -------------------------------------------------------------------------
+
+    /// This node's current identity (its incarnation grows when foca renews it).
+    pub fn identity(&self) -> &Identity {
+        self.membership.identity()
+    }
+
+    /// The replica id that mints this node's dots.
+    pub fn replica(&self) -> ReplicaId {
+        self.replica
+    }
+
+    /// Every delta this node has delivered (its own included). Per ARCHITECTURE "Dots are
+    /// delta sequence numbers", its vector part is what the CRDT layer may fold every key's
+    /// context with (`CausalContext::compact_stable`).
+    pub fn delivered(&self) -> &CausalContext {
+        &self.delivered
+    }
+
+    /// The causal-stability watermark: the meet of the delivered vectors of every live member,
+    /// this node included, as last acknowledged in their digests. A live member that has not
+    /// sent a digest yet counts as having nothing, so the watermark is empty until every live
+    /// member has been heard from. Members declared down do not hold it back.
+    pub fn stable_watermark(&self) -> VersionVector {
+        let mut wm = self.delivered.vv().clone();
+        for m in self.membership.members().filter(|m| m.state.is_live()) {
+            match self.acked.get(&m.identity.addr) {
+                Some((replica, vv)) if *replica == m.identity.replica => wm.meet(vv),
+                _ => return VersionVector::new(),
+            }
+        }
+        wm
+    }
+
+    /// Every member this node knows of, with its state, in address order.
+    pub fn members(&self) -> impl Iterator<Item = &MemberInfo> {
+        self.membership.members()
+    }
+
+    /// The delta log (e.g. for a driver that persists it or an operator that inspects it).
+    pub fn delta_log(&self) -> &DeltaLog<P> {
+        &self.log
+    }
+
+    /// The dissemination overlay (eager and lazy peers), for inspection.
+    pub fn plumtree(&self) -> &Plumtree {
+        &self.plumtree
+    }
+
+    /// A snapshot of the counters, gauges filled in.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        let wm = self.stable_watermark();
+        s.log_len = self.log.len() as u64;
+        s.log_bytes = self.log.bytes() as u64;
+        s.log_evicted = self.log.evicted_for_capacity();
+        s.log_trimmed = self.log.trimmed_stable();
+        s.watermark_lag = self
+            .delivered
+            .vv()
+            .iter()
+            .map(|(r, c)| c - wm.get(r).min(c))
+            .max()
+            .unwrap_or(0);
+        s.live_members = self.membership.live_count() as u64;
+        s.membership_errors = self.membership.errors();
+        s
+    }
+
+    // ----- polls ---------------------------------------------------------------------------
+
+    /// The next message to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        loop {
+            let (to, body) = self.outbox.pop()?;
+            let channel = match &body {
+                Body::Membership(_) => Channel::Membership,
+                Body::Gossip(_) => Channel::Delta,
+                Body::Sync(_) => Channel::Sync,
+            };
+            let env = Envelope {
+                sender: self.identity().addr,
+                replica: self.replica,
+                body,
+            };
+            match env.encode() {
+                Ok(bytes) => {
+                    let t = match channel {
+                        Channel::Membership => &mut self.stats.sent_membership,
+                        Channel::Delta => &mut self.stats.sent_gossip,
+                        Channel::Sync => &mut self.stats.sent_sync,
+                    };
+                    t.add(bytes.len());
+                    return Some(Transmit {
+                        to,
+                        channel,
+                        bytes: Bytes::from(bytes),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %to, "dropping a message that cannot be encoded");
+                    self.stats.dropped_unencodable += 1;
+                }
+            }
+        }
+    }
+
+    /// When [`Node::handle_timeout`] must be called next (Unix ms), if ever.
+    pub fn poll_timeout(&self) -> Option<i64> {
+        if self.left || !self.started {
+            return None;
+        }
+        [
+            self.membership.next_deadline(),
+            self.plumtree.next_deadline(),
+            self.ae_deadline,
+            self.ihave_deadline,
+            self.rejoin_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The next event for the driver, in the order they happened.
+    pub fn poll_event(&mut self) -> Option<Event<P>> {
+        self.events.pop_front()
+    }
+
+    // ----- application requests ------------------------------------------------------------
+
+    /// Reserves the tag of the next local operation: the next delta sequence number (the dot)
+    /// and a fresh HLC stamp.
+    ///
+    /// Every tag must be published: a driver whose write fails after taking a tag publishes an
+    /// empty (bottom) delta for it, otherwise peers would wait for that sequence number forever.
+    /// (A crash before the write is durable is fine: the restarted node reissues the number.)
+    pub fn next_tag(&mut self, now: i64) -> Result<Tag, ClockError> {
+        self.touch(now);
+        let stamp = self.clock.tick(now)?;
+        let dot = Dot::new(self.replica, self.next_seq);
+        self.next_seq += 1;
+        Ok(Tag { dot, stamp })
+    }
+
+    /// Sends a local delta to the cluster. Call it after the write made with `tag` is durable
+    /// locally (ARCHITECTURE: a delta is never sent before it is durable at its origin).
+    pub fn publish(
+        &mut self,
+        now: i64,
+        key: Key,
+        payload: P,
+        tag: Tag,
+    ) -> Result<(), PublishError> {
+        self.touch(now);
+        if tag.dot.replica != self.replica {
+            return Err(PublishError::WrongReplica(tag.dot.replica));
+        }
+        if tag.dot.counter == 0 || tag.dot.counter >= self.next_seq {
+            return Err(PublishError::NotIssued(tag.dot.counter));
+        }
+        if self.delivered.contains(&tag.dot) {
+            return Err(PublishError::AlreadyPublished(tag.dot.counter));
+        }
+        let delta = Delta {
+            origin: self.replica,
+            seq: tag.dot.counter,
+            stamp: tag.stamp,
+            hops: 0,
+            key,
+            payload,
+        };
+        self.delivered.insert(tag.dot);
+        self.log.insert(delta.clone());
+        self.stats.published += 1;
+        self.disseminate(now, &delta, None);
+        Ok(())
+    }
+
+    /// Adds a seed address and announces this node to it. Seeds are announced to again
+    /// whenever the node knows no live member.
+    pub fn add_seed(&mut self, now: i64, addr: SocketAddr) {
+        self.touch(now);
+        if addr == self.identity().addr || self.left {
+            return;
+        }
+        self.seeds.insert(addr);
+        let drained = self.membership.announce(now, addr);
+        self.absorb(now, drained);
+    }
+
+    /// Leaves the cluster gracefully: tells the members, then stops (drain
+    /// [`Node::poll_transmit`] one last time).
+    pub fn leave(&mut self, now: i64) {
+        self.touch(now);
+        if self.left {
+            return;
+        }
+        let drained = self.membership.leave(now);
+        self.absorb(now, drained);
+        self.left = true;
+    }
+
+    /// Marks a peer congested (the driver cannot send to it now) or not. A congested peer's
+    /// queues fill up to their bound and then drop, and anti-entropy repairs it later.
+    pub fn set_peer_congested(&mut self, peer: SocketAddr, congested: bool) {
+        self.outbox.set_congested(peer, congested);
+    }
+
+    // ----- inputs --------------------------------------------------------------------------
+
+    /// Handles one message received from the network. `from` is the transport's source
+    /// address, used only for diagnostics: replies go to the address the sender advertises.
+    /// Malformed input is counted and dropped.
+    pub fn handle_message(
+        &mut self,
+        now: i64,
+        from: SocketAddr,
+        bytes: &[u8],
+        state: &impl StateSource<P>,
+    ) {
+        self.touch(now);
+        if self.left {
+            return;
+        }
+        let env = match Envelope::<P>::decode(bytes, self.config.max_receive_bytes) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::debug!(error = %e, %from, len = bytes.len(), "dropping malformed message");
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        let sender = env.sender;
+        if sender == self.identity().addr {
+            self.stats.malformed += 1;
+            return;
+        }
+        match env.body {
+            Body::Membership(packet) => {
+                self.stats.received_membership.add(bytes.len());
+                let drained = self.membership.handle_data(now, &packet);
+                self.absorb(now, drained);
+            }
+            Body::Gossip(items) => {
+                self.stats.received_gossip.add(bytes.len());
+                for item in items {
+                    self.on_gossip(now, sender, item);
+                }
+            }
+            Body::Sync(items) => {
+                self.stats.received_sync.add(bytes.len());
+                for item in items {
+                    self.on_sync(now, sender, env.replica, item, state);
+                }
+            }
+        }
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: i64) {
+        self.touch(now);
+        if self.left {
+            return;
+        }
+        let drained = self.membership.handle_timeout(now);
+        self.absorb(now, drained);
+        if self.ihave_deadline.is_some_and(|t| t <= now) {
+            self.flush_ihave();
+        }
+        self.send_grafts(now);
+        if self.ae_deadline.is_some_and(|t| t <= now) {
+            self.anti_entropy_round(now);
+            self.ae_deadline = Some(now + self.jitter(self.config.anti_entropy.interval_ms));
+        }
+        if self.rejoin_deadline.is_some_and(|t| t <= now) {
+            if self.membership.live_count() == 0 {
+                for seed in self.seeds.clone() {
+                    let drained = self.membership.announce(now, seed);
+                    self.absorb(now, drained);
+                }
+            }
+            self.rejoin_deadline = Some(now + self.config.rejoin_interval_ms as i64);
+        }
+    }
+
+    // ----- internals -----------------------------------------------------------------------
+
+    fn touch(&mut self, now: i64) {
+        if !self.started {
+            self.started = true;
+            self.ae_deadline = Some(now + self.jitter(self.config.anti_entropy.interval_ms));
+            self.rejoin_deadline = Some(now + self.config.rejoin_interval_ms as i64);
+        }
+    }
+
+    /// `ms` ± 10%, from the seeded RNG.
+    fn jitter(&mut self, ms: u64) -> i64 {
+        let ms = ms.max(1) as i64;
+        let spread = (ms / 10).max(1);
+        ms + self.rng.random_range(-spread..=spread)
+    }
+
+    fn live_peers(&self) -> Vec<PeerInfo> {
+        self.membership
+            .members()
+            .filter(|m| m.state.is_live())
+            .map(|m| PeerInfo {
+                addr: m.identity.addr,
+                region: m.identity.region.clone(),
+            })
+            .collect()
+    }
+
+    /// Acts on what a membership call produced.
+    fn absorb(&mut self, now: i64, drained: Drained) {
+        for (to, packet) in drained.sends {
+            if !self.outbox.push_membership(to, packet) {
+                self.stats.dropped_backpressure += 1;
+            }
+        }
+        if drained.changes.is_empty() {
+            return;
+        }
+        for change in drained.changes {
+            match change {
+                MemberChange::Up(info) => {
+                    let addr = info.identity.addr;
+                    if self
+                        .acked
+                        .get(&addr)
+                        .is_some_and(|(r, _)| *r != info.identity.replica)
+                    {
+                        self.acked.remove(&addr);
+                        self.anti_entropy.forget(&addr);
+                    }
+                    // A member that comes up is compared with right away.
+                    self.send_digest(addr, true);
+                    self.stats.sync_rounds += 1;
+                    self.events.push_back(Event::MemberUp(info));
+                }
+                MemberChange::Suspect(info) => self.events.push_back(Event::MemberSuspect(info)),
+                MemberChange::Down(info) => {
+                    let addr = info.identity.addr;
+                    self.plumtree.remove_peer(&addr);
+                    self.anti_entropy.forget(&addr);
+                    self.acked.remove(&addr);
+                    self.pending_ihave.remove(&addr);
+                    self.stats.dropped_backpressure += self.outbox.drop_peer(&addr) as u64;
+                    self.events.push_back(Event::MemberDown(info));
+                }
+            }
+        }
+        let region = self.identity().region.clone();
+        let live = self.live_peers();
+        self.plumtree.rebalance(&region, &live);
+        self.trim_log();
+        let _ = now;
+    }
+
+    fn trim_log(&mut self) {
+        let wm = self.stable_watermark();
+        self.log.trim_stable(&wm);
+    }
+
+    /// A peer showed a delta of our own replica: never reuse its sequence number.
+    fn note_own(&mut self, seq: u64) {
+        if seq >= self.next_seq {
+            tracing::warn!(seq, "peers know a sequence number of ours beyond our own");
+            self.next_seq = seq + 1;
+        }
+    }
+
+    /// Checks a remote delta's stamp against the clock. A refused delta stays missing.
+    fn admit(&mut self, now: i64, delta: &Delta<P>) -> bool {
+        match self.clock.observe(now, &delta.stamp) {
+            Ok(()) => true,
+            Err(ClockError::DriftExceeded { ahead_ms, .. }) => {
+                tracing::debug!(dot = ?delta.dot(), ahead_ms, "refusing a delta beyond the drift bound");
+                self.stats.refused_drift += 1;
+                false
+            }
+            Err(ClockError::OutOfRange(_)) => {
+                self.stats.refused_clock_range += 1;
+                false
+            }
+        }
+    }
+
+    /// Records a new remote delta as delivered, logs it and hands it to the driver.
+    fn deliver(&mut self, delta: &Delta<P>) {
+        let dot = delta.dot();
+        if dot.replica == self.replica {
+            self.note_own(dot.counter);
+        }
+        self.delivered.insert(dot);
+        self.plumtree.delivered(&dot);
+        self.log.insert(delta.clone());
+        self.stats.delivered += 1;
+        self.events.push_back(Event::Apply(delta.clone()));
+    }
+
+    /// Pushes a delta to the eager peers and schedules its announcement to the lazy ones.
+    fn disseminate(&mut self, now: i64, delta: &Delta<P>, except: Option<SocketAddr>) {
+        let mut copy = delta.clone();
+        copy.hops = delta.hops.saturating_add(1);
+        let size = copy.encoded_len();
+        let eager: Vec<SocketAddr> = self
+            .plumtree
+            .eager()
+            .filter(|a| Some(*a) != except)
+            .collect();
+        for peer in eager {
+            if self
+                .outbox
+                .push_gossip(peer, GossipItem::Delta(copy.clone()), size)
+            {
+                self.stats.eager_sent += 1;
+            } else {
+                self.stats.dropped_backpressure += 1;
+            }
+        }
+        let lazy: Vec<SocketAddr> = self
+            .plumtree
+            .lazy()
+            .filter(|a| Some(*a) != except)
+            .collect();
+        if lazy.is_empty() {
+            return;
+        }
+        for peer in lazy {
+            self.pending_ihave
+                .entry(peer)
+                .or_default()
+                .push(delta.dot());
+        }
+        if self.ihave_deadline.is_none() {
+            self.ihave_deadline = Some(now + self.config.plumtree.ihave_delay_ms as i64);
+        }
+    }
+
+    fn flush_ihave(&mut self) {
+        self.ihave_deadline = None;
+        for (peer, dots) in std::mem::take(&mut self.pending_ihave) {
+            let n = dots.len() as u64;
+            let item = GossipItem::IHave(dots);
+            let size = item_len(&item);
+            if self.outbox.push_gossip(peer, item, size) {
+                self.stats.ihave_sent += n;
+            } else {
+                self.stats.dropped_backpressure += 1;
+            }
+        }
+    }
+
+    fn send_grafts(&mut self, now: i64) {
+        let mut by_peer: BTreeMap<SocketAddr, Vec<Dot>> = BTreeMap::new();
+        for (peer, dot) in self.plumtree.due_grafts(now) {
+            if !self.delivered.contains(&dot) {
+                by_peer.entry(peer).or_default().push(dot);
+            }
+        }
+        for (peer, dots) in by_peer {
+            let n = dots.len() as u64;
+            let item = GossipItem::Graft(dots);
+            let size = item_len(&item);
+            if self.outbox.push_gossip(peer, item, size) {
+                self.stats.grafts_sent += n;
+            } else {
+                self.stats.dropped_backpressure += 1;
+            }
+        }
+    }
+
+    fn on_gossip(&mut self, now: i64, from: SocketAddr, item: GossipItem<P>) {
+        match item {
+            GossipItem::Delta(delta) => {
+                let dot = delta.dot();
+                if self.delivered.contains(&dot) {
+                    self.stats.duplicates += 1;
+                    if self.plumtree.on_duplicate(from)
+                        && self.outbox.push_gossip(from, GossipItem::Prune, 1)
+                    {
+                        self.stats.prunes_sent += 1;
+                    }
+                    return;
+                }
+                if !self.admit(now, &delta) {
+                    return;
+                }
+                self.plumtree.on_first_delivery(from, &dot);
+                self.deliver(&delta);
+                self.disseminate(now, &delta, Some(from));
+            }
+            GossipItem::IHave(dots) => {
+                for dot in dots {
+                    if !self.delivered.contains(&dot) {
+                        self.plumtree.on_ihave(now, from, dot);
+                    }
+                }
+            }
+            GossipItem::Graft(dots) => {
+                self.plumtree.on_graft(from);
+                for dot in dots {
+                    let Some(d) = self.log.get(&dot) else {
+                        continue;
+                    };
+                    let mut copy = d.clone();
+                    copy.hops = copy.hops.saturating_add(1);
+                    let size = copy.encoded_len();
+                    if self.outbox.push_gossip(from, GossipItem::Delta(copy), size) {
+                        self.stats.eager_sent += 1;
+                    } else {
+                        self.stats.dropped_backpressure += 1;
+                    }
+                }
+            }
+            GossipItem::Prune => self.plumtree.on_prune(from),
+        }
+    }
+
+    fn send_digest(&mut self, to: SocketAddr, reply: bool) {
+        let digest = self.anti_entropy.digest(&self.delivered, &to, reply);
+        let item = SyncItem::Digest(digest);
+        let size = item_len(&item);
+        if !self.outbox.push_sync(to, item, size) {
+            self.stats.dropped_backpressure += 1;
+        }
+    }
+
+    fn anti_entropy_round(&mut self, _now: i64) {
+        self.trim_log();
+        let live = self.live_peers();
+        let mut targets = Vec::new();
+        if let Some(p) = self.anti_entropy.transfer_peer() {
+            if live.iter().any(|l| l.addr == p) {
+                targets.push(p);
+            } else {
+                self.anti_entropy.forget(&p);
+            }
+        }
+        if !live.is_empty() {
+            let pick = live[self.rng.random_range(0..live.len())].addr;
+            if !targets.contains(&pick) {
+                targets.push(pick);
+            }
+        }
+        for t in targets {
+            self.send_digest(t, true);
+            self.stats.sync_rounds += 1;
+        }
+    }
+
+    fn on_sync(
+        &mut self,
+        now: i64,
+        from: SocketAddr,
+        replica: ReplicaId,
+        item: SyncItem<P>,
+        state: &impl StateSource<P>,
+    ) {
+        match item {
+            SyncItem::Digest(digest) => {
+                self.note_own(digest.delivered.max_counter(self.replica));
+                self.acked
+                    .insert(from, (replica, digest.delivered.vv().clone()));
+                let resp = self.anti_entropy.respond(
+                    &digest,
+                    &self.delivered,
+                    &self.log,
+                    state,
+                    self.clock.last(),
+                );
+                for mut d in resp.deltas {
+                    d.hops = d.hops.saturating_add(1);
+                    let item = SyncItem::Delta(d);
+                    let size = item_len(&item);
+                    if self.outbox.push_sync(from, item, size) {
+                        self.stats.sync_deltas_sent += 1;
+                    } else {
+                        self.stats.dropped_backpressure += 1;
+                    }
+                }
+                if let Some(chunk) = resp.state {
+                    let n = chunk.entries.len() as u64;
+                    let item = SyncItem::State(chunk);
+                    let size = item_len(&item);
+                    if self.outbox.push_sync(from, item, size) {
+                        self.stats.state_chunks_sent += 1;
+                        self.stats.state_entries_sent += n;
+                    } else {
+                        self.stats.dropped_backpressure += 1;
+                    }
+                }
+                if digest.reply {
+                    self.send_digest(from, false);
+                }
+                self.trim_log();
+            }
+            SyncItem::Delta(delta) => {
+                if self.delivered.contains(&delta.dot()) {
+                    self.stats.sync_duplicates += 1;
+                    return;
+                }
+                if !self.admit(now, &delta) {
+                    return;
+                }
+                self.stats.delivered_by_sync += 1;
+                self.deliver(&delta);
+            }
+            SyncItem::State(chunk) => self.on_state_chunk(now, from, replica, chunk),
+        }
+    }
+
+    fn on_state_chunk(
+        &mut self,
+        now: i64,
+        from: SocketAddr,
+        replica: ReplicaId,
+        chunk: StateChunk<P>,
+    ) {
+        match self.clock.observe(now, &chunk.clock) {
+            Ok(()) => {}
+            Err(ClockError::DriftExceeded { .. }) => {
+                self.stats.refused_state_drift += 1;
+                return;
+            }
+            Err(ClockError::OutOfRange(_)) => {
+                self.stats.refused_clock_range += 1;
+                return;
+            }
+        }
+        self.stats.state_chunks_received += 1;
+        let outcome = self.anti_entropy.on_chunk(from, replica, &chunk);
+        for (key, payload) in chunk.entries {
+            self.events.push_back(Event::ApplyState {
+                key,
+                payload,
+                from: replica,
+            });
+        }
+        if let ChunkOutcome::Adopt(vv) = outcome {
+            self.note_own(vv.get(self.replica));
+            self.delivered.join(&context_of(&vv));
+            self.log.raise_floors(&vv);
+            self.stats.state_transfers_completed += 1;
+            self.events
+                .push_back(Event::AdoptDelivered { vv, from: replica });
+        }
+    }
+}
+
+/// The causal context holding exactly the dots of `vv`.
+fn context_of(vv: &VersionVector) -> CausalContext {
+    // One dot per replica names it; folding the vector in as "stable" raises each to its
+    // entry, without enumerating the dots.
+    let mut cc: CausalContext = vv.iter().map(|(r, _)| Dot::new(r, 1)).collect();
+    cc.compact_stable(vv);
+    cc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_of_a_vector_holds_exactly_its_dots() {
+        let vv: VersionVector = [(ReplicaId(1), 5), (ReplicaId(2), 1)].into_iter().collect();
+        let cc = context_of(&vv);
+        assert_eq!(cc.vv(), &vv);
+        assert_eq!(cc.cloud().count(), 0);
+    }
+}

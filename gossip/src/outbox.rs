@@ -1,0 +1,224 @@
+//! Bounded per-peer queues of outgoing items and their batching into messages; it must not
+//! decide what is sent, only when and in which message.
+//!
+//! Membership packets go first (they are small and liveness depends on them), then peers are
+//! served round-robin, dissemination before anti-entropy. A queue over its byte bound refuses
+//! new items: the caller counts the drop and anti-entropy repairs the peer later. A peer the
+//! driver marked congested is skipped until it is unmarked.
+
+use crate::messages::{Body, GossipItem, SyncItem};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+
+#[derive(Debug)]
+struct Queue<T> {
+    items: VecDeque<(T, usize)>,
+    bytes: usize,
+}
+
+impl<T> Default for Queue<T> {
+    fn default() -> Self {
+        Queue {
+            items: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T> Queue<T> {
+    fn push(&mut self, item: T, size: usize, bound: usize) -> bool {
+        if self.bytes > 0 && self.bytes + size > bound {
+            return false;
+        }
+        self.bytes += size;
+        self.items.push_back((item, size));
+        true
+    }
+
+    /// Takes items while they fit in `max` bytes (at least one).
+    fn batch(&mut self, max: usize) -> Vec<T> {
+        let mut out = Vec::new();
+        let mut total = 0;
+        while let Some((_, size)) = self.items.front() {
+            if !out.is_empty() && total + size > max {
+                break;
+            }
+            total += size;
+            self.bytes -= size;
+            if let Some((item, _)) = self.items.pop_front() {
+                out.push(item);
+            }
+        }
+        out
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
+#[derive(Debug)]
+struct PeerQueues<P> {
+    gossip: Queue<GossipItem<P>>,
+    sync: Queue<SyncItem<P>>,
+}
+
+impl<P> Default for PeerQueues<P> {
+    fn default() -> Self {
+        PeerQueues {
+            gossip: Queue::default(),
+            sync: Queue::default(),
+        }
+    }
+}
+
+/// The node's outgoing queues.
+#[derive(Debug)]
+pub(crate) struct Outbox<P> {
+    membership: VecDeque<(SocketAddr, Vec<u8>)>,
+    peers: BTreeMap<SocketAddr, PeerQueues<P>>,
+    congested: BTreeSet<SocketAddr>,
+    last_served: Option<SocketAddr>,
+    bound: usize,
+    max_message: usize,
+}
+
+/// Membership packets allowed to wait at once (foca sends a handful per tick).
+const MAX_MEMBERSHIP_PACKETS: usize = 4096;
+
+impl<P> Outbox<P> {
+    pub(crate) fn new(bound: usize, max_message: usize) -> Self {
+        Outbox {
+            membership: VecDeque::new(),
+            peers: BTreeMap::new(),
+            congested: BTreeSet::new(),
+            last_served: None,
+            bound,
+            max_message,
+        }
+    }
+
+    pub(crate) fn push_membership(&mut self, to: SocketAddr, packet: Vec<u8>) -> bool {
+        if self.membership.len() >= MAX_MEMBERSHIP_PACKETS {
+            return false;
+        }
+        self.membership.push_back((to, packet));
+        true
+    }
+
+    pub(crate) fn push_gossip(&mut self, to: SocketAddr, item: GossipItem<P>, size: usize) -> bool {
+        let bound = self.bound;
+        self.peers
+            .entry(to)
+            .or_default()
+            .gossip
+            .push(item, size, bound)
+    }
+
+    pub(crate) fn push_sync(&mut self, to: SocketAddr, item: SyncItem<P>, size: usize) -> bool {
+        let bound = self.bound;
+        self.peers
+            .entry(to)
+            .or_default()
+            .sync
+            .push(item, size, bound)
+    }
+
+    /// Drops everything queued for `peer`; returns how many items were dropped.
+    pub(crate) fn drop_peer(&mut self, peer: &SocketAddr) -> usize {
+        self.peers
+            .remove(peer)
+            .map(|q| q.gossip.len() + q.sync.len())
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn set_congested(&mut self, peer: SocketAddr, congested: bool) {
+        if congested {
+            self.congested.insert(peer);
+        } else {
+            self.congested.remove(&peer);
+        }
+    }
+
+    /// The next message to send: `(to, body)`.
+    pub(crate) fn pop(&mut self) -> Option<(SocketAddr, Body<P>)> {
+        if let Some((to, packet)) = self.membership.pop_front() {
+            return Some((to, Body::Membership(packet)));
+        }
+        let start = self.last_served;
+        let after = start
+            .and_then(|s| {
+                self.peers
+                    .range((std::ops::Bound::Excluded(s), std::ops::Bound::Unbounded))
+                    .map(|(a, _)| *a)
+                    .find(|a| self.ready(a))
+            })
+            .or_else(|| self.peers.keys().copied().find(|a| self.ready(a)))?;
+        self.last_served = Some(after);
+        let max = self.max_message;
+        let q = self.peers.get_mut(&after)?;
+        let body = if q.gossip.len() > 0 {
+            Body::Gossip(q.gossip.batch(max))
+        } else {
+            Body::Sync(q.sync.batch(max))
+        };
+        if q.gossip.len() == 0 && q.sync.len() == 0 {
+            self.peers.remove(&after);
+        }
+        Some((after, body))
+    }
+
+    fn ready(&self, peer: &SocketAddr) -> bool {
+        !self.congested.contains(peer)
+            && self
+                .peers
+                .get(peer)
+                .is_some_and(|q| q.gossip.len() + q.sync.len() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(p: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], p))
+    }
+
+    #[test]
+    fn batches_under_the_limit_and_round_robins() {
+        let mut o: Outbox<u64> = Outbox::new(1_000, 25);
+        for _ in 0..3 {
+            assert!(o.push_gossip(addr(1), GossipItem::Prune, 10));
+        }
+        assert!(o.push_gossip(addr(2), GossipItem::Prune, 10));
+        let (to, body) = o.pop().unwrap();
+        assert_eq!(to, addr(1));
+        assert!(matches!(body, Body::Gossip(ref v) if v.len() == 2));
+        assert_eq!(o.pop().unwrap().0, addr(2));
+        assert_eq!(o.pop().unwrap().0, addr(1));
+        assert!(o.pop().is_none());
+    }
+
+    #[test]
+    fn full_queues_refuse_and_congested_peers_wait() {
+        let mut o: Outbox<u64> = Outbox::new(20, 1_000);
+        assert!(o.push_sync(addr(1), SyncItem::Delta(dummy()), 15));
+        assert!(!o.push_sync(addr(1), SyncItem::Delta(dummy()), 15));
+        o.set_congested(addr(1), true);
+        assert!(o.pop().is_none());
+        o.set_congested(addr(1), false);
+        assert!(o.pop().is_some());
+    }
+
+    fn dummy() -> crate::Delta<u64> {
+        crate::Delta {
+            origin: crdt_types::ReplicaId(1),
+            seq: 1,
+            stamp: crdt_types::Stamp::default(),
+            hops: 0,
+            key: crdt_types::Key::new(crdt_types::Kind::Cart, "k"),
+            payload: 0,
+        }
+    }
+}
