@@ -41,7 +41,10 @@ impl fmt::Debug for Clock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Clock")
             .field("replica", &self.replica)
-            .field("last", &Stamp::new(self.generator.timestamp(), self.replica))
+            .field(
+                "last",
+                &Stamp::new(self.generator.timestamp(), self.replica),
+            )
             .field("max_drift_ms", &self.max_drift_ms)
             .finish()
     }

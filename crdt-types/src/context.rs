@@ -11,10 +11,35 @@ use std::collections::BTreeSet;
 /// vector whenever it becomes contiguous. Because dot counters are per-replica *delta*
 /// sequence numbers shared by every key, one key's context is usually sparse: it is folded
 /// at causal stability with [`CausalContext::compact_stable`].
+///
+/// The representation is canonical: a cloud dot is never covered by the vector nor directly
+/// above it (it would have been folded). Decoding re-establishes this for untrusted input, so
+/// equal contexts are equal values and encode to equal bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "ContextRepr")]
 pub struct CausalContext {
     vv: VersionVector,
     cloud: BTreeSet<Dot>,
+}
+
+/// The encoded shape of a [`CausalContext`]; decoding goes through it to normalise.
+#[derive(Deserialize)]
+struct ContextRepr {
+    vv: VersionVector,
+    cloud: BTreeSet<Dot>,
+}
+
+impl From<ContextRepr> for CausalContext {
+    fn from(repr: ContextRepr) -> Self {
+        let mut cc = CausalContext {
+            vv: repr.vv,
+            cloud: BTreeSet::new(),
+        };
+        for d in repr.cloud {
+            cc.insert(d);
+        }
+        cc
+    }
 }
 
 impl CausalContext {
@@ -53,14 +78,40 @@ impl CausalContext {
     }
 
     /// The union of both contexts.
+    ///
+    /// Incremental: only the replicas `other` mentions are touched, so joining a small delta's
+    /// context into a large one costs O(|other| log |self|) and allocates only for new cloud dots.
     pub fn join(&mut self, other: &CausalContext) {
-        self.vv.join(&other.vv);
-        for d in &other.cloud {
-            if !self.vv.contains(d) {
-                self.cloud.insert(*d);
+        for (r, c) in other.vv.iter() {
+            if c > self.vv.get(r) {
+                self.vv.raise(r, c);
+                self.drop_covered_cloud(r);
+                self.fold(r);
             }
         }
-        self.compact();
+        for d in &other.cloud {
+            self.insert(*d);
+        }
+    }
+
+    /// Removes the cloud dots of `replica` that its vector entry now covers.
+    fn drop_covered_cloud(&mut self, replica: crate::ReplicaId) {
+        let top = self.vv.get(replica);
+        while let Some(&d) = self
+            .cloud
+            .range(Dot::new(replica, 0)..=Dot::new(replica, top))
+            .next()
+        {
+            self.cloud.remove(&d);
+        }
+    }
+
+    /// The number of dots in the context (vector entries summed plus the cloud), saturating.
+    ///
+    /// Used by the causal join to tell whether a delta's context names any dot its store does
+    /// not hold, that is whether the delta can remove anything.
+    pub fn dot_count(&self) -> u64 {
+        self.vv.dot_count().saturating_add(self.cloud.len() as u64)
     }
 
     /// Folds cloud dots that have become contiguous with the vector into it.

@@ -46,6 +46,12 @@ impl Stamp {
 
 impl fmt::Debug for Stamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}@{:?}", self.wall_ms(), self.logical(), self.replica)
+        write!(
+            f,
+            "{}.{}@{:?}",
+            self.wall_ms(),
+            self.logical(),
+            self.replica
+        )
     }
 }

@@ -6,8 +6,19 @@ use std::collections::BTreeMap;
 
 /// A map from replica to the highest sequence number `n` such that events `1..=n` of that
 /// replica are all included. Absent replicas are 0.
+///
+/// Zero entries are never stored (decoding drops them too), so equal vectors are equal
+/// values and encode to equal bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "BTreeMap<ReplicaId, u64>")]
 pub struct VersionVector(BTreeMap<ReplicaId, u64>);
+
+impl From<BTreeMap<ReplicaId, u64>> for VersionVector {
+    fn from(mut entries: BTreeMap<ReplicaId, u64>) -> Self {
+        entries.retain(|_, c| *c > 0);
+        VersionVector(entries)
+    }
+}
 
 impl VersionVector {
     /// The empty vector.
@@ -78,6 +89,11 @@ impl VersionVector {
     /// Whether no replica has an entry.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The number of dots the vector covers (the sum of its entries), saturating.
+    pub fn dot_count(&self) -> u64 {
+        self.0.values().fold(0u64, |n, &c| n.saturating_add(c))
     }
 }
 

@@ -1,0 +1,213 @@
+//! `Cart`: the shopping cart of CONTRACT §1, an add-wins observed-remove map `sku -> Counter`.
+
+use crate::{
+    Causal, CausalContext, Counter, DeltaCrdt, Dot, DotMap, IdError, Lattice, Tag, VersionVector,
+    validate_id,
+};
+use serde::{Deserialize, Serialize};
+
+/// The largest quantity one `add` or `set_quantity` accepts. Keeps every sum far from the
+/// bounds of `i64` however many operations pile up.
+pub const MAX_QUANTITY: u64 = 1_000_000_000;
+
+/// Why a cart operation was refused. The cart is unchanged when an error is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CartError {
+    /// The sku is not 1 to 256 bytes of UTF-8 without control characters.
+    #[error("invalid sku: {0}")]
+    InvalidSku(#[from] IdError),
+    /// `add` needs `n >= 1`.
+    #[error("quantity to add must be at least 1")]
+    ZeroQuantity,
+    /// The quantity is over [`MAX_QUANTITY`].
+    #[error("quantity {got} is over the limit of {max}")]
+    QuantityTooLarge {
+        /// The quantity asked for.
+        got: u64,
+        /// [`MAX_QUANTITY`].
+        max: u64,
+    },
+    /// The tag's dot is already in the cart's context: the caller reused a sequence number,
+    /// which would silently lose this operation on every other replica.
+    #[error("dot {0:?} was already used on this cart")]
+    DotReused(Dot),
+}
+
+/// A shopping cart (CONTRACT §1): each sku holds a [`Counter`] in an add-wins map.
+///
+/// - `add(n)` adds one counter entry `+n`; concurrent adds sum. On an item whose quantity is
+///   `<= 0` (hidden, e.g. after concurrent decrements) it first drops the observed entries, so
+///   the user who sees no item and adds `n` gets `n` (ARCHITECTURE.md).
+/// - `set_quantity(q)` adds one entry `q - observed`; `q = 0` is `remove`.
+/// - `remove` drops exactly the entries it observed, so an unseen concurrent add survives with
+///   only its own increments; `clear` does so for every item.
+///
+/// Each mutator returns its delta, itself a `Cart`, merged anywhere with [`Lattice::join`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Cart(Causal<DotMap<String, Counter>>);
+
+/// One visible line of a cart.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Item {
+    /// The item's sku.
+    pub sku: String,
+    /// Its quantity, always at least 1.
+    pub qty: u64,
+}
+
+/// What a reader sees of a cart: items with a positive quantity, sorted by sku. Serialised to
+/// JSON by the HTTP layer; equal carts give byte-identical JSON on every node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CartView {
+    /// The visible items, sorted by sku.
+    pub items: Vec<Item>,
+}
+
+fn check_quantity(q: u64) -> Result<(), CartError> {
+    if q > MAX_QUANTITY {
+        return Err(CartError::QuantityTooLarge {
+            got: q,
+            max: MAX_QUANTITY,
+        });
+    }
+    Ok(())
+}
+
+impl Cart {
+    /// The empty cart.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn check_dot(&self, tag: Tag) -> Result<(), CartError> {
+        if self.0.context().contains(&tag.dot) {
+            return Err(CartError::DotReused(tag.dot));
+        }
+        Ok(())
+    }
+
+    fn apply_local(&mut self, delta: Causal<DotMap<String, Counter>>) -> Cart {
+        self.0.join(delta.clone());
+        Cart(delta)
+    }
+
+    /// Adds `n >= 1` of `sku` and returns the delta.
+    pub fn add(&mut self, tag: Tag, sku: &str, n: u64) -> Result<Cart, CartError> {
+        validate_id(sku)?;
+        if n == 0 {
+            return Err(CartError::ZeroQuantity);
+        }
+        check_quantity(n)?;
+        self.check_dot(tag)?;
+        let amount = n as i64;
+        let delta = self
+            .0
+            .store()
+            .update_delta(tag, sku.to_owned(), |counter, tag| {
+                if counter.value() > 0 {
+                    counter.increment_delta(tag, amount)
+                } else {
+                    // Hidden (or absent): start over from what this node sees.
+                    counter.replace_delta(tag, amount)
+                }
+            });
+        Ok(self.apply_local(delta))
+    }
+
+    /// Sets the quantity of `sku` to `q` as observed and returns the delta: one entry of
+    /// `q - observed`, so concurrent changes from other nodes stay on top. `q = 0` removes
+    /// the item; setting the quantity it already has is an empty delta.
+    pub fn set_quantity(&mut self, tag: Tag, sku: &str, q: u64) -> Result<Cart, CartError> {
+        validate_id(sku)?;
+        check_quantity(q)?;
+        if q == 0 {
+            return self.remove(sku);
+        }
+        self.check_dot(tag)?;
+        let observed = self.0.store().get(sku).map_or(0, Counter::value);
+        let amount = (i128::from(q) - i128::from(observed))
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        if amount == 0 {
+            return Ok(Cart::default());
+        }
+        let delta = self
+            .0
+            .store()
+            .update_delta(tag, sku.to_owned(), |counter, tag| {
+                counter.increment_delta(tag, amount)
+            });
+        Ok(self.apply_local(delta))
+    }
+
+    /// Removes `sku` as observed and returns the delta (empty if the cart has no entry for it).
+    pub fn remove(&mut self, sku: &str) -> Result<Cart, CartError> {
+        validate_id(sku)?;
+        let delta = self.0.store().remove_delta(sku);
+        Ok(self.apply_local(delta))
+    }
+
+    /// Removes every item as observed and returns the delta.
+    pub fn clear(&mut self) -> Cart {
+        let delta = self.0.store().clear_delta();
+        self.apply_local(delta)
+    }
+
+    /// The visible quantity of `sku` (0 when absent or hidden).
+    pub fn quantity(&self, sku: &str) -> u64 {
+        self.0
+            .store()
+            .get(sku)
+            .map_or(0, |c| u64::try_from(c.value()).unwrap_or(0))
+    }
+
+    /// The visible items, sorted by sku, quantities positive.
+    pub fn items(&self) -> impl Iterator<Item = Item> + '_ {
+        self.0.store().iter().filter_map(|(sku, c)| {
+            let qty = u64::try_from(c.value()).ok().filter(|&q| q > 0)?;
+            Some(Item {
+                sku: sku.clone(),
+                qty,
+            })
+        })
+    }
+
+    /// The reader's view (see [`CartView`]).
+    pub fn view(&self) -> CartView {
+        CartView {
+            items: self.items().collect(),
+        }
+    }
+
+    /// Every sku with entries, visible or hidden, with its counter: what `inspect` shows.
+    pub fn counters(&self) -> impl Iterator<Item = (&str, &Counter)> {
+        self.0.store().iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The causal context.
+    pub fn context(&self) -> &CausalContext {
+        self.0.context()
+    }
+
+    /// Whether nothing was ever seen (no item, no context).
+    pub fn is_bottom(&self) -> bool {
+        self.0.is_bottom()
+    }
+
+    /// Whether the context covers every entry's dot; checked before merging untrusted input.
+    pub fn is_well_formed(&self) -> bool {
+        self.0.is_well_formed()
+    }
+
+    /// Folds a causally stable vector into the context (see [`Causal::compact`]).
+    pub fn compact(&mut self, stable: &VersionVector) {
+        self.0.compact(stable);
+    }
+}
+
+impl Lattice for Cart {
+    fn join(&mut self, other: Self) {
+        self.0.join(other.0);
+    }
+}
+
+impl DeltaCrdt for Cart {}

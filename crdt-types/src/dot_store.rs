@@ -1,0 +1,462 @@
+//! Dot stores: the payload half of a causal CRDT and its generic join (Almeida, Shoker and
+//! Baquero 2018, §6): dot sets, dot functions and dot maps.
+//!
+//! A store never carries its own causal context: the [`Causal`](crate::Causal) wrapper pairs it
+//! with one, and [`DotStore::join_store`] receives both contexts. Every causal type in this
+//! crate (MV register, add-wins set, add-wins map, cart) is one of these stores in a `Causal`,
+//! so they all share the one join below.
+//!
+//! Each store also owns its *delta mutators* (`add_delta`, `write_delta`, ...): functions of the
+//! current value and a [`Tag`] that return the delta an operation makes, as a `Causal` value.
+//! They compose: a map's `update_delta` runs the value's mutator and wraps its result, which
+//! is how maps nest.
+
+use crate::{Causal, CausalContext, Dot, Tag};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The store half of a causal CRDT: a set of dots with payload, joined under two contexts.
+///
+/// Laws the implementations keep (checked by `tests/laws.rs`):
+/// - a dot in the store is in the store's context (the caller's `Causal` keeps this);
+/// - the empty store is the bottom element, and [`DotStore::is_empty`] is exact;
+/// - stores are in normal form (no empty nested values), so equal states compare equal.
+pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
+    /// Whether the store holds no dot.
+    fn is_empty(&self) -> bool;
+
+    /// The number of dots the store holds.
+    fn dot_count(&self) -> usize;
+
+    /// Calls `f` with every dot the store holds.
+    fn for_each_dot<F: FnMut(Dot)>(&self, f: &mut F);
+
+    /// The store part of the causal join of `(self, ctx)` and `(other, other_ctx)`; the caller
+    /// joins the contexts afterwards. `other` is taken by move so nothing is cloned.
+    ///
+    /// `may_drop` is false when `other_ctx` covers no dot outside `other`: then nothing of
+    /// `self` can be removed and entries `other` does not mention are left untouched, which
+    /// makes merging a small delta into a large state cost O(delta), not O(state).
+    fn join_store(
+        &mut self,
+        ctx: &CausalContext,
+        other: Self,
+        other_ctx: &CausalContext,
+        may_drop: bool,
+    );
+
+    /// Removes every dot `ctx` covers: the join with `(empty, ctx)`.
+    fn remove_covered(&mut self, ctx: &CausalContext);
+
+    /// The context made of exactly the dots this store holds (what a remove must cover).
+    fn dots(&self) -> CausalContext {
+        let mut cc = CausalContext::new();
+        self.for_each_dot(&mut |d| cc.insert(d));
+        cc
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DotSet
+
+/// A set of dots: the store of an enable-wins flag, and of one element of an add-wins set.
+///
+/// Kept as a sorted vector: a set usually holds one to a few dots, where a vector beats a tree
+/// in memory and speed.
+#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Vec<Dot>")]
+pub struct DotSet(Vec<Dot>);
+
+impl TryFrom<Vec<Dot>> for DotSet {
+    type Error = &'static str;
+    fn try_from(dots: Vec<Dot>) -> Result<Self, Self::Error> {
+        if dots.windows(2).all(|w| w[0] < w[1]) {
+            Ok(DotSet(dots))
+        } else {
+            Err("dot set is not strictly sorted")
+        }
+    }
+}
+
+impl fmt::Debug for DotSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(&self.0).finish()
+    }
+}
+
+impl DotSet {
+    /// Whether `dot` is in the set.
+    pub fn contains(&self, dot: &Dot) -> bool {
+        self.0.binary_search(dot).is_ok()
+    }
+
+    /// The dots in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Dot> {
+        self.0.iter()
+    }
+
+    /// The delta of adding (enabling): the new dot replaces every dot seen so far.
+    pub fn add_delta(&self, tag: Tag) -> Causal<DotSet> {
+        let mut context = self.dots();
+        context.insert(tag.dot);
+        Causal::new(DotSet(vec![tag.dot]), context)
+    }
+
+    /// The delta of removing (disabling): covers every dot seen so far, adds none.
+    pub fn remove_delta(&self) -> Causal<DotSet> {
+        Causal::new(DotSet::default(), self.dots())
+    }
+}
+
+impl DotStore for DotSet {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn dot_count(&self) -> usize {
+        self.0.len()
+    }
+
+    fn for_each_dot<F: FnMut(Dot)>(&self, f: &mut F) {
+        self.0.iter().copied().for_each(f);
+    }
+
+    fn join_store(
+        &mut self,
+        ctx: &CausalContext,
+        other: Self,
+        other_ctx: &CausalContext,
+        may_drop: bool,
+    ) {
+        if may_drop {
+            self.0
+                .retain(|d| !other_ctx.contains(d) || other.0.binary_search(d).is_ok());
+        }
+        for d in other.0 {
+            if let Err(i) = self.0.binary_search(&d)
+                && !ctx.contains(&d)
+            {
+                self.0.insert(i, d);
+            }
+        }
+    }
+
+    fn remove_covered(&mut self, ctx: &CausalContext) {
+        self.0.retain(|d| !ctx.contains(d));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DotFun
+
+/// A function from dots to values: the store of a multi-value register and of the embedded
+/// counter (one entry per increment).
+///
+/// A value is written once, under the dot of the operation that wrote it, and never changes:
+/// a dot present in both sides of a join carries the same value on both. Sorted vector by dot.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Vec<(Dot, V)>")]
+#[serde(bound(deserialize = "V: Deserialize<'de>"))]
+pub struct DotFun<V>(Vec<(Dot, V)>);
+
+impl<V> Default for DotFun<V> {
+    fn default() -> Self {
+        DotFun(Vec::new())
+    }
+}
+
+impl<V> TryFrom<Vec<(Dot, V)>> for DotFun<V> {
+    type Error = &'static str;
+    fn try_from(entries: Vec<(Dot, V)>) -> Result<Self, Self::Error> {
+        if entries.windows(2).all(|w| w[0].0 < w[1].0) {
+            Ok(DotFun(entries))
+        } else {
+            Err("dot function is not strictly sorted by dot")
+        }
+    }
+}
+
+impl<V: fmt::Debug> fmt::Debug for DotFun<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(d, v)| (d, v)))
+            .finish()
+    }
+}
+
+impl<V> DotFun<V> {
+    /// The value written under `dot`, if the store holds it.
+    pub fn get(&self, dot: &Dot) -> Option<&V> {
+        self.0
+            .binary_search_by(|(d, _)| d.cmp(dot))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// The `(dot, value)` entries in dot order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Dot, &V)> {
+        self.0.iter().map(|(d, v)| (d, v))
+    }
+
+    /// The values in dot order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.0.iter().map(|(_, v)| v)
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the function has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The store holding the single entry `dot -> value`.
+    pub fn singleton(dot: Dot, value: V) -> Self {
+        DotFun(vec![(dot, value)])
+    }
+}
+
+impl<V: Clone + PartialEq + fmt::Debug> DotFun<V> {
+    /// The delta of adding one entry next to the ones seen (they stay): context `{dot}`.
+    pub fn insert_delta(&self, tag: Tag, value: V) -> Causal<Self> {
+        let mut context = CausalContext::new();
+        context.insert(tag.dot);
+        Causal::new(DotFun::singleton(tag.dot, value), context)
+    }
+
+    /// The delta of writing `value` over every entry seen so far (a multi-value register
+    /// write): entries written concurrently survive next to it.
+    pub fn write_delta(&self, tag: Tag, value: V) -> Causal<Self> {
+        let mut context = self.dots();
+        context.insert(tag.dot);
+        Causal::new(DotFun::singleton(tag.dot, value), context)
+    }
+
+    /// The delta of removing every entry seen so far.
+    pub fn clear_delta(&self) -> Causal<Self> {
+        Causal::new(DotFun::default(), self.dots())
+    }
+}
+
+impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn dot_count(&self) -> usize {
+        self.0.len()
+    }
+
+    fn for_each_dot<F: FnMut(Dot)>(&self, f: &mut F) {
+        self.0.iter().for_each(|(d, _)| f(*d));
+    }
+
+    fn join_store(
+        &mut self,
+        ctx: &CausalContext,
+        other: Self,
+        other_ctx: &CausalContext,
+        may_drop: bool,
+    ) {
+        if may_drop {
+            self.0.retain(|(d, _)| {
+                !other_ctx.contains(d) || other.0.binary_search_by(|(o, _)| o.cmp(d)).is_ok()
+            });
+        }
+        for (d, v) in other.0 {
+            match self.0.binary_search_by(|(s, _)| s.cmp(&d)) {
+                Ok(i) => debug_assert_eq!(self.0[i].1, v, "dot {d:?} carries two values"),
+                Err(i) => {
+                    if !ctx.contains(&d) {
+                        self.0.insert(i, (d, v));
+                    }
+                }
+            }
+        }
+    }
+
+    fn remove_covered(&mut self, ctx: &CausalContext) {
+        self.0.retain(|(d, _)| !ctx.contains(d));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DotMap
+
+/// A map from keys to dot stores: the store of an add-wins set (`DotMap<T, DotSet>`), an
+/// add-wins map, the cart (`DotMap<String, Counter>`) and of nested maps.
+///
+/// A key is present exactly while its value holds a dot; empty values are dropped on every
+/// join (and refused when decoding), so a removed key leaves nothing behind: no tombstones.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "BTreeMap<K, V>")]
+#[serde(bound(
+    serialize = "K: Serialize, V: Serialize",
+    deserialize = "K: Deserialize<'de> + Ord, V: Deserialize<'de> + DotStore"
+))]
+pub struct DotMap<K, V>(BTreeMap<K, V>);
+
+impl<K, V> Default for DotMap<K, V> {
+    fn default() -> Self {
+        DotMap(BTreeMap::new())
+    }
+}
+
+impl<K: Ord, V: DotStore> TryFrom<BTreeMap<K, V>> for DotMap<K, V> {
+    type Error = &'static str;
+    fn try_from(entries: BTreeMap<K, V>) -> Result<Self, Self::Error> {
+        if entries.values().any(DotStore::is_empty) {
+            Err("dot map holds an empty value")
+        } else {
+            Ok(DotMap(entries))
+        }
+    }
+}
+
+impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for DotMap<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.iter()).finish()
+    }
+}
+
+impl<K: Ord, V> DotMap<K, V> {
+    /// The value under `key`, if present.
+    pub fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.0.get(key)
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.0.contains_key(key)
+    }
+
+    /// The entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.0.iter()
+    }
+
+    /// The keys in order.
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.0.keys()
+    }
+
+    /// The number of present keys.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no key is present.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
+    /// The store with the single entry `key -> value` (or empty if `value` is).
+    pub fn singleton(key: K, value: V) -> Self {
+        let mut map = BTreeMap::new();
+        if !value.is_empty() {
+            map.insert(key, value);
+        }
+        DotMap(map)
+    }
+
+    /// The delta of an operation on the value under `key`: `op` gets the current value (empty
+    /// if absent) and the tag, and returns the value's delta, which is wrapped under `key`.
+    pub fn update_delta<F>(&self, tag: Tag, key: K, op: F) -> Causal<Self>
+    where
+        F: FnOnce(&V, Tag) -> Causal<V>,
+    {
+        let empty = V::default();
+        let current = self.0.get(&key).unwrap_or(&empty);
+        let (store, context) = op(current, tag).into_parts();
+        Causal::new(DotMap::singleton(key, store), context)
+    }
+
+    /// The delta of removing `key` as observed: covers the dots under it, adds none.
+    pub fn remove_delta<Q>(&self, key: &Q) -> Causal<Self>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let context = self.0.get(key).map(DotStore::dots).unwrap_or_default();
+        Causal::new(DotMap::default(), context)
+    }
+
+    /// The delta of removing every key as observed.
+    pub fn clear_delta(&self) -> Causal<Self> {
+        Causal::new(DotMap::default(), self.dots())
+    }
+}
+
+impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn dot_count(&self) -> usize {
+        self.0.values().map(DotStore::dot_count).sum()
+    }
+
+    fn for_each_dot<F: FnMut(Dot)>(&self, f: &mut F) {
+        for v in self.0.values() {
+            v.for_each_dot(f);
+        }
+    }
+
+    fn join_store(
+        &mut self,
+        ctx: &CausalContext,
+        other: Self,
+        other_ctx: &CausalContext,
+        may_drop: bool,
+    ) {
+        use std::collections::btree_map::Entry;
+        if may_drop {
+            // Keys only `self` has: joined with `(empty, other_ctx)`. A dot lives under one
+            // key forever, so without `may_drop` none of these can hold a dot `other_ctx` has.
+            self.0.retain(|k, v| {
+                if !other.0.contains_key(k) {
+                    v.remove_covered(other_ctx);
+                }
+                !v.is_empty()
+            });
+        }
+        for (k, v) in other.0 {
+            match self.0.entry(k) {
+                Entry::Occupied(mut e) => {
+                    e.get_mut().join_store(ctx, v, other_ctx, may_drop);
+                    if e.get().is_empty() {
+                        e.remove();
+                    }
+                }
+                Entry::Vacant(e) => {
+                    let mut v = v;
+                    v.remove_covered(ctx);
+                    if !v.is_empty() {
+                        e.insert(v);
+                    }
+                }
+            }
+        }
+    }
+
+    fn remove_covered(&mut self, ctx: &CausalContext) {
+        self.0.retain(|_, v| {
+            v.remove_covered(ctx);
+            !v.is_empty()
+        });
+    }
+}
