@@ -425,9 +425,9 @@ impl Simulation {
         let region = self.nodes[slot].region;
         let n = &mut self.nodes[slot];
         let SimNode { gossip, store, .. } = n;
-        let Some(g) = gossip.as_ref() else {
+        if gossip.is_none() {
             return;
-        };
+        }
         match event {
             Event::Apply(delta) => {
                 let dot = delta.dot();
@@ -436,7 +436,6 @@ impl Simulation {
                     delta.payload.0,
                     dot,
                     delta.stamp,
-                    g.delivered().vv(),
                 ) {
                     self.failures.push(format!(
                         "{} refused delta {dot:?} of {}: {e}",
@@ -449,7 +448,7 @@ impl Simulation {
                 }
             }
             Event::ApplyState { key, payload, .. } => {
-                if let Err(e) = store.apply_state(&key, payload.0, g.delivered().vv()) {
+                if let Err(e) = store.apply_state(&key, payload.0) {
                     self.failures
                         .push(format!("{} refused state of {key}: {e}", n.name));
                 }

@@ -120,22 +120,16 @@ impl Store {
         delta: ObjectDelta,
         dot: crdt_types::Dot,
         stamp: Stamp,
-        compact_with: &VersionVector,
     ) -> Result<(), ApplyError> {
-        self.join(key, delta, compact_with)?;
+        self.join(key, delta)?;
         self.delivered.insert(dot);
         self.last_stamp = self.last_stamp.max(Some(stamp));
         Ok(())
     }
 
     /// Joins a state from a state transfer (gossip `Event::ApplyState`).
-    pub fn apply_state(
-        &mut self,
-        key: &Key,
-        state: ObjectDelta,
-        compact_with: &VersionVector,
-    ) -> Result<(), ApplyError> {
-        self.join(key, state, compact_with)
+    pub fn apply_state(&mut self, key: &Key, state: ObjectDelta) -> Result<(), ApplyError> {
+        self.join(key, state)
     }
 
     /// Joins an adopted delivered vector (gossip `Event::AdoptDelivered`).
@@ -147,12 +141,11 @@ impl Store {
         }
     }
 
-    fn join(
-        &mut self,
-        key: &Key,
-        delta: ObjectDelta,
-        compact_with: &VersionVector,
-    ) -> Result<(), ApplyError> {
+    /// Joins `delta` into `key` and folds the key's context with the vector of what this
+    /// store has applied. Not with `gossip::Node::delivered()`: that runs ahead by the events
+    /// the driver has been handed but not applied yet, and claiming their dots early would make
+    /// the join drop their entries as if removed.
+    fn join(&mut self, key: &Key, delta: ObjectDelta) -> Result<(), ApplyError> {
         if delta.kind() != key.kind {
             return Err(ApplyError::KindMismatch {
                 object: key.kind,
@@ -160,7 +153,16 @@ impl Store {
             });
         }
         let bug = self.bug;
-        let object = self.entry(key);
+        let Store {
+            objects, delivered, ..
+        } = self;
+        let object = &mut objects
+            .entry(key.clone())
+            .or_insert_with(|| Entry {
+                object: Object::new(key.kind),
+                changed: 0,
+            })
+            .object;
         let doomed = match (bug, &*object, &delta) {
             (Some(PlantedBug::RemoveDropsUnseenDots), Object::Cart(mine), ObjectDelta::Cart(d)) => {
                 // Items the delta removes: it has seen some of our entries of them but
@@ -183,7 +185,7 @@ impl Store {
                 let _ = cart.remove(&sku);
             }
         }
-        object.compact(compact_with);
+        object.compact(delivered.vv());
         self.bump(key);
         Ok(())
     }
