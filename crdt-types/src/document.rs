@@ -19,7 +19,7 @@ pub enum DocError {
     /// Delta bytes that are not an Automerge change.
     #[error("invalid change: {0}")]
     InvalidChange(String),
-    /// Automerge refused to apply a change (it stays pending and is reported again).
+    /// Automerge refused to apply a change (a forged history); the change is dropped.
     #[error("change rejected: {0}")]
     Rejected(String),
     /// The path does not lead to an object of the kind the edit needs.
@@ -215,21 +215,20 @@ impl Document {
         delta
     }
 
-    /// Merges a delta. Every change is decoded before anything is applied, so bytes that are
-    /// not a change leave the document unchanged and return [`DocError::InvalidChange`].
+    /// Merges a delta. Every change is decoded and its checksum verified before anything is
+    /// applied, so bytes that are not an intact change leave the document unchanged and return
+    /// [`DocError::InvalidChange`].
     pub fn apply(&mut self, delta: DocDelta) -> Result<(), DocError> {
         let changes = delta
             .changes
             .into_iter()
-            .map(|bytes| {
-                Change::from_bytes(bytes).map_err(|e| DocError::InvalidChange(e.to_string()))
-            })
+            .map(parse_change)
             .collect::<Result<Vec<_>, _>>()?;
         self.integrate(changes)
     }
 
     /// Merges the changes of another document. Fails only if Automerge refuses a change the
-    /// other document holds (a forged history); the refused changes then stay pending.
+    /// other document holds (a forged history); the refused changes are dropped.
     pub fn merge(&mut self, other: Document) -> Result<(), DocError> {
         let mut changes = self.doc.get_changes_added(&other.doc);
         changes.extend(other.pending.into_values());
@@ -295,21 +294,45 @@ impl Document {
             .iter()
             .filter_map(|h| self.pending.remove(h))
             .collect();
-        if self.doc.apply_changes(batch.iter().cloned()).is_ok() {
+        if self.apply_guarded(&batch).is_ok() {
             return Ok(());
         }
-        // Something in the batch is refused: apply one by one, keep the refused pending.
+        // Something in the batch is refused: apply one by one. A refused change is dropped,
+        // as on every node (refusal depends only on the change and its dependencies); what
+        // depends on it stays pending.
         let mut first_error = None;
         for c in batch {
             if self.has_change(&c.hash()) {
                 continue;
             }
-            if let Err(e) = self.doc.apply_changes([c.clone()]) {
-                first_error.get_or_insert(DocError::Rejected(e.to_string()));
+            if !self.doc.get_missing_deps(c.deps()).is_empty() {
                 self.pending.insert(c.hash(), c);
+                continue;
+            }
+            if let Err(e) = self.apply_guarded(std::slice::from_ref(&c)) {
+                first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Applies `changes` (all dependencies present) all or nothing. Automerge 0.12 can panic
+    /// on a well-checksummed but forged change (it unwraps actor lookups while importing), so
+    /// the apply runs under `catch_unwind` against a copy of the document, which is restored
+    /// on an error or a panic: a bad change is refused, never a crash or a torn document.
+    fn apply_guarded(&mut self, changes: &[Change]) -> Result<(), DocError> {
+        let backup = self.doc.clone();
+        let doc = &mut self.doc;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            doc.apply_changes(changes.iter().cloned())
+        }));
+        let error = match outcome {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => DocError::Rejected(e.to_string()),
+            Err(_) => DocError::Rejected("automerge panicked applying the change".into()),
+        };
+        self.doc = backup;
+        Err(error)
     }
 
     /// The document as JSON: maps as objects (keys sorted), lists as arrays, text as strings,
@@ -340,9 +363,9 @@ impl Eq for Document {}
 
 impl Lattice for Document {
     /// Merges every change of `other`. A change Automerge refuses (only possible for a
-    /// forged history) stays pending rather than failing the join.
+    /// forged history) is dropped rather than failing the join.
     fn join(&mut self, other: Self) {
-        let _refused_changes_stay_pending = self.merge(other);
+        let _refused_changes_are_dropped = self.merge(other);
     }
 }
 
@@ -375,16 +398,30 @@ impl<'de> Deserialize<'de> for Document {
         let doc = if repr.saved.is_empty() {
             Automerge::new()
         } else {
-            Automerge::load(&repr.saved).map_err(D::Error::custom)?
+            // A fresh document: if Automerge panics on forged bytes, nothing is left torn.
+            std::panic::catch_unwind(|| Automerge::load(&repr.saved))
+                .map_err(|_| D::Error::custom("automerge panicked loading the document"))?
+                .map_err(D::Error::custom)?
         };
         let doc = Box::new(doc);
         let mut pending = BTreeMap::new();
         for bytes in repr.pending {
-            let c = Change::from_bytes(bytes).map_err(D::Error::custom)?;
+            let c = parse_change(bytes).map_err(D::Error::custom)?;
             pending.insert(c.hash(), c);
         }
         Ok(Document { doc, pending })
     }
+}
+
+/// Decodes one change and checks its checksum (the first four bytes of its hash, stored after
+/// the magic bytes), which Automerge's own parser does not verify.
+fn parse_change(bytes: Vec<u8>) -> Result<Change, DocError> {
+    let claimed: Option<[u8; 4]> = bytes.get(4..8).and_then(|s| s.try_into().ok());
+    let change = Change::from_bytes(bytes).map_err(|e| DocError::InvalidChange(e.to_string()))?;
+    if claimed.as_ref().map(|c| &c[..]) != Some(&change.hash().0[..4]) {
+        return Err(DocError::InvalidChange("checksum mismatch".into()));
+    }
+    Ok(change)
 }
 
 // ---------------------------------------------------------------------------------------------

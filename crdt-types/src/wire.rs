@@ -2,8 +2,12 @@
 //!
 //! Every message between nodes and every record in a node's store goes through [`encode`]
 //! and [`decode`], so the codec is this file. Decoding untrusted bytes returns an error and
-//! never panics; inputs over the size limit are refused before anything is decoded, and
-//! bincode's allocation limit stops a forged length prefix from reserving memory.
+//! never panics; inputs over the size limit are refused before anything is decoded.
+//!
+//! What a forged length prefix can make the decoder allocate is bounded by the input's size,
+//! not by the claim: bincode's claim limit is scaled to the input (a string or byte buffer
+//! claiming more than 16 bytes per input byte is refused before its buffer exists), and
+//! sequences go through serde, which preallocates at most 1 MiB whatever length is claimed.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -14,9 +18,9 @@ pub const FORMAT_VERSION: u8 = 1;
 /// The largest encoded value accepted by default (4 MiB).
 pub const MAX_ENCODED_BYTES: usize = 4 << 20;
 
-/// Bincode may not claim more than this many bytes of allocations while decoding one value.
-/// A few times the input limit, since decoded structures are larger than their encoding.
-const ALLOC_LIMIT: usize = 4 * MAX_ENCODED_BYTES;
+/// How many bytes bincode may claim per input byte: a one-byte varint claims the width of its
+/// integer type, at most 16 bytes (`u128`); a string claims exactly its length.
+const CLAIM_PER_INPUT_BYTE: usize = 16;
 
 /// Why bytes could not be decoded (or a value encoded).
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +51,23 @@ pub enum WireError {
 }
 
 fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<ALLOC_LIMIT>()
+    bincode::config::standard()
+}
+
+/// Decodes `body` with a claim limit of at least [`CLAIM_PER_INPUT_BYTE`] times its length
+/// (bincode takes the limit as a const generic, hence the buckets).
+fn decode_body<T: DeserializeOwned>(
+    body: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    use bincode::config::standard;
+    use bincode::serde::decode_from_slice;
+    const K: usize = CLAIM_PER_INPUT_BYTE;
+    match body.len() {
+        0..=4_096 => decode_from_slice(body, standard().with_limit::<{ 4_096 * K }>()),
+        4_097..=65_536 => decode_from_slice(body, standard().with_limit::<{ 65_536 * K }>()),
+        65_537..=1_048_576 => decode_from_slice(body, standard().with_limit::<{ 1_048_576 * K }>()),
+        _ => decode_from_slice(body, standard().with_limit::<{ MAX_ENCODED_BYTES * K }>()),
+    }
 }
 
 /// Encodes `value` as the version byte followed by its bincode body.
@@ -91,8 +111,7 @@ pub fn decode_with_limit<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Resul
     if version != FORMAT_VERSION {
         return Err(WireError::Version(version));
     }
-    let (value, read) = bincode::serde::decode_from_slice(body, config())
-        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    let (value, read) = decode_body(body).map_err(|e| WireError::Malformed(e.to_string()))?;
     if read != body.len() {
         return Err(WireError::Trailing(body.len() - read));
     }

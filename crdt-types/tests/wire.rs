@@ -1,0 +1,315 @@
+//! The wire codec on the types the mesh moves: round trips, and untrusted bytes (random,
+//! truncated, corrupted, oversized, forged length prefixes) refused without panicking or
+//! allocating what they claim.
+
+mod common;
+
+use common::Replica;
+use crdt_types::wire::{self, FORMAT_VERSION, MAX_ENCODED_BYTES, WireError};
+use crdt_types::{
+    Cart, CausalContext, DocEdit, Document, Dot, Kind, Object, ObjectDelta, PathSegment, ReplicaId,
+    Session, VersionVector,
+};
+use proptest::prelude::*;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+/// Records the largest single allocation made on the current thread.
+struct TrackingAlloc;
+
+thread_local! {
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for TrackingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = LARGEST.try_with(|m| m.set(m.get().max(layout.size())));
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = LARGEST.try_with(|m| m.set(m.get().max(new_size)));
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: TrackingAlloc = TrackingAlloc;
+
+/// One object of each kind, with content, and a delta of each kind.
+fn samples() -> (Vec<Object>, Vec<ObjectDelta>) {
+    let (mut ra, mut rb) = (Replica::new(0xabcdef), Replica::new(2));
+    let mut cart = Cart::new();
+    let mut deltas = vec![
+        ObjectDelta::Cart(cart.add(ra.tag(), "apple", 3).unwrap()),
+        ObjectDelta::Cart(cart.add(rb.tag(), "pear", 1).unwrap()),
+    ];
+    cart.set_quantity(ra.tag(), "apple", 1).unwrap();
+    deltas.push(ObjectDelta::Cart(cart.remove("pear").unwrap()));
+    let mut session = Session::new();
+    session.set_user_id(ra.tag(), "alice").unwrap();
+    deltas.push(ObjectDelta::Session(
+        session
+            .set_attr(ra.tag(), "theme", &serde_json::json!({"dark": true}))
+            .unwrap(),
+    ));
+    session.touch(ra.tag(), 60_000).unwrap();
+    let mut doc = Document::new();
+    deltas.push(ObjectDelta::Doc(
+        doc.apply_edits(
+            ra.tag(),
+            &[
+                DocEdit::Set {
+                    path: vec![PathSegment::Key("title".into())],
+                    value: serde_json::json!("hello"),
+                },
+                DocEdit::Increment {
+                    path: vec![PathSegment::Key("n".into())],
+                    by: 4,
+                },
+            ],
+        )
+        .unwrap(),
+    ));
+    deltas.push(ObjectDelta::Session(Session::revoked()));
+    let objects = vec![
+        Object::Cart(cart),
+        Object::Session(session),
+        Object::Doc(doc),
+        Object::new(Kind::Cart),
+        Object::new(Kind::Doc),
+    ];
+    (objects, deltas)
+}
+
+#[test]
+fn objects_and_deltas_round_trip() {
+    let (objects, deltas) = samples();
+    for o in &objects {
+        let bytes = wire::encode(o).unwrap();
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        assert_eq!(bytes.len(), o.encoded_len());
+        let back: Object = wire::decode(&bytes).unwrap();
+        assert_eq!(&back, o);
+        assert_eq!(wire::encode(&back).unwrap(), bytes, "re-encoding is stable");
+        let delta = o.to_delta();
+        let back: ObjectDelta = wire::decode(&wire::encode(&delta).unwrap()).unwrap();
+        assert_eq!(back, delta);
+    }
+    for d in &deltas {
+        let bytes = wire::encode(d).unwrap();
+        assert_eq!(bytes.len(), d.encoded_len());
+        let back: ObjectDelta = wire::decode(&bytes).unwrap();
+        assert_eq!(&back, d);
+    }
+    if let Object::Doc(doc) = &objects[2] {
+        let back: Object = wire::decode(&wire::encode(&objects[2]).unwrap()).unwrap();
+        let Object::Doc(back) = back else {
+            panic!("kind changed")
+        };
+        assert_eq!(back.to_json(), doc.to_json());
+    }
+}
+
+#[test]
+fn contexts_decode_to_their_canonical_form() {
+    // A context encoded with its cloud not folded (as a foreign or old encoder might) decodes
+    // equal to the folded one, so equality and re-encoding do not depend on the sender.
+    let r = ReplicaId(9);
+    let folded: CausalContext = [1, 2, 3, 5].map(|c| Dot::new(r, c)).into_iter().collect();
+    let unfolded = serde_json::json!({
+        "vv": {"9": 1},
+        "cloud": [[9, 1], [9, 2], [9, 3], [9, 5]],
+    });
+    let decoded: CausalContext = serde_json::from_value(unfolded).unwrap();
+    assert_eq!(decoded, folded);
+    let zeros: VersionVector = serde_json::from_value(serde_json::json!({"9": 0})).unwrap();
+    assert_eq!(zeros, VersionVector::new());
+}
+
+#[test]
+fn oversized_input_is_refused_before_decoding() {
+    let big = vec![FORMAT_VERSION; MAX_ENCODED_BYTES + 1];
+    assert!(matches!(
+        wire::decode::<ObjectDelta>(&big),
+        Err(WireError::TooLarge { .. })
+    ));
+    let (_, deltas) = samples();
+    let bytes = wire::encode(&deltas[0]).unwrap();
+    assert!(matches!(
+        wire::decode_with_limit::<ObjectDelta>(&bytes, bytes.len() - 1),
+        Err(WireError::TooLarge { .. })
+    ));
+    assert!(wire::decode_with_limit::<ObjectDelta>(&bytes, bytes.len()).is_ok());
+}
+
+#[test]
+fn wrong_version_empty_and_trailing_bytes_are_refused() {
+    let (_, deltas) = samples();
+    let mut bytes = wire::encode(&deltas[0]).unwrap();
+    assert!(matches!(
+        wire::decode::<ObjectDelta>(&[]),
+        Err(WireError::Empty)
+    ));
+    bytes[0] = FORMAT_VERSION + 1;
+    assert!(matches!(
+        wire::decode::<ObjectDelta>(&bytes),
+        Err(WireError::Version(_))
+    ));
+    bytes[0] = FORMAT_VERSION;
+    bytes.push(0);
+    assert!(matches!(
+        wire::decode::<ObjectDelta>(&bytes),
+        Err(WireError::Trailing(1))
+    ));
+}
+
+#[test]
+fn forged_huge_length_prefixes_are_refused_without_allocating() {
+    // bincode's varint: 253 announces a little-endian u64.
+    let huge = |prefix: &[u8]| {
+        let mut b = vec![FORMAT_VERSION];
+        b.extend_from_slice(prefix);
+        b.push(253);
+        b.extend_from_slice(&u64::MAX.to_le_bytes());
+        b
+    };
+    let big_but_plausible = {
+        let mut b = vec![FORMAT_VERSION, 2, 253];
+        b.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        b
+    };
+    // ObjectDelta::Cart with one item whose sku claims 15 MB (u32 varint, marker 252).
+    let mut long_string = vec![FORMAT_VERSION, 0, 1, 252];
+    long_string.extend_from_slice(&15_000_000u32.to_le_bytes());
+    let inputs = [
+        huge(&[0]),             // ObjectDelta::Cart: the map of items
+        huge(&[2]),             // ObjectDelta::Doc: the list of changes
+        huge(&[2, 1]),          // ... the first change's bytes
+        huge(&[1, 0, 0, 0, 0]), // ObjectDelta::Session: the attribute map
+        big_but_plausible,
+        long_string,
+    ];
+    for input in &inputs {
+        LARGEST.with(|m| m.set(0));
+        let delta = wire::decode::<ObjectDelta>(input);
+        let object = wire::decode::<Object>(input);
+        let largest = LARGEST.with(Cell::get);
+        assert!(delta.is_err() && object.is_err(), "{input:?}");
+        // serde preallocates at most 1 MiB for a sequence, whatever its prefix claims.
+        assert!(
+            largest <= 1 << 20,
+            "decoding {input:?} allocated {largest} bytes at once"
+        );
+    }
+}
+
+/// A valid encoding of a sample object (`true`) or delta (`false`).
+fn any_encoding() -> impl Strategy<Value = (Vec<u8>, bool)> {
+    let (objects, deltas) = samples();
+    let mut encodings: Vec<(Vec<u8>, bool)> = objects
+        .iter()
+        .map(|o| (wire::encode(o).unwrap(), true))
+        .collect();
+    encodings.extend(deltas.iter().map(|d| (wire::encode(d).unwrap(), false)));
+    prop::sample::select(encodings)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..256), versioned: bool) {
+        let mut bytes = body;
+        if versioned && !bytes.is_empty() {
+            bytes[0] = FORMAT_VERSION;
+        }
+        let _ = wire::decode::<Object>(&bytes);
+        let _ = wire::decode::<ObjectDelta>(&bytes);
+    }
+
+    #[test]
+    fn truncated_encodings_are_refused(
+        (bytes, is_object) in any_encoding(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let prefix = &bytes[..cut.index(bytes.len())];
+        if is_object {
+            prop_assert!(wire::decode::<Object>(prefix).is_err());
+            let _ = wire::decode::<ObjectDelta>(prefix);
+        } else {
+            prop_assert!(wire::decode::<ObjectDelta>(prefix).is_err());
+            let _ = wire::decode::<Object>(prefix);
+        }
+    }
+
+    #[test]
+    fn corrupted_encodings_never_panic(
+        (bytes, _) in any_encoding(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let mut bytes = bytes;
+        for (at, x) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= x;
+        }
+        if let Ok(ObjectDelta::Cart(c)) = wire::decode::<ObjectDelta>(&bytes) {
+            // Whatever decodes must still be safe to merge (or refused as malformed).
+            let mut o = Object::new(Kind::Cart);
+            let _ = o.apply(ObjectDelta::Cart(c));
+        }
+        if let Ok(ObjectDelta::Doc(d)) = wire::decode::<ObjectDelta>(&bytes) {
+            let mut o = Object::new(Kind::Doc);
+            let _ = o.apply(ObjectDelta::Doc(d));
+        }
+        if let Ok(Object::Doc(d)) = wire::decode::<Object>(&bytes) {
+            let _ = d.to_json();
+        }
+    }
+}
+
+#[test]
+fn a_forged_change_that_makes_automerge_panic_is_refused_and_the_document_stays_intact() {
+    let (mut ra, mut rb) = (Replica::new(1), Replica::new(2));
+    let set = |k: &str, v: i64| DocEdit::Set {
+        path: vec![PathSegment::Key(k.into())],
+        value: v.into(),
+    };
+    let mut other = Document::new();
+    other.apply_edits(rb.tag(), &[set("x", 1)]).unwrap();
+    let second = other.apply_edits(rb.tag(), &[set("x", 2)]).unwrap();
+    // Re-encode the second change without its dependency: a valid checksum, an actor the
+    // receiver has never seen at sequence 2. Automerge 0.12 unwraps the actor lookup.
+    let mut expanded = automerge::Change::from_bytes(second.changes[0].clone())
+        .unwrap()
+        .decode();
+    expanded.deps.clear();
+    expanded.hash = None;
+    let forged = automerge::Change::from(expanded).raw_bytes().to_vec();
+
+    let mut doc = Document::new();
+    doc.apply_edits(ra.tag(), &[set("a", 1)]).unwrap();
+    let before = doc.clone();
+    let result = doc.apply(crdt_types::DocDelta {
+        changes: vec![forged],
+    });
+    assert!(
+        matches!(result, Err(crdt_types::DocError::Rejected(_))),
+        "{result:?}"
+    );
+    assert_eq!(doc, before, "refused and not kept pending");
+    assert_eq!(doc.to_json(), before.to_json());
+    // Still a working document: edits and the state round trip.
+    doc.apply_edits(ra.tag(), &[set("b", 2)]).unwrap();
+    let back: Document = wire::decode(&wire::encode(&doc).unwrap()).unwrap();
+    assert_eq!(back.to_json(), serde_json::json!({"a": 1, "b": 2}));
+}
