@@ -7,6 +7,11 @@
 //! remove covers exactly the increments its origin had observed (add wins); a session
 //! attribute is the write with the greatest `(HLC stamp, replica)`; a revoke wins over
 //! everything. The CRDT code is then judged against this.
+//!
+//! A remove covers the increments its origin *held*: observed and not already removed there.
+//! Once every operation is delivered this is the same as "everything it observed" (whatever
+//! removed the rest is delivered too); on a replica that has the remove but not yet what
+//! its origin had seen before it, it is what a delta-state remove does.
 
 use crate::queue::Millis;
 use crdt_types::{Dot, Key, Stamp};
@@ -96,8 +101,11 @@ pub struct OpRecord {
     pub observed: Vec<OpId>,
     /// For cart increments: the amount of the counter entry it made (0 if none).
     amount: i64,
-    /// For cart removals: what it removes among `observed`.
+    /// For cart removals: which items it removes.
     covers: Covers,
+    /// For cart removals: the increments it removes, ascending. Exactly the entries of the
+    /// covered items its origin held when it removed them: observed, and not removed already.
+    covered: Vec<OpId>,
 }
 
 /// What a key must read as.
@@ -204,6 +212,22 @@ impl Oracle {
             Op::CartClear => (0, Covers::All),
             _ => (0, Covers::Nothing),
         };
+        let covered: Vec<OpId> = observed
+            .iter()
+            .copied()
+            .filter(|&e| {
+                let sku = match &self.ops[e as usize].op {
+                    Op::CartAdd { sku, .. } | Op::CartSet { sku, .. } => sku,
+                    _ => return false,
+                };
+                let applies = match &covers {
+                    Covers::Nothing => false,
+                    Covers::All => true,
+                    Covers::Sku(s) => s == sku,
+                };
+                applies && !self.removed_within(e, &observed)
+            })
+            .collect();
         let id = self.ops.len() as OpId;
         let prev = self.by_dot.insert(dot, id);
         assert!(prev.is_none(), "dot {dot:?} issued twice");
@@ -218,26 +242,15 @@ impl Oracle {
             observed,
             amount,
             covers,
+            covered,
         });
         id
     }
 
     /// Whether the increment `entry` is removed by some operation in `set`.
     fn removed_within(&self, entry: OpId, set: &[OpId]) -> bool {
-        let e = &self.ops[entry as usize];
-        let sku = match &e.op {
-            Op::CartAdd { sku, .. } | Op::CartSet { sku, .. } => sku,
-            _ => return false,
-        };
-        set.iter().any(|&r| {
-            let rec = &self.ops[r as usize];
-            let applies = match &rec.covers {
-                Covers::Nothing => false,
-                Covers::All => true,
-                Covers::Sku(s) => s == sku,
-            };
-            applies && rec.observed.binary_search(&entry).is_ok()
-        })
+        set.iter()
+            .any(|&r| self.ops[r as usize].covered.binary_search(&entry).is_ok())
     }
 
     /// The raw counter sum of `sku` over `set` (may be <= 0, then the item is hidden).

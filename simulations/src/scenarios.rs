@@ -224,12 +224,13 @@ impl Scenario {
                 }
             }
             Scenario::ClockSkew => {
-                // Up to the 500 ms drift bound and beyond it, ahead and behind.
-                const MAGNITUDES: [i64; 5] = [200, 450, 800, 1_500, 3_000];
+                // Both sides of the 500 ms drift bound, ahead and behind; the first two
+                // (always present) are beyond it.
+                const OFFSETS: [i64; 10] =
+                    [800, -1_500, 200, -450, 3_000, -800, 1_500, -200, 450, -3_000];
                 let skewed = pick_distinct(rng, nodes, (nodes / 5).max(2).min(nodes));
                 for (i, node) in skewed.into_iter().enumerate() {
-                    let sign = if i % 2 == 0 { 1 } else { -1 };
-                    let offset_ms = sign * MAGNITUDES[(i / 2) % MAGNITUDES.len()];
+                    let offset_ms = OFFSETS[i % OFFSETS.len()];
                     at(EPOCH_MS, Fault::ClockSkew { node, offset_ms });
                 }
             }
