@@ -89,16 +89,23 @@ impl AntiEntropy {
         self.incoming.remove(peer);
     }
 
-    /// What to answer to `digest`, given our delivered context, log and state.
+    /// What to answer to `digest` at `now`, given our delivered context, log and state.
     pub fn respond<P: Payload>(
         &self,
         digest: &Digest,
         mine: &CausalContext,
         log: &DeltaLog<P>,
         state: &impl StateSource<P>,
+        now: i64,
         clock: Stamp,
     ) -> Response<P> {
-        let plan = log.plan_for(&digest.delivered, mine, self.config.delta_budget_bytes);
+        let settled_before = now.saturating_sub(self.config.settle_ms as i64);
+        let plan = log.plan_for(
+            &digest.delivered,
+            mine,
+            self.config.delta_budget_bytes,
+            settled_before,
+        );
         let state = if plan.needs_state || digest.state_cursor.is_some() {
             let cursor = digest.state_cursor.unwrap_or(0);
             let batch = state.changed_since(cursor, self.config.state_budget_bytes);

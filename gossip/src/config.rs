@@ -63,6 +63,9 @@ pub struct AntiEntropyConfig {
     pub delta_budget_bytes: usize,
     /// Per round, at most this many bytes of state (one chunk) are sent to a peer.
     pub state_budget_bytes: usize,
+    /// Deltas delivered here less than this long ago are not sent by anti-entropy: they are
+    /// most likely still on their way by dissemination. A few graft timeouts.
+    pub settle_ms: u64,
 }
 
 impl Config {
@@ -84,6 +87,7 @@ impl Config {
                 interval_ms: 1_000,
                 delta_budget_bytes: 256 << 10,
                 state_budget_bytes: 128 << 10,
+                settle_ms: 500,
             },
             log_max_entries: 100_000,
             log_max_bytes: 64 << 20,
@@ -109,6 +113,7 @@ impl Config {
             },
             anti_entropy: AntiEntropyConfig {
                 interval_ms: 2_000,
+                settle_ms: 2_000,
                 ..lan.anti_entropy
             },
             rejoin_interval_ms: 5_000,

@@ -29,6 +29,7 @@ struct Entry<P> {
     delta: Delta<P>,
     size: usize,
     inserted: u64,
+    at: i64,
 }
 
 /// A bounded log of deltas keyed by dot.
@@ -73,7 +74,7 @@ impl<P: Payload> DeltaLog<P> {
         let mut log = DeltaLog::new(max_entries, max_bytes);
         for d in entries {
             if delivered.contains(&d.dot()) {
-                log.insert(d);
+                log.insert(d, i64::MIN);
             }
         }
         let origins: Vec<ReplicaId> = delivered
@@ -106,9 +107,9 @@ impl<P: Payload> DeltaLog<P> {
         best.max(s)
     }
 
-    /// Adds a delivered delta, evicting the oldest entries if the log is over its bounds.
-    /// Returns how many entries were evicted for capacity.
-    pub fn insert(&mut self, delta: Delta<P>) -> usize {
+    /// Adds a delta delivered at `now`, evicting the oldest entries if the log is over its
+    /// bounds. Returns how many entries were evicted for capacity.
+    pub fn insert(&mut self, delta: Delta<P>, now: i64) -> usize {
         let dot = delta.dot();
         if self.entries.contains_key(&dot) {
             return 0;
@@ -124,6 +125,7 @@ impl<P: Payload> DeltaLog<P> {
                 delta,
                 size,
                 inserted,
+                at: now,
             },
         );
         let mut evicted = 0;
@@ -192,12 +194,15 @@ impl<P: Payload> DeltaLog<P> {
 
     /// What a peer whose delivered context is `peer` should be sent, given our own delivered
     /// context `mine`: the logged deltas it misses (up to `budget` bytes) and whether it also
-    /// misses deltas the log no longer holds.
+    /// misses deltas the log no longer holds. Deltas logged after `settled_before` are left
+    /// out: they are most likely still being disseminated to the peer, and sending them here
+    /// would only make the dissemination copy a duplicate.
     pub fn plan_for(
         &self,
         peer: &CausalContext,
         mine: &CausalContext,
         budget: usize,
+        settled_before: i64,
     ) -> RepairPlan<P> {
         let mut plan = RepairPlan {
             deltas: Vec::new(),
@@ -224,7 +229,7 @@ impl<P: Payload> DeltaLog<P> {
                 .entries
                 .range(Dot::new(origin, theirs + 1)..=Dot::new(origin, u64::MAX))
             {
-                if peer.contains(dot) {
+                if peer.contains(dot) || e.at > settled_before {
                     continue;
                 }
                 if spent > 0 && spent + e.size > budget {
@@ -323,12 +328,12 @@ mod tests {
     fn serves_exactly_the_missing_deltas() {
         let mut log = DeltaLog::new(100, 1 << 20);
         for s in 1..=5 {
-            log.insert(delta(1, s));
+            log.insert(delta(1, s), 0);
         }
         let mine = ctx(&upto(1, 5));
         let mut peer = ctx(&upto(1, 2));
         peer.insert(Dot::new(ReplicaId(1), 4));
-        let plan = log.plan_for(&peer, &mine, usize::MAX);
+        let plan = log.plan_for(&peer, &mine, usize::MAX, 0);
         let seqs: Vec<u64> = plan.deltas.iter().map(|d| d.seq).collect();
         assert_eq!(seqs, vec![3, 5]);
         assert!(!plan.needs_state && !plan.truncated);
@@ -338,15 +343,15 @@ mod tests {
     fn capacity_eviction_forces_state_for_peers_below_the_floor() {
         let mut log = DeltaLog::new(3, 1 << 20);
         for s in 1..=5 {
-            log.insert(delta(1, s));
+            log.insert(delta(1, s), 0);
         }
         assert_eq!(log.len(), 3);
         let mine = ctx(&upto(1, 5));
         assert!(
-            log.plan_for(&ctx(&upto(1, 1)), &mine, usize::MAX)
+            log.plan_for(&ctx(&upto(1, 1)), &mine, usize::MAX, 0)
                 .needs_state
         );
-        let plan = log.plan_for(&ctx(&upto(1, 2)), &mine, usize::MAX);
+        let plan = log.plan_for(&ctx(&upto(1, 2)), &mine, usize::MAX, 0);
         assert!(!plan.needs_state);
         assert_eq!(plan.deltas.len(), 3);
     }
@@ -355,8 +360,8 @@ mod tests {
     fn stable_trim_drops_only_what_the_watermark_covers() {
         let mut log = DeltaLog::new(100, 1 << 20);
         for s in 1..=5 {
-            log.insert(delta(1, s));
-            log.insert(delta(2, s));
+            log.insert(delta(1, s), 0);
+            log.insert(delta(2, s), 0);
         }
         let wm: VersionVector = [(ReplicaId(1), 3)].into_iter().collect();
         assert_eq!(log.trim_stable(&wm), 3);
@@ -366,12 +371,22 @@ mod tests {
     }
 
     #[test]
+    fn fresh_deltas_are_left_to_dissemination() {
+        let mut log = DeltaLog::new(100, 1 << 20);
+        log.insert(delta(1, 1), 10);
+        log.insert(delta(1, 2), 20);
+        let plan = log.plan_for(&CausalContext::new(), &ctx(&upto(1, 2)), usize::MAX, 15);
+        assert_eq!(plan.deltas.len(), 1);
+        assert_eq!(plan.deltas[0].seq, 1);
+    }
+
+    #[test]
     fn budget_truncates_but_always_sends_one() {
         let mut log = DeltaLog::new(100, 1 << 20);
         for s in 1..=5 {
-            log.insert(delta(1, s));
+            log.insert(delta(1, s), 0);
         }
-        let plan = log.plan_for(&CausalContext::new(), &ctx(&upto(1, 5)), 1);
+        let plan = log.plan_for(&CausalContext::new(), &ctx(&upto(1, 5)), 1, 0);
         assert_eq!(plan.deltas.len(), 1);
         assert!(plan.truncated);
     }
@@ -386,10 +401,10 @@ mod tests {
             &delivered,
         );
         assert!(
-            log.plan_for(&ctx(&upto(1, 4)), &delivered, usize::MAX)
+            log.plan_for(&ctx(&upto(1, 4)), &delivered, usize::MAX, 0)
                 .needs_state
         );
-        let plan = log.plan_for(&ctx(&upto(1, 5)), &delivered, usize::MAX);
+        let plan = log.plan_for(&ctx(&upto(1, 5)), &delivered, usize::MAX, 0);
         assert!(!plan.needs_state);
         assert_eq!(plan.deltas.len(), 5);
     }

@@ -60,8 +60,8 @@ pub enum GossipItem<P> {
     IHave(Vec<Dot>),
     /// "Send me these deltas, and push to me eagerly from now on."
     Graft(Vec<Dot>),
-    /// "I got that already: stop pushing to me eagerly."
-    Prune,
+    /// "I got that already: stop pushing this origin's deltas to me eagerly."
+    Prune(ReplicaId),
 }
 
 /// A digest: the sender's delivered context, opening or answering an anti-entropy round.
@@ -171,7 +171,7 @@ impl<P: Payload> Envelope<P> {
             Body::Gossip(items) => items.iter().try_for_each(|i| match i {
                 GossipItem::Delta(d) => delta_ok(d),
                 GossipItem::IHave(ds) | GossipItem::Graft(ds) => ds.iter().try_for_each(dot_ok),
-                GossipItem::Prune => Ok(()),
+                GossipItem::Prune(_) => Ok(()),
             }),
             Body::Sync(items) => items.iter().try_for_each(|i| match i {
                 SyncItem::Digest(_) => Ok(()),

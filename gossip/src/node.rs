@@ -391,7 +391,7 @@ impl<P: Payload> Node<P> {
             payload,
         };
         self.delivered.insert(tag.dot);
-        self.log.insert(delta.clone());
+        self.log.insert(delta.clone(), now);
         self.stats.published += 1;
         self.disseminate(now, &delta, None);
         Ok(())
@@ -608,14 +608,14 @@ impl<P: Payload> Node<P> {
     }
 
     /// Records a new remote delta as delivered, logs it and hands it to the driver.
-    fn deliver(&mut self, delta: &Delta<P>) {
+    fn deliver(&mut self, now: i64, delta: &Delta<P>) {
         let dot = delta.dot();
         if dot.replica == self.replica {
             self.note_own(dot.counter);
         }
         self.delivered.insert(dot);
         self.plumtree.delivered(&dot);
-        self.log.insert(delta.clone());
+        self.log.insert(delta.clone(), now);
         self.stats.delivered += 1;
         self.events.push_back(Event::Apply(delta.clone()));
     }
@@ -625,9 +625,10 @@ impl<P: Payload> Node<P> {
         let mut copy = delta.clone();
         copy.hops = delta.hops.saturating_add(1);
         let size = copy.encoded_len();
+        let root = delta.origin;
         let eager: Vec<SocketAddr> = self
             .plumtree
-            .eager()
+            .push_targets(root)
             .filter(|a| Some(*a) != except)
             .collect();
         for peer in eager {
@@ -642,7 +643,7 @@ impl<P: Payload> Node<P> {
         }
         let lazy: Vec<SocketAddr> = self
             .plumtree
-            .lazy()
+            .lazy(root)
             .filter(|a| Some(*a) != except)
             .collect();
         if lazy.is_empty() {
@@ -698,8 +699,10 @@ impl<P: Payload> Node<P> {
                 let dot = delta.dot();
                 if self.delivered.contains(&dot) {
                     self.stats.duplicates += 1;
-                    if self.plumtree.on_duplicate(from)
-                        && self.outbox.push_gossip(from, GossipItem::Prune, 1)
+                    if let Some(victim) = self.plumtree.on_duplicate(from, &dot)
+                        && self
+                            .outbox
+                            .push_gossip(victim, GossipItem::Prune(dot.replica), 10)
                     {
                         self.stats.prunes_sent += 1;
                     }
@@ -709,7 +712,7 @@ impl<P: Payload> Node<P> {
                     return;
                 }
                 self.plumtree.on_first_delivery(from, &dot);
-                self.deliver(&delta);
+                self.deliver(now, &delta);
                 self.disseminate(now, &delta, Some(from));
             }
             GossipItem::IHave(dots) => {
@@ -720,8 +723,8 @@ impl<P: Payload> Node<P> {
                 }
             }
             GossipItem::Graft(dots) => {
-                self.plumtree.on_graft(from);
                 for dot in dots {
+                    self.plumtree.on_graft(from, dot.replica);
                     let Some(d) = self.log.get(&dot) else {
                         continue;
                     };
@@ -735,7 +738,7 @@ impl<P: Payload> Node<P> {
                     }
                 }
             }
-            GossipItem::Prune => self.plumtree.on_prune(from),
+            GossipItem::Prune(root) => self.plumtree.on_prune(from, root),
         }
     }
 
@@ -789,6 +792,7 @@ impl<P: Payload> Node<P> {
                     &self.delivered,
                     &self.log,
                     state,
+                    now,
                     self.clock.last(),
                 );
                 for mut d in resp.deltas {
@@ -826,7 +830,7 @@ impl<P: Payload> Node<P> {
                     return;
                 }
                 self.stats.delivered_by_sync += 1;
-                self.deliver(&delta);
+                self.deliver(now, &delta);
             }
             SyncItem::State(chunk) => self.on_state_chunk(now, from, replica, chunk),
         }

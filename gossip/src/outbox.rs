@@ -189,9 +189,9 @@ mod tests {
     fn batches_under_the_limit_and_round_robins() {
         let mut o: Outbox<u64> = Outbox::new(1_000, 25);
         for _ in 0..3 {
-            assert!(o.push_gossip(addr(1), GossipItem::Prune, 10));
+            assert!(o.push_gossip(addr(1), GossipItem::Prune(crdt_types::ReplicaId(1)), 10));
         }
-        assert!(o.push_gossip(addr(2), GossipItem::Prune, 10));
+        assert!(o.push_gossip(addr(2), GossipItem::Prune(crdt_types::ReplicaId(1)), 10));
         let (to, body) = o.pop().unwrap();
         assert_eq!(to, addr(1));
         assert!(matches!(body, Body::Gossip(ref v) if v.len() == 2));

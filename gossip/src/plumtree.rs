@@ -2,25 +2,38 @@
 //! Trees", SRDS 2007): which peers get deltas eagerly, which get lazy announcements, and which
 //! missing deltas to GRAFT; it must not deliver, log or send anything itself.
 //!
-//! Every node keeps two disjoint sets of neighbours. A delta delivered for the first time is
-//! pushed to the *eager* peers and announced (IHAVE) to the *lazy* ones. A copy that arrives
-//! again means the eager graph has a cycle: the receiver PRUNEs that link to lazy. An
-//! announcement for a delta that does not arrive within a timeout means a tree link is broken
-//! or slow: the receiver GRAFTs the announcer back to eager and gets the delta from it. Eager
-//! links therefore converge to a spanning tree, shaped by latency (the first copy wins), so
-//! each node receives each delta about once, and the lazy links keep a cheap repair path.
+//! Every node keeps a set of *neighbours* and, per origin replica (per tree root, as in
+//! riak_core's broadcast), the subset of them that is *lazy* for that root; the rest are
+//! *eager*. A delta delivered for the first time is pushed to the eager neighbours of its root
+//! and announced (IHAVE) to the lazy ones. A copy that arrives again means the root's eager
+//! graph has a cycle: the receiver PRUNEs that link to lazy for that root. An announcement for a
+//! delta that does not arrive within a timeout means a tree link is broken or slow: the
+//! receiver GRAFTs the announcer back to eager and gets the delta from it. Each root's eager
+//! links therefore converge to a spanning tree shaped by latency (the first copy wins), so each
+//! node receives each delta about once, and the lazy links keep a cheap repair path. One tree
+//! per root rather than the paper's single shared tree: with many concurrent writers a shared
+//! tree is pruned by every writer's duplicates until it falls apart, and lives on grafts.
 //!
-//! Region awareness: the initial neighbours are chosen per node by a seeded rendezvous rank —
-//! the `local_links` best-ranked peers of its own region and the `remote_links` best-ranked
-//! peers of other regions. Within a region the tree therefore has plenty of short links, while
-//! only a few long-lived links cross regions; after pruning, a delta typically crosses into
-//! each other region once. Ranks are stable, so links survive membership churn except when the
-//! peer itself leaves. Links are symmetric: a peer that pushes to us eagerly becomes our eager
-//! neighbour. What the paper leaves to HyParView (a partial view) comes from foca's full
-//! membership here; the view is small because only ranked peers become neighbours.
+//! Stable trees: a node remembers, per root, its *parent* (the peer its tree link for that
+//! root comes from: the first to deliver, or the last one grafted) and never pushes the root's
+//! deltas back up to it. When jitter lets a copy arrive over another link first, the parent's
+//! copy is the duplicate, and the node prunes the *other* link rather than its parent. Without
+//! this, every node sooner or later forwards a delta that won a race to an upstream peer, the
+//! upstream prunes it, and under load the trees fall apart into grafts and duplicates. The tree
+//! keeps the latency shape of its first deliveries (the paper's later "optimization" step, which
+//! swaps in faster links, is not done).
+//!
+//! Region awareness: the neighbours are chosen per node by a seeded rendezvous rank: the
+//! `local_links` best-ranked peers of its own region and the `remote_links` best-ranked peers
+//! of other regions. Within a region there are plenty of short links, while only a few
+//! long-lived links cross regions; after pruning, a delta typically crosses into each other
+//! region once. Ranks are stable, so links survive membership churn except when the peer
+//! itself leaves. Links are symmetric: a peer that pushes to us becomes our neighbour. What the
+//! paper leaves to HyParView (a partial view) comes from foca's full membership here; the view
+//! stays small because only ranked peers become neighbours.
 
 use crate::config::PlumtreeConfig;
-use crdt_types::Dot;
+use crdt_types::{Dot, ReplicaId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
@@ -39,16 +52,23 @@ struct Missing {
     deadline: i64,
 }
 
-/// The eager and lazy neighbour sets and the announced-but-missing deltas.
+/// The neighbours, per-root lazy sets and the announced-but-missing deltas.
 #[derive(Clone, Debug)]
 pub struct Plumtree {
     config: PlumtreeConfig,
     salt: u64,
-    eager: BTreeSet<SocketAddr>,
-    lazy: BTreeSet<SocketAddr>,
+    neighbours: BTreeSet<SocketAddr>,
+    lazy: BTreeMap<ReplicaId, BTreeSet<SocketAddr>>,
+    parent: BTreeMap<ReplicaId, SocketAddr>,
+    /// For recent deltas delivered by a link other than the parent: that link.
+    first_from: BTreeMap<Dot, SocketAddr>,
+    first_from_order: VecDeque<Dot>,
     missing: BTreeMap<Dot, Missing>,
     deadlines: BTreeSet<(i64, Dot)>,
 }
+
+/// How many recent non-parent first deliveries are remembered for pruning.
+const FIRST_FROM_MEMORY: usize = 4096;
 
 impl Plumtree {
     /// An overlay with no neighbours; `salt` (from the node's seed) makes the ranks differ
@@ -57,21 +77,44 @@ impl Plumtree {
         Plumtree {
             config,
             salt,
-            eager: BTreeSet::new(),
-            lazy: BTreeSet::new(),
+            neighbours: BTreeSet::new(),
+            lazy: BTreeMap::new(),
+            parent: BTreeMap::new(),
+            first_from: BTreeMap::new(),
+            first_from_order: VecDeque::new(),
             missing: BTreeMap::new(),
             deadlines: BTreeSet::new(),
         }
     }
 
-    /// Peers that receive deltas eagerly.
-    pub fn eager(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.eager.iter().copied()
+    /// Every neighbour.
+    pub fn neighbours(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.neighbours.iter().copied()
     }
 
-    /// Peers that receive announcements.
-    pub fn lazy(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.lazy.iter().copied()
+    /// The neighbours linked eagerly for `root` (the parent included).
+    pub fn eager(&self, root: ReplicaId) -> impl Iterator<Item = SocketAddr> + '_ {
+        let lazy = self.lazy.get(&root);
+        self.neighbours
+            .iter()
+            .copied()
+            .filter(move |a| !lazy.is_some_and(|l| l.contains(a)))
+    }
+
+    /// The eager neighbours a delta of `root` is pushed to: not its parent, which is upstream.
+    pub fn push_targets(&self, root: ReplicaId) -> impl Iterator<Item = SocketAddr> + '_ {
+        let parent = self.parent.get(&root).copied();
+        self.eager(root).filter(move |a| Some(*a) != parent)
+    }
+
+    /// The peer this node's tree link for `root` comes from, if known.
+    pub fn parent(&self, root: ReplicaId) -> Option<SocketAddr> {
+        self.parent.get(&root).copied()
+    }
+
+    /// The neighbours that receive announcements of `root`'s deltas.
+    pub fn lazy(&self, root: ReplicaId) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.lazy.get(&root).into_iter().flatten().copied()
     }
 
     /// The rendezvous rank of a peer for this node (lower is preferred).
@@ -83,13 +126,15 @@ impl Plumtree {
         h
     }
 
-    /// Brings the neighbour sets in line with the live membership: peers that left are
-    /// dropped, and the best-ranked local and remote peers that are not yet neighbours become
-    /// eager ones.
+    /// Brings the neighbours in line with the live membership: peers that left are dropped,
+    /// and the best-ranked local and remote peers become neighbours.
     pub fn rebalance(&mut self, my_region: &str, live: &[PeerInfo]) {
         let alive: BTreeSet<SocketAddr> = live.iter().map(|p| p.addr).collect();
-        self.eager.retain(|a| alive.contains(a));
-        self.lazy.retain(|a| alive.contains(a));
+        self.neighbours.retain(|a| alive.contains(a));
+        for l in self.lazy.values_mut() {
+            l.retain(|a| alive.contains(a));
+        }
+        self.parent.retain(|_, a| alive.contains(a));
         let mut local: Vec<(u64, SocketAddr)> = Vec::new();
         let mut remote: Vec<(u64, SocketAddr)> = Vec::new();
         for p in live {
@@ -107,25 +152,42 @@ impl Plumtree {
             .take(self.config.local_links)
             .chain(remote.iter().take(self.config.remote_links));
         for (_, addr) in wanted {
-            if !self.lazy.contains(addr) {
-                self.eager.insert(*addr);
-            }
+            self.neighbours.insert(*addr);
         }
     }
 
     /// A peer left: forget it, and its announcements.
     pub fn remove_peer(&mut self, addr: &SocketAddr) {
-        self.eager.remove(addr);
-        self.lazy.remove(addr);
+        self.neighbours.remove(addr);
+        for l in self.lazy.values_mut() {
+            l.remove(addr);
+        }
+        self.parent.retain(|_, a| a != addr);
         for m in self.missing.values_mut() {
             m.announcers.retain(|a| a != addr);
         }
     }
 
-    /// A new delta arrived from `from` by eager push: the link is (or stays) part of the tree.
+    /// A new delta arrived from `from` by eager push: the link is (or stays) eager, and becomes
+    /// the parent if the root has none.
     pub fn on_first_delivery(&mut self, from: SocketAddr, dot: &Dot) {
-        self.lazy.remove(&from);
-        self.eager.insert(from);
+        let root = dot.replica;
+        self.make_eager(from, root);
+        match self.parent.get(&root) {
+            None => {
+                self.parent.insert(root, from);
+            }
+            Some(p) if *p == from => {}
+            Some(_) => {
+                self.first_from.insert(*dot, from);
+                self.first_from_order.push_back(*dot);
+                if self.first_from_order.len() > FIRST_FROM_MEMORY
+                    && let Some(old) = self.first_from_order.pop_front()
+                {
+                    self.first_from.remove(&old);
+                }
+            }
+        }
         self.delivered(dot);
     }
 
@@ -136,31 +198,54 @@ impl Plumtree {
         }
     }
 
-    /// A copy of an already delivered delta arrived from `from` by eager push: the link closes
-    /// a cycle. Returns whether a PRUNE should be sent (the link was eager).
-    pub fn on_duplicate(&mut self, from: SocketAddr) -> bool {
-        let was_eager = self.eager.remove(&from);
-        self.lazy.insert(from);
-        was_eager
+    /// A copy of the already delivered `dot` arrived from `from` by eager push: some link
+    /// closes a cycle in the root's tree. Returns the peer to send a PRUNE to, already made
+    /// lazy: `from` itself, unless `from` is the parent, in which case the link that delivered
+    /// first this time is cut instead (if it was a push; a delta that came by anti-entropy cuts
+    /// nothing).
+    pub fn on_duplicate(&mut self, from: SocketAddr, dot: &Dot) -> Option<SocketAddr> {
+        let root = dot.replica;
+        let victim = if self.parent.get(&root) == Some(&from) {
+            self.first_from.remove(dot).filter(|n| *n != from)?
+        } else {
+            from
+        };
+        let was_eager = self.neighbours.insert(victim) || !self.is_lazy(victim, root);
+        self.lazy.entry(root).or_default().insert(victim);
+        was_eager.then_some(victim)
     }
 
-    /// `from` asked us to stop pushing eagerly.
-    pub fn on_prune(&mut self, from: SocketAddr) {
-        self.eager.remove(&from);
-        self.lazy.insert(from);
+    fn is_lazy(&self, peer: SocketAddr, root: ReplicaId) -> bool {
+        self.lazy.get(&root).is_some_and(|l| l.contains(&peer))
     }
 
-    /// `from` asked for deltas: it becomes eager again.
-    pub fn on_graft(&mut self, from: SocketAddr) {
-        self.lazy.remove(&from);
-        self.eager.insert(from);
+    fn make_eager(&mut self, peer: SocketAddr, root: ReplicaId) {
+        self.neighbours.insert(peer);
+        if let Some(l) = self.lazy.get_mut(&root) {
+            l.remove(&peer);
+        }
+    }
+
+    /// `from` asked us to stop pushing `root`'s deltas eagerly. If it was our parent for that
+    /// root, the root has no parent until the next first delivery or graft.
+    pub fn on_prune(&mut self, from: SocketAddr, root: ReplicaId) {
+        self.neighbours.insert(from);
+        self.lazy.entry(root).or_default().insert(from);
+        if self.parent.get(&root) == Some(&from) {
+            self.parent.remove(&root);
+        }
+    }
+
+    /// `from` asked us for deltas of `root` (GRAFT): it becomes eager for that root.
+    pub fn on_graft(&mut self, from: SocketAddr, root: ReplicaId) {
+        self.make_eager(from, root);
     }
 
     /// `from` announced a delta we have not delivered: remember it and, if it is the first
     /// announcement, start the graft timer. Returns false when the table is full.
     pub fn on_ihave(&mut self, now: i64, from: SocketAddr, dot: Dot) -> bool {
-        if !self.eager.contains(&from) {
-            self.lazy.insert(from);
+        if self.neighbours.insert(from) {
+            self.lazy.entry(dot.replica).or_default().insert(from);
         }
         if let Some(m) = self.missing.get_mut(&dot) {
             if !m.announcers.contains(&from) {
@@ -188,8 +273,8 @@ impl Plumtree {
         self.deadlines.first().map(|(t, _)| *t)
     }
 
-    /// The grafts due at `now`: `(announcer, dot)` pairs, each announcer moved to eager. A
-    /// delta with announcers left is retried later with the next one.
+    /// The grafts due at `now`: `(announcer, dot)` pairs, each announcer made eager for the
+    /// dot's root and its parent. A delta with announcers left is retried later with the next one.
     pub fn due_grafts(&mut self, now: i64) -> Vec<(SocketAddr, Dot)> {
         let mut out = Vec::new();
         while let Some(&(at, dot)) = self.deadlines.first() {
@@ -215,8 +300,10 @@ impl Plumtree {
                 }
             }
         }
-        for (peer, _) in &out {
-            self.on_graft(*peer);
+        for (peer, dot) in &out {
+            // The old tree link failed to deliver: the grafted peer is the new parent.
+            self.make_eager(*peer, dot.replica);
+            self.parent.insert(dot.replica, *peer);
         }
         out
     }
@@ -238,7 +325,8 @@ fn splitmix(mut z: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::Config;
-    use crdt_types::ReplicaId;
+
+    const ROOT: ReplicaId = ReplicaId(9);
 
     fn addr(p: u16) -> SocketAddr {
         SocketAddr::from(([10, 0, 0, 1], p))
@@ -263,26 +351,57 @@ mod tests {
         let mut pt = Plumtree::new(cfg, 42);
         let live = peers(&["eu", "eu", "eu", "us", "us", "ap"]);
         pt.rebalance("eu", &live);
-        let eager: Vec<_> = pt.eager().collect();
+        let eager: Vec<_> = pt.eager(ROOT).collect();
         assert_eq!(eager.len(), 3);
         let local = eager.iter().filter(|a| a.port() <= 3).count();
         assert_eq!(local, 2);
     }
 
     #[test]
-    fn prune_graft_and_timeouts() {
+    fn prunes_are_per_root() {
         let mut pt = Plumtree::new(Config::lan(3).plumtree, 1);
         pt.rebalance("eu", &peers(&["eu", "eu"]));
-        let d = Dot::new(ReplicaId(9), 1);
-        assert!(pt.on_duplicate(addr(1)));
-        assert!(!pt.on_duplicate(addr(1)));
-        assert!(pt.lazy().any(|a| a == addr(1)));
+        let d = Dot::new(ROOT, 1);
+        pt.on_first_delivery(addr(2), &d);
+        assert_eq!(pt.on_duplicate(addr(1), &d), Some(addr(1)));
+        assert_eq!(pt.on_duplicate(addr(1), &d), None);
+        assert_eq!(pt.lazy(ROOT).collect::<Vec<_>>(), vec![addr(1)]);
+        assert_eq!(pt.eager(ROOT).collect::<Vec<_>>(), vec![addr(2)]);
+        assert_eq!(pt.eager(ReplicaId(1)).count(), 2);
+    }
+
+    #[test]
+    fn a_late_copy_from_the_parent_prunes_the_shortcut_instead() {
+        let mut pt = Plumtree::new(Config::lan(4).plumtree, 1);
+        pt.rebalance("eu", &peers(&["eu", "eu", "eu"]));
+        pt.on_first_delivery(addr(1), &Dot::new(ROOT, 1));
+        assert_eq!(pt.parent(ROOT), Some(addr(1)));
+        assert!(pt.push_targets(ROOT).all(|a| a != addr(1)));
+        // Seq 2 wins the race over link 2; the parent's copy is then the duplicate.
+        let d = Dot::new(ROOT, 2);
+        pt.on_first_delivery(addr(2), &d);
+        assert_eq!(pt.on_duplicate(addr(1), &d), Some(addr(2)));
+        assert_eq!(pt.parent(ROOT), Some(addr(1)));
+        assert_eq!(pt.lazy(ROOT).collect::<Vec<_>>(), vec![addr(2)]);
+        // A parent copy of something that came by anti-entropy prunes nothing.
+        assert_eq!(pt.on_duplicate(addr(1), &Dot::new(ROOT, 3)), None);
+        // A prune from the parent clears it.
+        pt.on_prune(addr(1), ROOT);
+        assert_eq!(pt.parent(ROOT), None);
+    }
+
+    #[test]
+    fn ihave_timeouts_graft_announcers_in_turn() {
+        let mut pt = Plumtree::new(Config::lan(3).plumtree, 1);
+        pt.rebalance("eu", &peers(&["eu", "eu"]));
+        let d = Dot::new(ROOT, 1);
+        pt.on_prune(addr(1), ROOT);
         assert!(pt.on_ihave(0, addr(1), d));
         assert!(pt.on_ihave(5, addr(2), d));
         assert_eq!(pt.next_deadline(), Some(150));
         assert!(pt.due_grafts(149).is_empty());
         assert_eq!(pt.due_grafts(150), vec![(addr(1), d)]);
-        assert!(pt.eager().any(|a| a == addr(1)));
+        assert!(pt.eager(ROOT).any(|a| a == addr(1)));
         assert_eq!(pt.due_grafts(250), vec![(addr(2), d)]);
         assert_eq!(pt.missing_len(), 0);
         assert_eq!(pt.next_deadline(), None);
@@ -291,7 +410,7 @@ mod tests {
     #[test]
     fn delivery_cancels_the_graft() {
         let mut pt = Plumtree::new(Config::lan(3).plumtree, 1);
-        let d = Dot::new(ReplicaId(9), 1);
+        let d = Dot::new(ROOT, 1);
         pt.on_ihave(0, addr(1), d);
         pt.on_first_delivery(addr(2), &d);
         assert!(pt.due_grafts(1_000).is_empty());
