@@ -226,8 +226,9 @@ impl Scenario {
             Scenario::ClockSkew => {
                 // Both sides of the 500 ms drift bound, ahead and behind; the first two
                 // (always present) are beyond it.
-                const OFFSETS: [i64; 10] =
-                    [800, -1_500, 200, -450, 3_000, -800, 1_500, -200, 450, -3_000];
+                const OFFSETS: [i64; 10] = [
+                    800, -1_500, 200, -450, 3_000, -800, 1_500, -200, 450, -3_000,
+                ];
                 let skewed = pick_distinct(rng, nodes, (nodes / 5).max(2).min(nodes));
                 for (i, node) in skewed.into_iter().enumerate() {
                     let offset_ms = OFFSETS[i % OFFSETS.len()];

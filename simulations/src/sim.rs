@@ -431,12 +431,7 @@ impl Simulation {
         match event {
             Event::Apply(delta) => {
                 let dot = delta.dot();
-                if let Err(e) = store.apply_delta(
-                    &delta.key,
-                    delta.payload.0,
-                    dot,
-                    delta.stamp,
-                ) {
+                if let Err(e) = store.apply_delta(&delta.key, delta.payload.0, dot, delta.stamp) {
                     self.failures.push(format!(
                         "{} refused delta {dot:?} of {}: {e}",
                         n.name, delta.key
@@ -492,7 +487,7 @@ impl Simulation {
         // A write refused by its origin (a revoked session) is not an update: draw again.
         for _ in 0..16 {
             let slot = up[self.workload.pick(up.len())];
-            let (key, intent) = self.workload.next();
+            let (key, intent) = self.workload.next_intent();
             if self.issue(slot, key, intent) {
                 self.workload.count_issued();
                 return;
@@ -595,10 +590,8 @@ impl Simulation {
                     }
                 }
             }
-            Fault::Restart { node } => {
-                if self.nodes[node].status == Status::Crashed {
-                    self.start_node(node);
-                }
+            Fault::Restart { node } if self.nodes[node].status == Status::Crashed => {
+                self.start_node(node);
             }
             Fault::ClockSkew { node, offset_ms } => {
                 let n = &mut self.nodes[node];
@@ -619,11 +612,9 @@ impl Simulation {
                 self.nodes.push(node);
                 self.start_node(slot);
             }
-            Fault::Leave { node, drain_ms } => {
-                if self.nodes[node].status == Status::Up {
-                    self.nodes[node].status = Status::Leaving;
-                    self.queue.push(self.now + drain_ms, Ev::LeaveDone { node });
-                }
+            Fault::Leave { node, drain_ms } if self.nodes[node].status == Status::Up => {
+                self.nodes[node].status = Status::Leaving;
+                self.queue.push(self.now + drain_ms, Ev::LeaveDone { node });
             }
             _ => {}
         }

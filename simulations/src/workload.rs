@@ -123,7 +123,7 @@ impl Workload {
     }
 
     /// The next intended operation and its key.
-    pub fn next(&mut self) -> (Key, Intent) {
+    pub fn next_intent(&mut self) -> (Key, Intent) {
         let r = &mut self.rng;
         let sku = format!("sku-{}", r.index(self.config.skus));
         if r.chance(0.75) {
