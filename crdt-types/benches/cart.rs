@@ -1,1 +1,397 @@
-fn main() {}
+//! Cart benchmarks: local operations, remote delta merges, encoded sizes, and the same
+//! workloads on the `crdts` crate (its `Map` of `PNCounter`s and its `Orswot`).
+//!
+//! Run with `cargo bench -p crdt-types --bench cart`. The size table is printed first.
+//!
+//! Workload: four remote replicas operate on one cart (65% add of 1-3, 25% set_quantity to
+//! 0-5, 10% remove), each on its own copy, catching up with the others every 16 operations.
+//! The deltas (ops, for `crdts`) are generated up front in that causal order; the measured
+//! routine merges all of them, by move, into the base cart of another replica.
+
+use crdt_types::{AwSet, Cart, Dot, Lattice, ReplicaId, Stamp, Tag, VersionVector, wire};
+use crdts::{CmRDT, CvRDT, Map, Orswot, PNCounter};
+use criterion::{BatchSize, Criterion, Throughput};
+use std::hint::black_box;
+use std::time::Duration;
+
+/// Replica ids as a node would pick them: random 64-bit numbers.
+const REPLICAS: [u64; 5] = [
+    0x5bd1_e995_7f4a_7c15,
+    0x9e37_79b9_aa55_0102,
+    0xc2b2_ae3d_27d4_eb4f,
+    0x1656_67b1_9e37_79f9,
+    0x85eb_ca77_c2b2_ae63,
+];
+const LOCAL: usize = 4;
+const DELTAS: usize = 20_000;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Issues tags like a gossip node: the next sequence number and an increasing HLC value.
+struct Tags {
+    replica: ReplicaId,
+    seq: u64,
+}
+impl Tags {
+    fn new(i: usize) -> Self {
+        Tags {
+            replica: ReplicaId(REPLICAS[i]),
+            seq: 0,
+        }
+    }
+    fn next(&mut self) -> Tag {
+        self.seq += 1;
+        Tag {
+            dot: Dot::new(self.replica, self.seq),
+            // 2026-09 in hlc-gen's layout (ms since 2024-01-01 << 22), plus the sequence.
+            stamp: Stamp {
+                hlc: (85_932_800_000u64 << 22) + self.seq,
+                replica: self.replica,
+            },
+        }
+    }
+}
+
+fn sku(i: u64) -> String {
+    format!("sku-{i:05}")
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Add(u64, u64),
+    Set(u64, u64),
+    Remove(u64),
+}
+
+fn random_op(rng: &mut Rng, items: u64) -> Op {
+    let s = rng.below(items);
+    match rng.below(100) {
+        0..65 => Op::Add(s, 1 + rng.below(3)),
+        65..90 => Op::Set(s, rng.below(6)),
+        _ => Op::Remove(s),
+    }
+}
+
+fn apply_ours(cart: &mut Cart, tags: &mut Tags, op: Op) -> Cart {
+    match op {
+        Op::Add(s, n) => cart.add(tags.next(), &sku(s), n),
+        Op::Set(s, q) => cart.set_quantity(tags.next(), &sku(s), q),
+        Op::Remove(s) => cart.remove(&sku(s)),
+    }
+    .expect("valid operation")
+}
+
+type CrdtsCart = Map<String, PNCounter<u64>, u64>;
+
+fn crdts_value(map: &CrdtsCart, sku: &str) -> i64 {
+    map.get(&sku.to_owned())
+        .val
+        .map_or(0, |c| i64::try_from(&c.read()).unwrap_or(0))
+}
+
+fn apply_crdts(
+    map: &mut CrdtsCart,
+    actor: u64,
+    op: Op,
+) -> crdts::map::Op<String, PNCounter<u64>, u64> {
+    let op = match op {
+        Op::Add(s, n) => {
+            let ctx = map.read_ctx().derive_add_ctx(actor);
+            map.update(sku(s), ctx, |c, ctx| c.inc_many(ctx.dot.actor, n))
+        }
+        Op::Set(s, 0) | Op::Remove(s) => {
+            let ctx = map.get(&sku(s)).derive_rm_ctx();
+            map.rm(sku(s), ctx)
+        }
+        Op::Set(s, q) => {
+            let diff = q as i64 - crdts_value(map, &sku(s));
+            let ctx = map.read_ctx().derive_add_ctx(actor);
+            map.update(sku(s), ctx, |c, ctx| {
+                if diff >= 0 {
+                    c.inc_many(ctx.dot.actor, diff as u64)
+                } else {
+                    c.dec_many(ctx.dot.actor, diff.unsigned_abs())
+                }
+            })
+        }
+    };
+    map.apply(op.clone());
+    op
+}
+
+/// A cart with `items` items, each added by one of the remote replicas, known to everyone.
+fn base_carts(items: u64) -> (Cart, CrdtsCart, Vec<Tags>) {
+    let mut tags: Vec<Tags> = (0..REPLICAS.len()).map(Tags::new).collect();
+    let mut ours = Cart::new();
+    let mut theirs = CrdtsCart::new();
+    for s in 0..items {
+        let r = (s % 4) as usize;
+        apply_ours(&mut ours, &mut tags[r], Op::Add(s, 1 + s % 3));
+        apply_crdts(&mut theirs, REPLICAS[r], Op::Add(s, 1 + s % 3));
+    }
+    (ours, theirs, tags)
+}
+
+/// The deltas (and `crdts` ops) of [`DELTAS`] remote operations on a cart of `items` items.
+struct Workload {
+    base: Cart,
+    deltas: Vec<Cart>,
+    crdts_base: CrdtsCart,
+    crdts_ops: Vec<crdts::map::Op<String, PNCounter<u64>, u64>>,
+}
+
+fn workload(items: u64) -> Workload {
+    let (base, crdts_base, mut tags) = base_carts(items);
+    let mut ours = vec![base.clone(); 4];
+    let mut theirs = vec![crdts_base.clone(); 4];
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ items);
+    let (mut deltas, mut crdts_ops) = (Vec::new(), Vec::new());
+    for i in 0..DELTAS {
+        let r = (rng.below(4)) as usize;
+        let op = random_op(&mut rng, items);
+        deltas.push(apply_ours(&mut ours[r], &mut tags[r], op));
+        crdts_ops.push(apply_crdts(&mut theirs[r], REPLICAS[r], op));
+        if i % 16 == 15 {
+            // Replica r catches up with everyone.
+            for o in 0..4 {
+                if o != r {
+                    let (s, t) = (ours[o].clone(), theirs[o].clone());
+                    ours[r].join(s);
+                    theirs[r].merge(t);
+                }
+            }
+        }
+    }
+    Workload {
+        base,
+        deltas,
+        crdts_base,
+        crdts_ops,
+    }
+}
+
+fn bench_merges(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cart/remote_delta_merges");
+    for items in [10u64, 100, 1000] {
+        let w = workload(items);
+        // Both replay the same history: check they agree on the visible cart.
+        let mut check = w.base.clone();
+        for d in w.deltas.iter().cloned() {
+            check.join(d);
+        }
+        let mut check_crdts = w.crdts_base.clone();
+        for op in w.crdts_ops.iter().cloned() {
+            check_crdts.apply(op);
+        }
+        let visible = check.items().count();
+        let visible_crdts = (0..items)
+            .filter(|&s| crdts_value(&check_crdts, &sku(s)) > 0)
+            .count();
+        println!(
+            "workload {items} items: {visible} visible after merging (crdts: {visible_crdts})"
+        );
+
+        group.throughput(Throughput::Elements(DELTAS as u64));
+        group.bench_function(format!("statemesh/{items}_items"), |b| {
+            b.iter_batched(
+                || (w.base.clone(), w.deltas.clone()),
+                |(mut cart, deltas)| {
+                    for d in deltas {
+                        cart.join(d);
+                    }
+                    cart
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        group.bench_function(format!("crdts/{items}_items"), |b| {
+            b.iter_batched(
+                || (w.crdts_base.clone(), w.crdts_ops.clone()),
+                |(mut map, ops)| {
+                    for op in ops {
+                        map.apply(op);
+                    }
+                    map
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn bench_local_ops(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cart/local_ops");
+    group.throughput(Throughput::Elements(1));
+    let items = 100;
+    let (base, crdts_base, _) = base_carts(items);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let ops: Vec<Op> = (0..4096).map(|_| random_op(&mut rng, items)).collect();
+    group.bench_function("statemesh/100_items", |b| {
+        let mut cart = base.clone();
+        let mut tags = Tags::new(LOCAL);
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % ops.len();
+            black_box(apply_ours(&mut cart, &mut tags, ops[i]))
+        })
+    });
+    group.bench_function("crdts/100_items", |b| {
+        let mut map = crdts_base.clone();
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % ops.len();
+            black_box(apply_crdts(&mut map, REPLICAS[LOCAL], ops[i]))
+        })
+    });
+    group.finish();
+}
+
+fn bench_state_merge(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cart/full_state_merge");
+    let w = workload(100);
+    let mut other = w.base.clone();
+    let mut other_crdts = w.crdts_base.clone();
+    for d in w.deltas.iter().take(DELTAS / 2).cloned() {
+        other.join(d);
+    }
+    for op in w.crdts_ops.iter().take(DELTAS / 2).cloned() {
+        other_crdts.apply(op);
+    }
+    group.bench_function("statemesh/100_items", |b| {
+        b.iter_batched(
+            || (w.base.clone(), other.clone()),
+            |(mut a, b)| {
+                a.join(b);
+                a
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("crdts/100_items", |b| {
+        b.iter_batched(
+            || (w.crdts_base.clone(), other_crdts.clone()),
+            |(mut a, b)| {
+                a.merge(b);
+                a
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn bench_set(c: &mut Criterion) {
+    // The add-wins set alone: AwSet against crdts' Orswot, 100 members, 70% add / 30% remove.
+    let mut group = c.benchmark_group("set/remote_delta_merges");
+    let mut tags: Vec<Tags> = (0..REPLICAS.len()).map(Tags::new).collect();
+    let mut ours = vec![AwSet::<String>::new(); 4];
+    let mut theirs = vec![Orswot::<String, u64>::new(); 4];
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let (mut deltas, mut ops) = (Vec::new(), Vec::new());
+    for i in 0..DELTAS {
+        let r = rng.below(4) as usize;
+        let m = sku(rng.below(100));
+        if rng.below(10) < 7 {
+            deltas.push(ours[r].add(tags[r].next(), m.clone()));
+            let ctx = theirs[r].read_ctx().derive_add_ctx(REPLICAS[r]);
+            let op = theirs[r].add(m, ctx);
+            theirs[r].apply(op.clone());
+            ops.push(op);
+        } else {
+            deltas.push(ours[r].remove(&m));
+            let ctx = theirs[r].contains(&m).derive_rm_ctx();
+            let op = theirs[r].rm(m, ctx);
+            theirs[r].apply(op.clone());
+            ops.push(op);
+        }
+        if i % 16 == 15 {
+            for o in 0..4 {
+                if o != r {
+                    let (s, t) = (ours[o].clone(), theirs[o].clone());
+                    ours[r].join(s);
+                    theirs[r].merge(t);
+                }
+            }
+        }
+    }
+    group.throughput(Throughput::Elements(DELTAS as u64));
+    group.bench_function("statemesh_awset", |b| {
+        b.iter_batched(
+            || deltas.clone(),
+            |deltas| {
+                let mut set = AwSet::new();
+                for d in deltas {
+                    set.join(d);
+                }
+                set
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("crdts_orswot", |b| {
+        b.iter_batched(
+            || ops.clone(),
+            |ops| {
+                let mut set = Orswot::new();
+                for op in ops {
+                    set.apply(op);
+                }
+                set
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+/// Prints encoded sizes: one add's delta and one remove's delta against the full state.
+fn print_sizes() {
+    println!("\nEncoded sizes (wire codec: version byte + bincode 2), bytes");
+    println!(
+        "| items | full state | add delta | remove delta | full / add delta | crdts full state | crdts add op |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for items in [1u64, 10, 100, 1000] {
+        let (mut cart, mut map, mut tags) = base_carts(items);
+        // A node folds delivered dots into the context (compact_stable) as it goes.
+        let stable: VersionVector = tags.iter().map(|t| (t.replica, t.seq)).collect();
+        cart.compact(&stable);
+        let full = wire::encoded_len(&cart);
+        let add = apply_ours(&mut cart.clone(), &mut tags[LOCAL], Op::Add(0, 1));
+        let remove = apply_ours(&mut cart, &mut tags[LOCAL], Op::Remove(0));
+        let (add, remove) = (wire::encoded_len(&add), wire::encoded_len(&remove));
+        let crdts_full = wire::encoded_len(&map);
+        let crdts_op = wire::encoded_len(&apply_crdts(&mut map, REPLICAS[LOCAL], Op::Add(0, 1)));
+        println!(
+            "| {items} | {full} | {add} | {remove} | {:.1}x | {crdts_full} | {crdts_op} |",
+            full as f64 / add as f64
+        );
+    }
+    println!();
+}
+
+fn main() {
+    print_sizes();
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_millis(1500))
+        .sample_size(20)
+        .configure_from_args();
+    bench_merges(&mut c);
+    bench_set(&mut c);
+    bench_local_ops(&mut c);
+    bench_state_merge(&mut c);
+    c.final_summary();
+}

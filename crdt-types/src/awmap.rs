@@ -14,12 +14,28 @@ use std::fmt;
 /// [`DotSet`]: crate::DotSet
 /// [`DotFun`]: crate::DotFun
 /// [`Counter`]: crate::Counter
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(bound(
     serialize = "K: Serialize, V: Serialize",
     deserialize = "K: Deserialize<'de> + Ord + Clone + fmt::Debug, V: Deserialize<'de> + DotStore"
 ))]
 pub struct AwMap<K, V>(Causal<DotMap<K, V>>);
+
+impl<K: Ord + Clone + fmt::Debug, V: DotStore> PartialEq for AwMap<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<K: Ord + Clone + fmt::Debug, V: DotStore> Eq for AwMap<K, V> {}
+
+impl<K: Ord + std::hash::Hash + Clone + fmt::Debug, V: DotStore + std::hash::Hash> std::hash::Hash
+    for AwMap<K, V>
+{
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl<K: Ord + Clone + fmt::Debug, V: DotStore> Default for AwMap<K, V> {
     fn default() -> Self {

@@ -9,12 +9,26 @@ use std::fmt;
 /// leave nothing in the store, only dots in the (compactable) context.
 ///
 /// The store is a [`DotMap`] from element to the [`DotSet`] of its live adds.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(bound(
     serialize = "T: Serialize",
     deserialize = "T: Deserialize<'de> + Ord + Clone + fmt::Debug"
 ))]
 pub struct AwSet<T>(Causal<DotMap<T, DotSet>>);
+
+impl<T: Ord + Clone + fmt::Debug> PartialEq for AwSet<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<T: Ord + Clone + fmt::Debug> Eq for AwSet<T> {}
+
+impl<T: Ord + std::hash::Hash + Clone + fmt::Debug> std::hash::Hash for AwSet<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl<T: Ord + Clone + fmt::Debug> Default for AwSet<T> {
     fn default() -> Self {

@@ -155,6 +155,15 @@ impl CausalContext {
         self.compact();
     }
 
+    /// Every dot of the context, replica by replica in counter order. As many items as
+    /// [`CausalContext::dot_count`]: meant for the small contexts of deltas.
+    pub fn dots(&self) -> impl Iterator<Item = Dot> + '_ {
+        self.vv
+            .iter()
+            .flat_map(|(r, n)| (1..=n).map(move |c| Dot::new(r, c)))
+            .chain(self.cloud.iter().copied())
+    }
+
     /// The contiguous part.
     pub fn vv(&self) -> &VersionVector {
         &self.vv

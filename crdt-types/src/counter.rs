@@ -64,6 +64,10 @@ impl DotStore for Counter {
         self.0.for_each_dot(f);
     }
 
+    fn contains_dot(&self, dot: &Dot) -> bool {
+        self.0.contains_dot(dot)
+    }
+
     fn join_store(
         &mut self,
         ctx: &CausalContext,

@@ -15,6 +15,7 @@ use crate::{Causal, CausalContext, Dot, Tag};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 /// The store half of a causal CRDT: a set of dots with payload, joined under two contexts.
 ///
@@ -32,12 +33,16 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
     /// Calls `f` with every dot the store holds.
     fn for_each_dot<F: FnMut(Dot)>(&self, f: &mut F);
 
+    /// Whether the store holds `dot`.
+    fn contains_dot(&self, dot: &Dot) -> bool;
+
     /// The store part of the causal join of `(self, ctx)` and `(other, other_ctx)`; the caller
     /// joins the contexts afterwards. `other` is taken by move so nothing is cloned.
     ///
     /// `may_drop` is false when `other_ctx` covers no dot outside `other`: then nothing of
     /// `self` can be removed and entries `other` does not mention are left untouched, which
-    /// makes merging a small delta into a large state cost O(delta), not O(state).
+    /// makes merging a small delta into a large state cost O(delta), not O(state). (A dot
+    /// lives at one place forever: the key path of the operation that minted it.)
     fn join_store(
         &mut self,
         ctx: &CausalContext,
@@ -120,6 +125,10 @@ impl DotStore for DotSet {
 
     fn for_each_dot<F: FnMut(Dot)>(&self, f: &mut F) {
         self.0.iter().copied().for_each(f);
+    }
+
+    fn contains_dot(&self, dot: &Dot) -> bool {
+        self.contains(dot)
     }
 
     fn join_store(
@@ -255,6 +264,10 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
         self.0.iter().for_each(|(d, _)| f(*d));
     }
 
+    fn contains_dot(&self, dot: &Dot) -> bool {
+        self.get(dot).is_some()
+    }
+
     fn join_store(
         &mut self,
         ctx: &CausalContext,
@@ -290,13 +303,18 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 /// A map from keys to dot stores: the store of an add-wins set (`DotMap<T, DotSet>`), an
 /// add-wins map, the cart (`DotMap<String, Counter>`) and of nested maps.
 ///
-/// A key is present exactly while its value holds a dot; empty values are dropped on every
-/// join (and refused when decoding), so a removed key leaves nothing behind: no tombstones.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "BTreeMap<K, V>")]
+/// A key is present exactly while its value holds a dot; a removed key leaves nothing behind
+/// in a state: no tombstones. A *delta* made by [`DotMap::remove_delta`] or
+/// [`DotMap::update_delta`] may list its key with an empty value: a hint telling the receiver
+/// where the dots it removes live, so the join need not scan every key (see
+/// [`DotStore::join_store`]). Joins never keep empty values, equality and hashing ignore them,
+/// and the receiver checks every hint against its own store, so a wrong hint costs a scan,
+/// never correctness.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(from = "BTreeMap<K, V>")]
 #[serde(bound(
     serialize = "K: Serialize, V: Serialize",
-    deserialize = "K: Deserialize<'de> + Ord, V: Deserialize<'de> + DotStore"
+    deserialize = "K: Deserialize<'de> + Ord, V: Deserialize<'de>"
 ))]
 pub struct DotMap<K, V>(BTreeMap<K, V>);
 
@@ -306,14 +324,9 @@ impl<K, V> Default for DotMap<K, V> {
     }
 }
 
-impl<K: Ord, V: DotStore> TryFrom<BTreeMap<K, V>> for DotMap<K, V> {
-    type Error = &'static str;
-    fn try_from(entries: BTreeMap<K, V>) -> Result<Self, Self::Error> {
-        if entries.values().any(DotStore::is_empty) {
-            Err("dot map holds an empty value")
-        } else {
-            Ok(DotMap(entries))
-        }
+impl<K, V> From<BTreeMap<K, V>> for DotMap<K, V> {
+    fn from(entries: BTreeMap<K, V>) -> Self {
+        DotMap(entries)
     }
 }
 
@@ -323,14 +336,30 @@ impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for DotMap<K, V> {
     }
 }
 
-impl<K: Ord, V> DotMap<K, V> {
+impl<K: Ord, V: DotStore> PartialEq for DotMap<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl<K: Ord, V: DotStore> Eq for DotMap<K, V> {}
+
+impl<K: Ord + Hash, V: DotStore + Hash> Hash for DotMap<K, V> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for entry in self.iter() {
+            entry.hash(state);
+        }
+    }
+}
+
+impl<K: Ord, V: DotStore> DotMap<K, V> {
     /// The value under `key`, if present.
     pub fn get<Q>(&self, key: &Q) -> Option<&V>
     where
         K: std::borrow::Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        self.0.get(key)
+        self.0.get(key).filter(|v| !v.is_empty())
     }
 
     /// Whether `key` is present.
@@ -339,42 +368,34 @@ impl<K: Ord, V> DotMap<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        self.0.contains_key(key)
+        self.get(key).is_some()
     }
 
-    /// The entries in key order.
+    /// The present entries in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.0.iter()
+        self.0.iter().filter(|(_, v)| !v.is_empty())
     }
 
-    /// The keys in order.
+    /// The present keys in order.
     pub fn keys(&self) -> impl Iterator<Item = &K> {
-        self.0.keys()
+        self.iter().map(|(k, _)| k)
     }
 
     /// The number of present keys.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.iter().count()
     }
 
     /// Whether no key is present.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.values().all(DotStore::is_empty)
     }
 }
 
 impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
-    /// The store with the single entry `key -> value` (or empty if `value` is).
-    pub fn singleton(key: K, value: V) -> Self {
-        let mut map = BTreeMap::new();
-        if !value.is_empty() {
-            map.insert(key, value);
-        }
-        DotMap(map)
-    }
-
     /// The delta of an operation on the value under `key`: `op` gets the current value (empty
-    /// if absent) and the tag, and returns the value's delta, which is wrapped under `key`.
+    /// if absent) and the tag, and returns the value's delta, which is wrapped under `key`
+    /// (even if empty: then it is the hint of where the delta's removals live).
     pub fn update_delta<F>(&self, tag: Tag, key: K, op: F) -> Causal<Self>
     where
         F: FnOnce(&V, Tag) -> Causal<V>,
@@ -382,28 +403,55 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
         let empty = V::default();
         let current = self.0.get(&key).unwrap_or(&empty);
         let (store, context) = op(current, tag).into_parts();
-        Causal::new(DotMap::singleton(key, store), context)
+        Causal::new(DotMap(BTreeMap::from([(key, store)])), context)
     }
 
-    /// The delta of removing `key` as observed: covers the dots under it, adds none.
+    /// The delta of removing `key` as observed: covers the dots under it, adds none (and
+    /// lists `key` with an empty value as the hint of where those dots live).
     pub fn remove_delta<Q>(&self, key: &Q) -> Causal<Self>
     where
         K: std::borrow::Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        let context = self.0.get(key).map(DotStore::dots).unwrap_or_default();
-        Causal::new(DotMap::default(), context)
+        match self.0.get_key_value(key) {
+            Some((k, v)) if !v.is_empty() => Causal::new(
+                DotMap(BTreeMap::from([(k.clone(), V::default())])),
+                v.dots(),
+            ),
+            _ => Causal::default(),
+        }
     }
 
     /// The delta of removing every key as observed.
     pub fn clear_delta(&self) -> Causal<Self> {
         Causal::new(DotMap::default(), self.dots())
     }
+
+    /// Whether every dot `other_ctx` removes and this store holds is under a key `other`
+    /// lists: then keys `other` does not list need no visit. Answers only for small contexts
+    /// (a delta's); a large one (a full state's) gets `false` and the caller scans.
+    fn removals_located(
+        &self,
+        ctx: &CausalContext,
+        other: &Self,
+        other_ctx: &CausalContext,
+    ) -> bool {
+        const MAX_ENUMERATED: u64 = 64;
+        if other_ctx.dot_count() > MAX_ENUMERATED {
+            return false;
+        }
+        other_ctx.dots().all(|d| {
+            !ctx.contains(&d)
+                || other.0.iter().any(|(k, ov)| {
+                    ov.contains_dot(&d) || self.0.get(k).is_some_and(|v| v.contains_dot(&d))
+                })
+        })
+    }
 }
 
 impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        DotMap::is_empty(self)
     }
 
     fn dot_count(&self) -> usize {
@@ -416,6 +464,10 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
         }
     }
 
+    fn contains_dot(&self, dot: &Dot) -> bool {
+        self.0.values().any(|v| v.contains_dot(dot))
+    }
+
     fn join_store(
         &mut self,
         ctx: &CausalContext,
@@ -424,9 +476,8 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
         may_drop: bool,
     ) {
         use std::collections::btree_map::Entry;
-        if may_drop {
-            // Keys only `self` has: joined with `(empty, other_ctx)`. A dot lives under one
-            // key forever, so without `may_drop` none of these can hold a dot `other_ctx` has.
+        if may_drop && !self.removals_located(ctx, &other, other_ctx) {
+            // Keys only `self` has: joined with `(empty, other_ctx)`.
             self.0.retain(|k, v| {
                 if !other.0.contains_key(k) {
                     v.remove_covered(other_ctx);

@@ -7,9 +7,11 @@
 //! user-facing [`Cart`], [`Session`] and [`Document`], the per-key [`Object`] and
 //! [`ObjectDelta`], and the one wire codec ([`wire`]).
 //!
-//! Every mutator takes the [`Tag`] of the operation (its dot and HLC stamp, both issued by
-//! the replica's gossip node) and returns the delta it made; `join` merges a delta or a full
-//! state alike.
+//! Every mutator that writes something takes the [`Tag`] of the operation (its dot and HLC
+//! stamp, both issued by the replica's gossip node; removes need none) and returns the delta it
+//! made; `join` merges a delta or a full state alike.
+
+#![warn(missing_docs)]
 
 mod awmap;
 mod awset;
