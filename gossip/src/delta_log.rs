@@ -2,11 +2,18 @@
 //! from; it decides what to keep and what a peer can be sent, and must not decide when deltas
 //! are delivered.
 //!
-//! Entries are dropped two ways: below the stable watermark (every live member has them, so no
-//! one will ask again), and by capacity (oldest first) when the log is over its entry or byte
-//! bound. Per origin the log keeps a *floor*: every delivered delta of that origin above the
-//! floor is still in the log. A peer whose gap reaches below the floor cannot be repaired from
-//! the log and gets a state transfer instead.
+//! Two watermarks govern it. Below the *retention* watermark (what every member foca knows of,
+//! down ones included, has acknowledged) an entry is dropped at once: no one will ever ask for
+//! it. Below the *stable* watermark (what every live member has acknowledged, ARCHITECTURE
+//! "Gossip") an entry is only marked: it is kept while there is room, because a member that is
+//! down or on the other side of a partition may come back and be repaired from the log instead
+//! of by a state transfer, but it is the first to go when the log is over its entry or byte
+//! bound. Only then are unmarked entries evicted (oldest first), counted separately: those are
+//! deltas a live member may still need, and it will get a state transfer.
+//!
+//! Per origin the log keeps a *floor*: every delivered delta of that origin above the floor is
+//! still in the log. A peer whose gap reaches below the floor cannot be repaired from the log
+//! and gets a state transfer instead.
 
 use crate::Payload;
 use crate::messages::Delta;
@@ -30,19 +37,26 @@ struct Entry<P> {
     size: usize,
     inserted: u64,
     at: i64,
+    stable: bool,
 }
 
 /// A bounded log of deltas keyed by dot.
 #[derive(Clone, Debug)]
 pub struct DeltaLog<P> {
     entries: BTreeMap<Dot, Entry<P>>,
+    /// Unmarked entries by insertion order.
     by_age: BTreeMap<u64, Dot>,
+    /// Entries below the stable watermark, by insertion order: evicted first.
+    stable_by_age: BTreeMap<u64, Dot>,
+    /// Per origin, how far entries have been marked stable.
+    stable_upto: BTreeMap<ReplicaId, u64>,
     floor: BTreeMap<ReplicaId, u64>,
     next_insert: u64,
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
     evicted_for_capacity: u64,
+    evicted_unstable: u64,
     trimmed_stable: u64,
 }
 
@@ -52,12 +66,15 @@ impl<P: Payload> DeltaLog<P> {
         DeltaLog {
             entries: BTreeMap::new(),
             by_age: BTreeMap::new(),
+            stable_by_age: BTreeMap::new(),
+            stable_upto: BTreeMap::new(),
             floor: BTreeMap::new(),
             next_insert: 0,
             bytes: 0,
             max_entries: max_entries.max(1),
             max_bytes: max_bytes.max(1),
             evicted_for_capacity: 0,
+            evicted_unstable: 0,
             trimmed_stable: 0,
         }
     }
@@ -117,7 +134,12 @@ impl<P: Payload> DeltaLog<P> {
         let size = delta.encoded_len();
         let inserted = self.next_insert;
         self.next_insert += 1;
-        self.by_age.insert(inserted, dot);
+        let stable = dot.counter <= self.stable_upto.get(&dot.replica).copied().unwrap_or(0);
+        if stable {
+            self.stable_by_age.insert(inserted, dot);
+        } else {
+            self.by_age.insert(inserted, dot);
+        }
         self.bytes += size;
         self.entries.insert(
             dot,
@@ -126,12 +148,20 @@ impl<P: Payload> DeltaLog<P> {
                 size,
                 inserted,
                 at: now,
+                stable,
             },
         );
         let mut evicted = 0;
         while self.entries.len() > self.max_entries || self.bytes > self.max_bytes {
-            let Some((_, oldest)) = self.by_age.pop_first() else {
-                break;
+            let oldest = match self.stable_by_age.pop_first() {
+                Some((_, d)) => d,
+                None => match self.by_age.pop_first() {
+                    Some((_, d)) => {
+                        self.evicted_unstable += 1;
+                        d
+                    }
+                    None => break,
+                },
             };
             self.remove(&oldest);
             self.raise_floor(oldest.replica, oldest.counter);
@@ -143,13 +173,43 @@ impl<P: Payload> DeltaLog<P> {
 
     fn remove(&mut self, dot: &Dot) -> Option<Entry<P>> {
         let e = self.entries.remove(dot)?;
-        self.by_age.remove(&e.inserted);
+        if e.stable {
+            self.stable_by_age.remove(&e.inserted);
+        } else {
+            self.by_age.remove(&e.inserted);
+        }
         self.bytes -= e.size;
         Some(e)
     }
 
-    /// Drops every entry at or below the stable watermark: every live member has delivered it.
-    /// Returns how many entries were dropped.
+    /// Marks every entry at or below the stable watermark (every live member has delivered
+    /// it): marked entries are evicted first when the log is full.
+    pub fn mark_stable(&mut self, watermark: &VersionVector) {
+        for (origin, upto) in watermark.iter() {
+            let from = self.stable_upto.get(&origin).copied().unwrap_or(0);
+            if upto <= from {
+                continue;
+            }
+            let dots: Vec<Dot> = self
+                .entries
+                .range(Dot::new(origin, from + 1)..=Dot::new(origin, upto))
+                .map(|(d, _)| *d)
+                .collect();
+            for d in dots {
+                if let Some(e) = self.entries.get_mut(&d)
+                    && !e.stable
+                {
+                    e.stable = true;
+                    self.by_age.remove(&e.inserted);
+                    self.stable_by_age.insert(e.inserted, d);
+                }
+            }
+            self.stable_upto.insert(origin, upto);
+        }
+    }
+
+    /// Drops every entry at or below the retention watermark: every member, live or down, has
+    /// delivered it. Returns how many entries were dropped.
     pub fn trim_stable(&mut self, watermark: &VersionVector) -> usize {
         let mut dropped = 0;
         for (origin, upto) in watermark.iter() {
@@ -285,7 +345,13 @@ impl<P> DeltaLog<P> {
         self.evicted_for_capacity
     }
 
-    /// Entries dropped below the stable watermark, since creation.
+    /// Of those, entries that were not below the stable watermark: deltas a live member may
+    /// still have needed (it gets a state transfer).
+    pub fn evicted_unstable(&self) -> u64 {
+        self.evicted_unstable
+    }
+
+    /// Entries dropped below the retention watermark, since creation.
     pub fn trimmed_stable(&self) -> u64 {
         self.trimmed_stable
     }
@@ -368,6 +434,24 @@ mod tests {
         assert_eq!(log.len(), 7);
         assert!(log.get(&Dot::new(ReplicaId(1), 4)).is_some());
         assert!(log.get(&Dot::new(ReplicaId(2), 1)).is_some());
+    }
+
+    #[test]
+    fn stable_entries_are_evicted_first() {
+        let mut log = DeltaLog::new(4, 1 << 20);
+        for s in 1..=3 {
+            log.insert(delta(1, s), 0);
+        }
+        log.insert(delta(2, 1), 0);
+        log.mark_stable(&[(ReplicaId(2), 1)].into_iter().collect());
+        log.insert(delta(1, 4), 0);
+        assert!(log.get(&Dot::new(ReplicaId(2), 1)).is_none());
+        assert!(log.get(&Dot::new(ReplicaId(1), 1)).is_some());
+        assert_eq!(log.evicted_unstable(), 0);
+        log.insert(delta(1, 5), 0);
+        assert!(log.get(&Dot::new(ReplicaId(1), 1)).is_none());
+        assert_eq!(log.evicted_unstable(), 1);
+        assert_eq!(log.evicted_for_capacity(), 2);
     }
 
     #[test]

@@ -145,6 +145,8 @@ pub struct Node<P: Payload> {
     acked: BTreeMap<SocketAddr, (ReplicaId, VersionVector)>,
     outbox: Outbox<P>,
     pending_ihave: BTreeMap<SocketAddr, Vec<Dot>>,
+    /// Members that came up since the last anti-entropy round.
+    came_up: BTreeSet<SocketAddr>,
     events: VecDeque<Event<P>>,
     seeds: BTreeSet<SocketAddr>,
     started: bool,
@@ -207,6 +209,7 @@ impl<P: Payload> Node<P> {
             next_seq,
             acked: BTreeMap::new(),
             pending_ihave: BTreeMap::new(),
+            came_up: BTreeSet::new(),
             events: VecDeque::new(),
             seeds: BTreeSet::new(),
             started: false,
@@ -275,6 +278,7 @@ impl<P: Payload> Node<P> {
         s.log_bytes = self.log.bytes() as u64;
         s.log_evicted = self.log.evicted_for_capacity();
         s.log_trimmed = self.log.trimmed_stable();
+        s.log_evicted_unstable = self.log.evicted_unstable();
         s.watermark_lag = self
             .delivered
             .vv()
@@ -554,9 +558,12 @@ impl<P: Payload> Node<P> {
                         self.acked.remove(&addr);
                         self.anti_entropy.forget(&addr);
                     }
-                    // A member that comes up is compared with right away.
-                    self.send_digest(addr, true);
-                    self.stats.sync_rounds += 1;
+                    // Members that come up are compared with soon: one of them, picked at the
+                    // next round, brought forward. (Not all of them at once: after a heal, every
+                    // member of the other side would repair us with the same deltas.)
+                    self.came_up.insert(addr);
+                    let soon = now + self.config.plumtree.graft_timeout_ms as i64;
+                    self.ae_deadline = Some(self.ae_deadline.map_or(soon, |t| t.min(soon)));
                     self.events.push_back(Event::MemberUp(info));
                 }
                 MemberChange::Suspect(info) => self.events.push_back(Event::MemberSuspect(info)),
@@ -564,9 +571,9 @@ impl<P: Payload> Node<P> {
                     let addr = info.identity.addr;
                     self.plumtree.remove_peer(&addr);
                     self.anti_entropy.forget(&addr);
-                    self.acked.remove(&addr);
                     self.pending_ihave.remove(&addr);
                     self.stats.dropped_backpressure += self.outbox.drop_peer(&addr) as u64;
+                    self.came_up.remove(&addr);
                     self.events.push_back(Event::MemberDown(info));
                 }
             }
@@ -575,12 +582,27 @@ impl<P: Payload> Node<P> {
         let live = self.live_peers();
         self.plumtree.rebalance(&region, &live);
         self.trim_log();
-        let _ = now;
     }
 
     fn trim_log(&mut self) {
-        let wm = self.stable_watermark();
-        self.log.trim_stable(&wm);
+        let live = self.stable_watermark();
+        self.log.mark_stable(&live);
+        let all = self.retention_watermark();
+        self.log.trim_stable(&all);
+    }
+
+    /// The meet of the acknowledged vectors of every member foca knows of, down ones included
+    /// (foca forgets a down member after `remove_down_after`): below it no one will ever ask
+    /// for a delta again.
+    fn retention_watermark(&self) -> VersionVector {
+        let mut wm = self.delivered.vv().clone();
+        for m in self.membership.members() {
+            match self.acked.get(&m.identity.addr) {
+                Some((replica, vv)) if *replica == m.identity.replica => wm.meet(vv),
+                _ => return VersionVector::new(),
+            }
+        }
+        wm
     }
 
     /// A peer showed a delta of our own replica: never reuse its sequence number.
@@ -762,11 +784,21 @@ impl<P: Payload> Node<P> {
                 self.anti_entropy.forget(&p);
             }
         }
-        if !live.is_empty() {
-            let pick = live[self.rng.random_range(0..live.len())].addr;
-            if !targets.contains(&pick) {
-                targets.push(pick);
-            }
+        let came_up: Vec<SocketAddr> = std::mem::take(&mut self.came_up)
+            .into_iter()
+            .filter(|a| live.iter().any(|l| l.addr == *a))
+            .collect();
+        let pick = if !came_up.is_empty() {
+            Some(came_up[self.rng.random_range(0..came_up.len())])
+        } else if !live.is_empty() {
+            Some(live[self.rng.random_range(0..live.len())].addr)
+        } else {
+            None
+        };
+        if let Some(pick) = pick
+            && !targets.contains(&pick)
+        {
+            targets.push(pick);
         }
         for t in targets {
             self.send_digest(t, true);

@@ -92,7 +92,11 @@ pub struct Stats {
     pub log_bytes: u64,
     /// Entries evicted from the log for capacity, since start.
     pub log_evicted: u64,
-    /// Entries dropped from the log below the stable watermark, since start.
+    /// Of those, entries above the stable watermark: deltas a live member may still have
+    /// needed (it then gets a state transfer). Zero unless the log is too small for the lag.
+    pub log_evicted_unstable: u64,
+    /// Entries dropped from the log below the retention watermark (every known member has
+    /// them), since start.
     pub log_trimmed: u64,
     /// Largest per-origin distance between what this node delivered and the stable watermark
     /// (gauge): how far the slowest live member is behind us.

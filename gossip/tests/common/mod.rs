@@ -386,6 +386,16 @@ impl Net {
         self.pump(i);
     }
 
+    /// Replaces node `i` by a new replica on the same address: its data directory is lost, so
+    /// it starts empty with a new replica id (ARCHITECTURE "Identity").
+    pub fn replace(&mut self, i: usize) {
+        self.restarts += 1;
+        let sim = &mut self.nodes[i];
+        sim.store = Store::default();
+        sim.identity.replica = ReplicaId(sim.identity.replica.0 + 100_000 * self.restarts);
+        self.restart(i, false);
+    }
+
     /// Whether every running node holds the same data.
     pub fn converged(&self) -> bool {
         let mut ups = self.nodes.iter().filter(|n| n.up);
