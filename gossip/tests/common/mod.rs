@@ -162,6 +162,9 @@ pub struct Net {
     pub local_ms: i64,
     pub remote_ms: i64,
     pub trace: Vec<TraceEntry>,
+    /// When set, the bytes of every transmit are kept too (for fuzzing with real messages).
+    pub capture: bool,
+    pub captured: Vec<bytes::Bytes>,
     restarts: u64,
 }
 
@@ -212,6 +215,8 @@ impl Net {
             local_ms: 2,
             remote_ms: 40,
             trace: Vec::new(),
+            capture: false,
+            captured: Vec::new(),
             restarts: 0,
         };
         for i in 0..n {
@@ -234,6 +239,9 @@ impl Net {
         while let Some(t) = self.nodes[i].node.poll_transmit() {
             self.trace
                 .push((self.now, i, t.to, t.channel, t.bytes.len(), fnv(&t.bytes)));
+            if self.capture {
+                self.captured.push(t.bytes.clone());
+            }
             let Some(&j) = self.index.get(&t.to) else {
                 continue;
             };

@@ -1,0 +1,114 @@
+//! Malformed input is counted and dropped, never a panic: random bytes, and real messages
+//! truncated or with bytes flipped.
+
+mod common;
+
+use common::{GSet, Net, Store, T0, addr};
+use gossip::{Config, Identity, Node, Restored};
+use proptest::prelude::*;
+use std::sync::OnceLock;
+
+fn fresh_node() -> (Node<GSet>, Store) {
+    let id = Identity::new("victim", "eu", addr(200), crdt_types::ReplicaId(77), 1);
+    let mut node = Node::new(Config::lan(3), id, Restored::default(), 5);
+    node.add_seed(T0, addr(0));
+    while node.poll_transmit().is_some() {}
+    (node, Store::default())
+}
+
+/// Real messages of every kind, from a short run with writes, a restart and a state transfer.
+fn corpus() -> &'static Vec<bytes::Bytes> {
+    static CORPUS: OnceLock<Vec<bytes::Bytes>> = OnceLock::new();
+    CORPUS.get_or_init(|| {
+        let mut config = Config::lan(4);
+        config.log_max_entries = 4;
+        let mut net = Net::new(4, &["eu", "us"], 1, config);
+        net.capture = true;
+        net.run_for(3_000);
+        for k in 0..20 {
+            net.write(k % 3, &format!("k{k}"), k as u64);
+        }
+        net.crash(3);
+        net.run_for(2_000);
+        net.restart(3, false);
+        net.run_for(4_000);
+        assert!(net.total(|s| s.state_chunks_sent) > 0);
+        assert!(net.captured.len() > 100);
+        net.captured
+    })
+}
+
+fn feed(bytes: &[u8]) {
+    let (mut node, store) = fresh_node();
+    node.handle_message(T0 + 10, addr(9), bytes, &store);
+    while node.poll_transmit().is_some() {}
+    while node.poll_event().is_some() {}
+    node.handle_timeout(T0 + 60_000);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let (mut node, store) = fresh_node();
+        node.handle_message(T0 + 10, addr(9), &bytes, &store);
+        let s = node.stats();
+        prop_assert!(s.malformed + s.membership_errors >= 1 || s.received_membership.messages == 1);
+    }
+
+    #[test]
+    fn versioned_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut b = vec![crdt_types::wire::FORMAT_VERSION];
+        b.extend(bytes);
+        feed(&b);
+    }
+
+    #[test]
+    fn mutated_real_messages_never_panic(
+        pick in any::<prop::sample::Index>(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let corpus = corpus();
+        let mut msg = corpus[pick.index(corpus.len())].to_vec();
+        for (at, v) in flips {
+            let i = at.index(msg.len());
+            msg[i] ^= v;
+        }
+        if truncate {
+            msg.truncate(cut.index(msg.len() + 1));
+        }
+        feed(&msg);
+    }
+}
+
+#[test]
+fn a_forged_length_prefix_does_not_allocate_or_panic() {
+    let mut msg = vec![crdt_types::wire::FORMAT_VERSION];
+    // sender (SocketAddr V4: variant 0, 4 bytes, port), replica, then Body::Sync with a huge
+    // varint length.
+    msg.extend([0, 10, 0, 0, 1, 0xfb, 0x58, 0x1b]);
+    msg.extend([1, 2]);
+    msg.extend([0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+    let (mut node, store) = fresh_node();
+    node.handle_message(T0, addr(9), &msg, &store);
+    assert_eq!(node.stats().malformed, 1);
+}
+
+#[test]
+fn oversized_input_is_refused_before_decoding() {
+    let mut config = Config::lan(3);
+    config.max_receive_bytes = 100;
+    let id = Identity::new("v", "eu", addr(201), crdt_types::ReplicaId(78), 1);
+    let mut node: Node<GSet> = Node::new(config, id, Restored::default(), 1);
+    let store = Store::default();
+    node.handle_message(
+        T0,
+        addr(9),
+        &[crdt_types::wire::FORMAT_VERSION; 101],
+        &store,
+    );
+    assert_eq!(node.stats().malformed, 1);
+}
