@@ -632,6 +632,10 @@ impl<P: Payload> Node<P> {
     /// Records a new remote delta as delivered, logs it and hands it to the driver.
     fn deliver(&mut self, now: i64, delta: &Delta<P>) {
         let dot = delta.dot();
+        debug_assert!(
+            !self.delivered.contains(&dot),
+            "{dot:?} would be applied twice"
+        );
         if dot.replica == self.replica {
             self.note_own(dot.counter);
         }

@@ -19,7 +19,8 @@
 
 use crdt_types::{CausalContext, Dot, Key, Kind, ReplicaId, Stamp, VersionVector};
 use gossip::{
-    Channel, Config, Event, Identity, Node, Payload, Restored, StateBatch, StateSource, Stats,
+    Channel, Config, Event, Identity, MemberState, Node, Payload, Restored, StateBatch,
+    StateSource, Stats,
 };
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -48,6 +49,8 @@ pub struct Store {
     pub delivered: CausalContext,
     pub log: Vec<gossip::Delta<GSet>>,
     pub last_stamp: Option<Stamp>,
+    /// Membership as the driver learnt it from events (not durable in a real store).
+    pub members: BTreeMap<SocketAddr, MemberState>,
 }
 
 impl Store {
@@ -85,7 +88,15 @@ impl Store {
                     .collect();
                 self.delivered.join(&adopted);
             }
-            Event::MemberUp(_) | Event::MemberSuspect(_) | Event::MemberDown(_) => {}
+            Event::MemberUp(m) => {
+                self.members.insert(m.identity.addr, MemberState::Alive);
+            }
+            Event::MemberSuspect(m) => {
+                self.members.insert(m.identity.addr, MemberState::Suspect);
+            }
+            Event::MemberDown(m) => {
+                self.members.insert(m.identity.addr, MemberState::Down);
+            }
         }
     }
 
