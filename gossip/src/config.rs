@@ -88,7 +88,7 @@ impl Config {
             plumtree: PlumtreeConfig {
                 local_links: 3,
                 remote_links: 2,
-                ihave_delay_ms: 20,
+                ihave_delay_ms: 50,
                 graft_timeout_ms: 150,
                 graft_retry_ms: 100,
                 max_missing: 100_000,
@@ -122,7 +122,7 @@ impl Config {
         Config {
             swim,
             plumtree: PlumtreeConfig {
-                ihave_delay_ms: 50,
+                ihave_delay_ms: 100,
                 graft_timeout_ms: 600,
                 graft_retry_ms: 400,
                 ..lan.plumtree
