@@ -6,6 +6,7 @@ use std::time::Duration;
 
 /// Everything a [`crate::Node`] can be tuned with. Start from [`Config::lan`] or
 /// [`Config::wan`] and adjust.
+#[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct Config {
     /// SWIM parameters handed to foca (probe period, suspicion timeout, packet size...).
@@ -36,6 +37,7 @@ pub struct Config {
 }
 
 /// Plumtree (eager push along a tree, lazy announcements for repair) tuning.
+#[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct PlumtreeConfig {
     /// Same-region peers a node links to eagerly on its own initiative.
@@ -56,6 +58,7 @@ pub struct PlumtreeConfig {
 }
 
 /// Anti-entropy (digest exchange, log repair, state transfer) tuning.
+#[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct AntiEntropyConfig {
     /// How often a node starts a digest exchange with a random live peer (jittered by ±10%).

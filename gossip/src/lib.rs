@@ -20,6 +20,8 @@
 //! bounded log and its GC), [`messages`] (every wire type), [`stats`] (counters), [`config`]
 //! (presets), [`node`] (the state machine that ties them together).
 
+#![deny(missing_docs)]
+
 pub mod anti_entropy;
 pub mod config;
 pub mod delta_log;
@@ -48,13 +50,16 @@ use std::fmt::Debug;
 /// What a delta (and a full state) of the replicated data is, as far as gossip cares.
 ///
 /// Gossip never looks inside a payload: it stores, batches, encodes and hands it back. Joins
-/// happen in the driver, which owns the CRDT store.
+/// happen in the driver, which owns the CRDT store. Every serde type qualifies (blanket
+/// implementation), so `crdt_types::ObjectDelta` needs nothing to be a payload.
 pub trait Payload: Clone + Debug + Serialize + DeserializeOwned + 'static {
     /// The payload's size in the wire encoding, in bytes, used for batching and budgets.
     fn encoded_len(&self) -> usize {
         crdt_types::wire::encoded_len(self)
     }
 }
+
+impl<T: Clone + Debug + Serialize + DeserializeOwned + 'static> Payload for T {}
 
 /// One chunk of the current state of the keys that changed after a cursor, read from the
 /// driver's store for a state transfer (see [`StateSource`]).

@@ -22,6 +22,7 @@ impl Traffic {
 }
 
 /// A snapshot of a node's counters.
+#[non_exhaustive]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Membership (foca) messages sent.
