@@ -2,7 +2,7 @@
 //! and foca's codec on `crdt_types::wire`; it decides liveness and must not touch deltas.
 //!
 //! foca owns no socket or clock: its [`AccumulatingRuntime`] collects the packets it wants
-//! sent, the timers it wants set and its notifications, and [`Membership`] drains them after
+//! sent, the timers it wants set and its notifications, and the node's membership wrapper drains them after
 //! every call into the node's outbox and timer list. Liveness changes are found by comparing
 //! foca's member table before and after each call, which also yields *suspect* transitions
 //! (foca only notifies up and down).

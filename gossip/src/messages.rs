@@ -127,6 +127,10 @@ pub struct Envelope<P> {
     pub body: Body<P>,
 }
 
+/// The largest sequence number (and cursor) a message may carry: far beyond any real count,
+/// and far enough below `u64::MAX` that no arithmetic on it can overflow.
+pub const MAX_SEQ: u64 = 1 << 62;
+
 /// Why received bytes were dropped.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -152,11 +156,24 @@ impl<P: Payload> Envelope<P> {
     }
 
     fn validate(&self) -> Result<(), DecodeError> {
+        fn seq_ok(c: u64) -> Result<(), DecodeError> {
+            if c > MAX_SEQ {
+                return Err(DecodeError::Invalid("sequence number out of range"));
+            }
+            Ok(())
+        }
         fn dot_ok(d: &Dot) -> Result<(), DecodeError> {
             if d.counter == 0 {
                 return Err(DecodeError::Invalid("sequence number 0"));
             }
-            Ok(())
+            seq_ok(d.counter)
+        }
+        fn vv_ok(vv: &VersionVector) -> Result<(), DecodeError> {
+            vv.iter().try_for_each(|(_, c)| seq_ok(c))
+        }
+        fn ctx_ok(cc: &CausalContext) -> Result<(), DecodeError> {
+            vv_ok(cc.vv())?;
+            cc.cloud().try_for_each(dot_ok)
         }
         fn delta_ok<P>(d: &Delta<P>) -> Result<(), DecodeError> {
             dot_ok(&d.dot())?;
@@ -174,9 +191,15 @@ impl<P: Payload> Envelope<P> {
                 GossipItem::Prune(_) => Ok(()),
             }),
             Body::Sync(items) => items.iter().try_for_each(|i| match i {
-                SyncItem::Digest(_) => Ok(()),
+                SyncItem::Digest(d) => {
+                    ctx_ok(&d.delivered)?;
+                    d.state_cursor.map_or(Ok(()), seq_ok)
+                }
                 SyncItem::Delta(d) => delta_ok(d),
-                SyncItem::State(c) => c.entries.iter().try_for_each(|(k, _)| key_ok(k)),
+                SyncItem::State(c) => {
+                    c.snapshot.as_ref().map_or(Ok(()), vv_ok)?;
+                    c.entries.iter().try_for_each(|(k, _)| key_ok(k))
+                }
             }),
         }
     }

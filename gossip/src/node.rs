@@ -330,7 +330,9 @@ impl<P: Payload> Node<P> {
         }
     }
 
-    /// When [`Node::handle_timeout`] must be called next (Unix ms), if ever.
+    /// When [`Node::handle_timeout`] must be called next (Unix ms), if ever. The node's timers
+    /// start with its first input: a driver with no seed to add calls `handle_timeout(now)`
+    /// once at start.
     pub fn poll_timeout(&self) -> Option<i64> {
         if self.left || !self.started {
             return None;
@@ -364,7 +366,7 @@ impl<P: Payload> Node<P> {
         self.touch(now);
         let stamp = self.clock.tick(now)?;
         let dot = Dot::new(self.replica, self.next_seq);
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.saturating_add(1);
         Ok(Tag { dot, stamp })
     }
 
@@ -427,7 +429,8 @@ impl<P: Payload> Node<P> {
     }
 
     /// Marks a peer congested (the driver cannot send to it now) or not. A congested peer's
-    /// queues fill up to their bound and then drop, and anti-entropy repairs it later.
+    /// delta and sync queues fill up to their bound and then drop, and anti-entropy repairs it
+    /// later; membership packets are small and never held back.
     pub fn set_peer_congested(&mut self, peer: SocketAddr, congested: bool) {
         self.outbox.set_congested(peer, congested);
     }
@@ -610,7 +613,7 @@ impl<P: Payload> Node<P> {
     fn note_own(&mut self, seq: u64) {
         if seq >= self.next_seq {
             tracing::warn!(seq, "peers know a sequence number of ours beyond our own");
-            self.next_seq = seq + 1;
+            self.next_seq = seq.saturating_add(1);
         }
     }
 

@@ -112,3 +112,38 @@ fn oversized_input_is_refused_before_decoding() {
     );
     assert_eq!(node.stats().malformed, 1);
 }
+
+#[test]
+fn out_of_range_sequence_numbers_are_refused() {
+    use gossip::messages::{Body, Digest, Envelope, SyncItem};
+    let (mut node, store) = fresh_node();
+    let me = node.replica();
+    for counter in [u64::MAX, gossip::messages::MAX_SEQ + 1] {
+        let delivered: crdt_types::CausalContext =
+            [crdt_types::Dot::new(me, counter)].into_iter().collect();
+        let env: Envelope<GSet> = Envelope {
+            sender: addr(9),
+            replica: crdt_types::ReplicaId(9),
+            body: Body::Sync(vec![SyncItem::Digest(Digest {
+                delivered,
+                reply: true,
+                state_cursor: None,
+            })]),
+        };
+        node.handle_message(T0, addr(9), &env.encode().expect("encodes"), &store);
+    }
+    assert_eq!(node.stats().malformed, 2);
+    // A peer that knows a (plausible) sequence number of ours beyond our own moves us past it.
+    let delivered: crdt_types::CausalContext = [crdt_types::Dot::new(me, 41)].into_iter().collect();
+    let env: Envelope<GSet> = Envelope {
+        sender: addr(9),
+        replica: crdt_types::ReplicaId(9),
+        body: Body::Sync(vec![SyncItem::Digest(Digest {
+            delivered,
+            reply: false,
+            state_cursor: None,
+        })]),
+    };
+    node.handle_message(T0, addr(9), &env.encode().expect("encodes"), &store);
+    assert_eq!(node.next_tag(T0).expect("tag").dot.counter, 42);
+}
