@@ -63,3 +63,18 @@ fn a_node_that_lost_every_member_finds_its_way_back() {
     assert!(net.converged());
     assert_eq!(net.nodes[3].store.values("k").len(), 2);
 }
+
+#[test]
+fn a_lossy_network_converges() {
+    let mut net = Net::new(6, &["eu", "us", "ap"], 29, Config::lan(6));
+    net.run_for(5_000);
+    net.loss = 0.2;
+    for k in 0..60u64 {
+        net.write((k % 6) as usize, &format!("k{}", k % 9), k);
+        net.run_for(50);
+    }
+    // Loss stays on: repairs (grafts, anti-entropy) have to get through it.
+    net.run_for(30_000);
+    assert!(net.converged(), "no convergence under 20% loss");
+    assert_eq!(net.nodes[0].store.data.values().map(|g| g.0.len()).sum::<usize>(), 60);
+}
