@@ -367,6 +367,8 @@ mod tests {
     use super::*;
     use crdt_types::{Key, Kind, Stamp};
 
+    impl Payload for u64 {}
+
     fn delta(origin: u64, seq: u64) -> Delta<u64> {
         Delta {
             origin: ReplicaId(origin),

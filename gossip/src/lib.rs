@@ -50,8 +50,8 @@ use std::fmt::Debug;
 /// What a delta (and a full state) of the replicated data is, as far as gossip cares.
 ///
 /// Gossip never looks inside a payload: it stores, batches, encodes and hands it back. Joins
-/// happen in the driver, which owns the CRDT store. Every serde type qualifies (blanket
-/// implementation), so `crdt_types::ObjectDelta` needs nothing to be a payload.
+/// happen in the driver, which owns the CRDT store. Implemented here for
+/// `crdt_types::ObjectDelta`; any other serde type becomes a payload with an empty `impl`.
 pub trait Payload: Clone + Debug + Serialize + DeserializeOwned + 'static {
     /// The payload's size in the wire encoding, in bytes, used for batching and budgets.
     fn encoded_len(&self) -> usize {
@@ -59,7 +59,8 @@ pub trait Payload: Clone + Debug + Serialize + DeserializeOwned + 'static {
     }
 }
 
-impl<T: Clone + Debug + Serialize + DeserializeOwned + 'static> Payload for T {}
+/// statemesh's payload: the delta (or state) of one key.
+impl Payload for crdt_types::ObjectDelta {}
 
 /// One chunk of the current state of the keys that changed after a cursor, read from the
 /// driver's store for a state transfer (see [`StateSource`]).

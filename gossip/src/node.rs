@@ -62,7 +62,6 @@ pub struct Transmit {
 }
 
 /// Something the driver must act on.
-#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event<P> {
     /// A remote delta to join into the key's state, durably, recording its dot

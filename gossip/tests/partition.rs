@@ -76,5 +76,13 @@ fn a_lossy_network_converges() {
     // Loss stays on: repairs (grafts, anti-entropy) have to get through it.
     net.run_for(30_000);
     assert!(net.converged(), "no convergence under 20% loss");
-    assert_eq!(net.nodes[0].store.data.values().map(|g| g.0.len()).sum::<usize>(), 60);
+    assert_eq!(
+        net.nodes[0]
+            .store
+            .data
+            .values()
+            .map(|g| g.0.len())
+            .sum::<usize>(),
+        60
+    );
 }

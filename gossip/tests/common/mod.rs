@@ -36,6 +36,8 @@ pub const T0: i64 = 1_790_000_000_000;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GSet(pub BTreeSet<u64>);
 
+impl Payload for GSet {}
+
 /// A node's durable store, as a driver keeps it: data, the per-key change counter that state
 /// transfers walk, and the delivered context (updated in the same "transaction" as the data).
 #[derive(Clone, Debug, Default)]
@@ -95,8 +97,6 @@ impl Store {
             Event::MemberDown(m) => {
                 self.members.insert(m.identity.addr, MemberState::Down);
             }
-            // `Event` is non-exhaustive: a driver ignores what it does not know yet.
-            _ => {}
         }
     }
 
