@@ -497,7 +497,7 @@ impl<P: Payload> Node<P> {
         }
         self.send_grafts(now);
         if self.ae_deadline.is_some_and(|t| t <= now) {
-            self.anti_entropy_round(now);
+            self.anti_entropy_round();
             self.ae_deadline = Some(now + self.jitter(self.config.anti_entropy.interval_ms));
         }
         if self.rejoin_deadline.is_some_and(|t| t <= now) {
@@ -780,7 +780,7 @@ impl<P: Payload> Node<P> {
         }
     }
 
-    fn anti_entropy_round(&mut self, _now: i64) {
+    fn anti_entropy_round(&mut self) {
         self.trim_log();
         let live = self.live_peers();
         let mut targets = Vec::new();
