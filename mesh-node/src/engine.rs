@@ -1,0 +1,523 @@
+//! The engine: the one task that owns the gossip core, the replica state and the store. It
+//! feeds the core what arrives (frames, timers, local operations), commits every batch
+//! durably before acknowledging or publishing anything from it, and drains the core's
+//! transmits into the transport. It holds no protocol logic: the gossip core decides what
+//! to send and what to apply.
+//!
+//! One loop iteration is one batch (group commit): it takes every command and frame queued
+//! while the previous commit ran, then
+//! 1. fires due timers and handles frames, applying the events each one yields at once, so the
+//!    state always reflects everything the core counts as delivered (frames of the anti-entropy
+//!    channel go last: they may read the state for a transfer, and must only ever see local
+//!    writes that are already durable);
+//! 2. applies the local operations, each with a tag from the core;
+//! 3. commits the batch in one `Durability::Immediate` transaction;
+//! 4. installs the new objects in the read view, answers the callers, publishes the local
+//!    deltas (never before they are durable), notifies subscribers;
+//! 5. hands every transmit to the transport; a full peer queue marks the peer congested in the
+//!    core for a short while (the core then holds and bounds that peer's messages).
+//!
+//! A commit failure stops the engine (fail-stop): the in-memory state is then ahead of the
+//! disk, and serving or shipping it could hand out a sequence number a restart would reuse.
+
+use crate::delta::{GossipNode, LoggedDelta, MeshDelta};
+use crate::error::MeshError;
+use crate::inspect::{self, Directory, Inspection};
+use crate::member::{Member, MemberStatus};
+use crate::ops::{self, Op, Output};
+use crate::state::State;
+use crate::store::{KnownPeer, Store, StoreError};
+use crate::subscribe::{Change, ChangeSource};
+use crate::transport::{self, Inbound, SendOutcome, Transport};
+use crate::view::View;
+use crdt_types::{Key, ObjectDelta, Tag};
+use gossip::{Event, MemberInfo};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+/// The wall clock in Unix milliseconds: the `now` of every call into the gossip core.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Limits of one engine batch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Local operations taken into one batch.
+    pub(crate) max_ops: usize,
+    /// Inbound frames taken into one batch.
+    pub(crate) max_frames: usize,
+    /// How long a peer whose transport queue was full stays congested in the core.
+    pub(crate) congestion_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_ops: 4096,
+            max_frames: 256,
+            congestion_ms: 50,
+        }
+    }
+}
+
+/// Where the answer to a local operation goes.
+pub(crate) type Reply = oneshot::Sender<Result<Output, MeshError>>;
+
+/// A local operation waiting in the batch.
+type PendingOp = (Key, Op, Reply);
+
+/// What the handles ask of the engine.
+pub(crate) enum Command {
+    /// A local operation on one key.
+    Op { key: Key, op: Op, reply: Reply },
+    /// Describe a key.
+    Inspect {
+        key: Key,
+        reply: oneshot::Sender<Inspection>,
+    },
+    /// Finish the queued work, leave the cluster, close the store.
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// Counters of the engine, readable from any handle.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) commits: AtomicU64,
+    pub(crate) commit_micros: AtomicU64,
+    pub(crate) local_ops: AtomicU64,
+    pub(crate) remote_deltas: AtomicU64,
+    pub(crate) remote_states: AtomicU64,
+    pub(crate) apply_errors: AtomicU64,
+    pub(crate) transport_dropped: AtomicU64,
+}
+
+/// What the engine shares with the handles.
+pub(crate) struct Shared {
+    pub(crate) view: Arc<View>,
+    pub(crate) changes: broadcast::Sender<Arc<Change>>,
+    pub(crate) failure: OnceLock<Arc<StoreError>>,
+    pub(crate) counters: Counters,
+    pub(crate) gossip_stats: std::sync::Mutex<gossip::Stats>,
+}
+
+/// Everything the engine owns.
+pub(crate) struct Engine {
+    pub(crate) node: GossipNode,
+    pub(crate) state: State,
+    pub(crate) store: Store,
+    pub(crate) transport: Transport,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) limits: Limits,
+    /// This node as a member, listed first.
+    pub(crate) me: Member,
+    /// Members by gossip address.
+    pub(crate) members: BTreeMap<SocketAddr, Member>,
+    /// Replica to (node id, region), for `inspect`.
+    pub(crate) directory: Directory,
+    /// Peers congested in the core, with when to retry them.
+    pub(crate) congested: HashMap<SocketAddr, i64>,
+    // The batch in progress.
+    log: Vec<LoggedDelta>,
+    publish: Vec<(Key, ObjectDelta, Tag)>,
+    replies: Vec<(Reply, Result<Output, MeshError>)>,
+    notify: Vec<Change>,
+    peers: Vec<KnownPeer>,
+    stats_at: i64,
+}
+
+impl Engine {
+    /// An engine over a started gossip node and its state.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        node: GossipNode,
+        state: State,
+        store: Store,
+        transport: Transport,
+        shared: Arc<Shared>,
+        limits: Limits,
+        me: Member,
+        directory: Directory,
+    ) -> Self {
+        let engine = Engine {
+            node,
+            state,
+            store,
+            transport,
+            shared,
+            limits,
+            me,
+            members: BTreeMap::new(),
+            directory,
+            congested: HashMap::new(),
+            log: Vec::new(),
+            publish: Vec::new(),
+            replies: Vec::new(),
+            notify: Vec::new(),
+            peers: Vec::new(),
+            stats_at: 0,
+        };
+        engine.publish_members();
+        engine
+    }
+
+    /// Runs until shutdown, until every handle is gone, or until a commit fails.
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut inbound: mpsc::Receiver<Inbound>,
+    ) {
+        let mut inbound_open = true;
+        loop {
+            let mut ops = Vec::new();
+            let mut frames = Vec::new();
+            let mut shutdown = None;
+            let mut handles_gone = false;
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    Some(c) => self.take(c, &mut ops, &mut shutdown),
+                    None => handles_gone = true,
+                },
+                frame = inbound.recv(), if inbound_open => match frame {
+                    Some(f) => frames.push(f),
+                    None => inbound_open = false,
+                },
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            while shutdown.is_none() && !handles_gone && ops.len() < self.limits.max_ops {
+                match commands.try_recv() {
+                    Ok(c) => self.take(c, &mut ops, &mut shutdown),
+                    Err(_) => break,
+                }
+            }
+            while frames.len() < self.limits.max_frames {
+                match inbound.try_recv() {
+                    Ok(f) => frames.push(f),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.step(frames, ops) {
+                error!(error = %e, "commit failed: the node stops taking writes and leaves the mesh");
+                let e = Arc::new(e);
+                let _ = self.shared.failure.set(e.clone());
+                for (reply, _) in self.replies.drain(..) {
+                    let _ = reply.send(Err(MeshError::Storage(e.clone())));
+                }
+                return;
+            }
+            if let Some(done) = shutdown {
+                self.leave();
+                drop(self);
+                let _ = done.send(());
+                return;
+            }
+            if handles_gone {
+                info!("every handle was dropped: stopping");
+                return;
+            }
+        }
+    }
+
+    /// Sorts one command into the batch (an inspection is answered at once: between batches
+    /// the state is exactly what was committed).
+    fn take(
+        &mut self,
+        command: Command,
+        ops: &mut Vec<PendingOp>,
+        shutdown: &mut Option<oneshot::Sender<()>>,
+    ) {
+        match command {
+            Command::Op { key, op, reply } => ops.push((key, op, reply)),
+            Command::Inspect { key, reply } => {
+                let _ = reply.send(self.inspect(&key));
+            }
+            Command::Shutdown { reply } => *shutdown = Some(reply),
+        }
+    }
+
+    fn inspect(&self, key: &Key) -> Inspection {
+        let slot = self.state.get(key);
+        let empty = crdt_types::Object::new(key.kind);
+        let object = slot.map_or(&empty, |s| &*s.object);
+        inspect::inspect(
+            key,
+            object,
+            slot.map(|s| s.change),
+            self.node.delta_log().iter(),
+            &self.directory,
+            now_ms(),
+        )
+    }
+
+    /// When the loop must wake up without input: the core's next timer or a congestion retry.
+    fn next_deadline(&self) -> Instant {
+        let now = now_ms();
+        let next = self
+            .node
+            .poll_timeout()
+            .into_iter()
+            .chain(self.congested.values().copied())
+            .min();
+        match next {
+            Some(t) => Instant::now() + Duration::from_millis(u64::try_from(t - now).unwrap_or(0)),
+            None => Instant::now() + Duration::from_secs(3600),
+        }
+    }
+
+    /// One batch: inputs, local operations, commit, answers, publication, transmits.
+    fn step(&mut self, frames: Vec<Inbound>, ops: Vec<PendingOp>) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.drain_events();
+        if self.node.poll_timeout().is_some_and(|t| t <= now) {
+            self.node.handle_timeout(now);
+            self.drain_events();
+        }
+        self.retry_congested(now);
+        let (sync, other): (Vec<_>, Vec<_>) = frames
+            .into_iter()
+            .partition(|f| f.channel == transport::Channel::Sync);
+        for frame in other.into_iter().chain(sync) {
+            self.node
+                .handle_message(now, frame.from, &frame.bytes, &self.state);
+            self.drain_events();
+        }
+        let n_ops = ops.len() as u64;
+        for (key, op, reply) in ops {
+            self.run_op(now, key, op, reply);
+        }
+        if self.state.is_dirty() || !self.log.is_empty() || !self.peers.is_empty() {
+            let started = std::time::Instant::now();
+            let mut batch = self.state.batch();
+            batch.log = &self.log;
+            batch.peers = std::mem::take(&mut self.peers);
+            self.store.commit(batch)?;
+            let c = &self.shared.counters;
+            c.commits.fetch_add(1, Ordering::Relaxed);
+            c.commit_micros.fetch_add(
+                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+        }
+        self.shared
+            .counters
+            .local_ops
+            .fetch_add(n_ops, Ordering::Relaxed);
+        self.log.clear();
+        self.shared.view.install(self.state.committed());
+        for (reply, result) in self.replies.drain(..) {
+            let _ = reply.send(result);
+        }
+        for (key, delta, tag) in self.publish.drain(..) {
+            if let Err(e) = self.node.publish(now, key, MeshDelta(delta), tag) {
+                error!(error = %e, "the gossip core refused a local delta");
+            }
+        }
+        if self.shared.changes.receiver_count() > 0 {
+            for change in self.notify.drain(..) {
+                let _ = self.shared.changes.send(Arc::new(change));
+            }
+        } else {
+            self.notify.clear();
+        }
+        self.flush_transmits(now);
+        if now - self.stats_at >= 1_000 {
+            self.stats_at = now;
+            *self
+                .shared
+                .gossip_stats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = self.node.stats();
+        }
+        Ok(())
+    }
+
+    fn run_op(&mut self, now: i64, key: Key, op: Op, reply: Reply) {
+        let current = self.state.get(&key).map(|s| &*s.object);
+        if let Err(e) = op.precheck(&key, current, now) {
+            self.replies.push((reply, Err(e)));
+            return;
+        }
+        let node = &mut self.node;
+        let object = self.state.object_mut(&key);
+        let applied = ops::apply(op, object, now, &mut || node.next_tag(now));
+        if let Some((tag, delta)) = applied.tagged {
+            self.state.record(&key, tag.dot, tag.stamp);
+            self.log.push(LoggedDelta {
+                origin: tag.dot.replica,
+                seq: tag.dot.counter,
+                stamp: tag.stamp,
+                hops: 0,
+                key: key.clone(),
+                payload: MeshDelta(delta.clone()),
+            });
+            self.publish.push((key.clone(), delta, tag));
+            self.notify.push(Change {
+                key,
+                source: ChangeSource::Local,
+            });
+        }
+        self.replies.push((reply, applied.result));
+    }
+
+    /// Applies every event the core handed out, in order.
+    fn drain_events(&mut self) {
+        while let Some(event) = self.node.poll_event() {
+            match event {
+                Event::Apply(delta) => {
+                    let key = delta.key.clone();
+                    if let Err(e) = self.state.join(&key, delta.payload.0.clone()) {
+                        self.shared
+                            .counters
+                            .apply_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        warn!(key = %key, origin = %delta.origin, seq = delta.seq, error = %e, "refused a remote delta");
+                    }
+                    self.state.record(&key, delta.dot(), delta.stamp);
+                    self.shared
+                        .counters
+                        .remote_deltas
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.notify.push(Change {
+                        key,
+                        source: ChangeSource::Remote {
+                            origin: delta.origin,
+                            stamp: delta.stamp,
+                        },
+                    });
+                    self.log.push(delta);
+                }
+                Event::ApplyState { key, payload, from } => {
+                    match self.state.join(&key, payload.0) {
+                        Ok(()) => self.state.compact(&key),
+                        Err(e) => {
+                            self.shared
+                                .counters
+                                .apply_errors
+                                .fetch_add(1, Ordering::Relaxed);
+                            warn!(key = %key, from = %from, error = %e, "refused a transferred state");
+                        }
+                    }
+                    self.shared
+                        .counters
+                        .remote_states
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.notify.push(Change {
+                        key,
+                        source: ChangeSource::StateTransfer { from },
+                    });
+                }
+                Event::AdoptDelivered { vv, from } => {
+                    debug!(from = %from, "state transfer completed");
+                    self.state.adopt(&vv);
+                }
+                Event::MemberUp(info) => self.member_changed(info, MemberStatus::Alive),
+                Event::MemberSuspect(info) => self.member_changed(info, MemberStatus::Suspect),
+                Event::MemberDown(info) => self.member_changed(info, MemberStatus::Down),
+            }
+        }
+    }
+
+    fn member_changed(&mut self, info: MemberInfo, status: MemberStatus) {
+        let id = &info.identity;
+        match status {
+            MemberStatus::Alive => {
+                info!(peer = %id.addr, peer_node = %id.node_id, peer_region = %id.region, "member up")
+            }
+            MemberStatus::Suspect => {
+                info!(peer = %id.addr, peer_node = %id.node_id, "member suspect")
+            }
+            MemberStatus::Down => {
+                info!(peer = %id.addr, peer_node = %id.node_id, "member down");
+                self.congested.remove(&id.addr);
+                self.node.set_peer_congested(id.addr, false);
+            }
+        }
+        self.directory
+            .insert(id.replica, (id.node_id.clone(), id.region.clone()));
+        if status == MemberStatus::Alive {
+            self.peers.push(KnownPeer {
+                node_id: id.node_id.clone(),
+                region: id.region.clone(),
+                addr: id.addr,
+                replica: id.replica,
+            });
+        }
+        self.members.insert(
+            id.addr,
+            Member {
+                node_id: id.node_id.clone(),
+                region: id.region.clone(),
+                addr: id.addr,
+                state: status,
+            },
+        );
+        self.publish_members();
+    }
+
+    fn publish_members(&self) {
+        let list = std::iter::once(self.me.clone())
+            .chain(self.members.values().cloned())
+            .collect();
+        self.shared.view.set_members(list);
+    }
+
+    fn retry_congested(&mut self, now: i64) {
+        let due: Vec<SocketAddr> = self
+            .congested
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(a, _)| *a)
+            .collect();
+        for peer in due {
+            self.congested.remove(&peer);
+            self.node.set_peer_congested(peer, false);
+        }
+    }
+
+    /// Hands every pending transmit to the transport.
+    fn flush_transmits(&mut self, now: i64) {
+        while let Some(t) = self.node.poll_transmit() {
+            let channel = match t.channel {
+                gossip::Channel::Membership => transport::Channel::Membership,
+                gossip::Channel::Delta => transport::Channel::Delta,
+                gossip::Channel::Sync => transport::Channel::Sync,
+            };
+            let expected = self.members.get(&t.to).map(|m| m.node_id.as_str());
+            match self.transport.send(t.to, expected, channel, t.bytes) {
+                SendOutcome::Queued | SendOutcome::Closed => {}
+                SendOutcome::Dropped => {
+                    self.shared
+                        .counters
+                        .transport_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    if !self.congested.contains_key(&t.to) {
+                        debug!(peer = %t.to, "peer queue full: marking it congested");
+                        self.node.set_peer_congested(t.to, true);
+                        self.congested.insert(t.to, now + self.limits.congestion_ms);
+                    }
+                }
+                SendOutcome::TooLarge => {
+                    warn!(peer = %t.to, ?channel, "a message is over the transport's frame limit");
+                }
+            }
+        }
+    }
+
+    /// Leaves the cluster and hands the goodbye to the transport.
+    fn leave(&mut self) {
+        let now = now_ms();
+        self.node.leave(now);
+        self.flush_transmits(now);
+        info!("left the mesh");
+    }
+}

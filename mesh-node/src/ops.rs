@@ -1,0 +1,259 @@
+//! Local operations: what the embedding API asks of one key, checked and applied to the key's
+//! object with the tag the gossip core issued. It calls the CRDT mutators and must not touch
+//! replication: the engine persists and publishes the delta an operation returns.
+
+use crate::error::{InvalidInput, MeshError};
+use crdt_types::{
+    Cart, CartView, DocDelta, DocEdit, Key, Lattice, Object, ObjectDelta, Session, SessionView,
+    Tag, validate_id,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Objects at or over this encoded size take no more growing writes: the codec refuses store
+/// records over 4 MiB, and one write (an HTTP body is at most 1 MiB) must still fit.
+pub const MAX_OBJECT_BYTES: usize = 2 << 20;
+
+/// What [`crate::Mesh::session_put`] changes. On a session that does not exist (or expired)
+/// `user_id` and `ttl` are required; on a live one every field is optional.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionUpdate {
+    /// Sets the user id (last writer wins).
+    pub user_id: Option<String>,
+    /// Sets these attributes (each last writer wins); others are kept.
+    pub attrs: BTreeMap<String, serde_json::Value>,
+    /// Extends the expiry to at least now plus this (concurrent extensions keep the maximum).
+    pub ttl: Option<Duration>,
+}
+
+/// One local operation on one key.
+#[derive(Clone, Debug)]
+pub(crate) enum Op {
+    CartAdd { sku: String, n: u64 },
+    CartSetQuantity { sku: String, q: u64 },
+    CartRemove { sku: String },
+    CartClear,
+    SessionPut(SessionUpdate),
+    SessionRevoke,
+    DocChange(Vec<DocEdit>),
+}
+
+/// What an operation answers: the key's value after it.
+#[derive(Clone, Debug)]
+pub(crate) enum Output {
+    Cart(CartView),
+    Session(Option<SessionView>),
+    Doc(serde_json::Value),
+    Unit,
+}
+
+/// The outcome of [`apply`]: the answer, and the tagged delta to persist and publish if a tag
+/// was taken (an operation that fails after taking one publishes a bottom delta, so peers do
+/// not wait for that sequence number forever).
+#[derive(Debug)]
+pub(crate) struct Applied {
+    pub(crate) tagged: Option<(Tag, ObjectDelta)>,
+    pub(crate) result: Result<Output, MeshError>,
+}
+
+/// Validates an id or sku for the API.
+pub(crate) fn check_id(what: &'static str, id: &str) -> Result<(), MeshError> {
+    validate_id(id).map_err(|source| MeshError::Invalid(InvalidInput::Id { what, source }))
+}
+
+impl Op {
+    /// Whether the operation can make the object larger.
+    fn grows(&self) -> bool {
+        !matches!(
+            self,
+            Op::CartRemove { .. } | Op::CartClear | Op::SessionRevoke
+        )
+    }
+
+    /// Checks what can be checked without a tag, on the committed or current object.
+    pub(crate) fn precheck(
+        &self,
+        key: &Key,
+        object: Option<&Object>,
+        now_ms: i64,
+    ) -> Result<(), MeshError> {
+        if let (Op::SessionPut(update), session) = (self, object) {
+            let session = match session {
+                Some(Object::Session(s)) => Some(s),
+                _ => None,
+            };
+            if session.is_some_and(Session::is_revoked) {
+                return Err(MeshError::SessionRevoked);
+            }
+            let live = session.is_some_and(|s| s.is_live(now_ms));
+            if !live && (update.user_id.is_none() || update.ttl.is_none()) {
+                return Err(InvalidInput::IncompleteSession.into());
+            }
+        }
+        if self.grows()
+            && let Some(object) = object
+        {
+            let bytes = object.encoded_len();
+            if bytes >= MAX_OBJECT_BYTES {
+                return Err(InvalidInput::ObjectTooLarge {
+                    key: key.to_string(),
+                    bytes,
+                    max: MAX_OBJECT_BYTES,
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies `op` to `object`, taking a tag from `next_tag` when the operation writes something.
+pub(crate) fn apply(
+    op: Op,
+    object: &mut Object,
+    now_ms: i64,
+    next_tag: &mut dyn FnMut() -> Result<Tag, crdt_types::ClockError>,
+) -> Applied {
+    let failed = |e: MeshError| Applied {
+        tagged: None,
+        result: Err(e),
+    };
+    match (op, object) {
+        (Op::CartAdd { sku, n }, Object::Cart(cart)) => {
+            let tag = match next_tag() {
+                Ok(t) => t,
+                Err(e) => return failed(e.into()),
+            };
+            cart_result(tag, cart.add(tag, &sku, n), cart)
+        }
+        (Op::CartSetQuantity { sku, q }, Object::Cart(cart)) => {
+            let tag = match next_tag() {
+                Ok(t) => t,
+                Err(e) => return failed(e.into()),
+            };
+            cart_result(tag, cart.set_quantity(tag, &sku, q), cart)
+        }
+        (Op::CartRemove { sku }, Object::Cart(cart)) => {
+            if let Err(e) = validate_id(&sku) {
+                return failed(InvalidInput::from(crdt_types::CartError::from(e)).into());
+            }
+            if !cart.counters().any(|(s, _)| s == sku) {
+                return untouched(cart);
+            }
+            let tag = match next_tag() {
+                Ok(t) => t,
+                Err(e) => return failed(e.into()),
+            };
+            cart_result(tag, cart.remove(&sku), cart)
+        }
+        (Op::CartClear, Object::Cart(cart)) => {
+            if cart.counters().next().is_none() {
+                return untouched(cart);
+            }
+            let tag = match next_tag() {
+                Ok(t) => t,
+                Err(e) => return failed(e.into()),
+            };
+            let delta = cart.clear();
+            cart_result(tag, Ok(delta), cart)
+        }
+        (Op::SessionPut(update), Object::Session(session)) => {
+            let tag = match next_tag() {
+                Ok(t) => t,
+                Err(e) => return failed(e.into()),
+            };
+            // A failure part-way still publishes what was applied: the local state changed.
+            let (delta, result) = put_session(session, tag, &update);
+            Applied {
+                tagged: Some((tag, ObjectDelta::Session(delta))),
+                result: result.map(|()| Output::Session(session.view(now_ms))),
+            }
+        }
+        (Op::SessionRevoke, Object::Session(session)) => {
+            if session.is_revoked() {
+                return Applied {
+                    tagged: None,
+                    result: Ok(Output::Unit),
+                };
+            }
+            let delta = session.revoke();
+            match next_tag() {
+                Ok(tag) => Applied {
+                    tagged: Some((tag, ObjectDelta::Session(delta))),
+                    result: Ok(Output::Unit),
+                },
+                Err(e) => failed(e.into()),
+            }
+        }
+        (Op::DocChange(edits), Object::Doc(doc)) => {
+            let tag = match next_tag() {
+                Ok(t) => t,
+                Err(e) => return failed(e.into()),
+            };
+            match doc.apply_edits(tag, &edits) {
+                Ok(delta) => Applied {
+                    tagged: Some((tag, ObjectDelta::Doc(delta))),
+                    result: Ok(Output::Doc(doc.to_json())),
+                },
+                Err(e) => Applied {
+                    tagged: Some((tag, ObjectDelta::Doc(DocDelta::default()))),
+                    result: Err(InvalidInput::from(e).into()),
+                },
+            }
+        }
+        (op, object) => {
+            // The API builds every key with the kind its operations need.
+            debug_assert!(false, "{op:?} on a {:?}", object.kind());
+            failed(MeshError::Invalid(InvalidInput::IncompleteSession))
+        }
+    }
+}
+
+fn cart_result(tag: Tag, result: Result<Cart, crdt_types::CartError>, cart: &Cart) -> Applied {
+    match result {
+        Ok(delta) => Applied {
+            tagged: Some((tag, ObjectDelta::Cart(delta))),
+            result: Ok(Output::Cart(cart.view())),
+        },
+        Err(e) => Applied {
+            tagged: Some((tag, ObjectDelta::Cart(Cart::new()))),
+            result: Err(InvalidInput::from(e).into()),
+        },
+    }
+}
+
+/// An operation that had nothing to change: no tag, no delta.
+fn untouched(cart: &Cart) -> Applied {
+    Applied {
+        tagged: None,
+        result: Ok(Output::Cart(cart.view())),
+    }
+}
+
+/// Applies every field of `update` with one tag; returns the joined delta of what was applied
+/// and whether every field was.
+fn put_session(
+    session: &mut Session,
+    tag: Tag,
+    update: &SessionUpdate,
+) -> (Session, Result<(), MeshError>) {
+    let mut delta = Session::new();
+    let result = (|| {
+        if let Some(user) = &update.user_id {
+            delta.join(session.set_user_id(tag, user)?);
+        }
+        for (name, value) in &update.attrs {
+            delta.join(session.set_attr(tag, name, value)?);
+        }
+        if let Some(ttl) = update.ttl {
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            delta.join(session.touch(tag, ms)?);
+        }
+        Ok(())
+    })();
+    let result = result.map_err(|e| match e {
+        crdt_types::SessionError::Revoked => MeshError::SessionRevoked,
+        other => InvalidInput::from(other).into(),
+    });
+    (delta, result)
+}
