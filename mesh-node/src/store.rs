@@ -275,10 +275,14 @@ impl Store {
                 redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
                     path: path.to_owned(),
                 },
-                redb::DatabaseError::Storage(redb::StorageError::Io(source)) => StoreError::Io {
-                    path: path.to_owned(),
-                    source,
-                },
+                redb::DatabaseError::Storage(redb::StorageError::Io(source))
+                    if source.kind() != std::io::ErrorKind::InvalidData =>
+                {
+                    StoreError::Io {
+                        path: path.to_owned(),
+                        source,
+                    }
+                }
                 other => corrupt(other.to_string()),
             })?;
         let mut store = Store {
