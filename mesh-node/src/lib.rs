@@ -46,6 +46,7 @@ mod builder;
 pub mod certs;
 mod config;
 mod delta;
+pub mod demo;
 mod engine;
 mod error;
 pub mod inspect;
