@@ -10,6 +10,8 @@
 //! and real CRDTs), [`sim`] (the driver), [`oracle`] and [`checkers`] (what must hold),
 //! [`delivery`] and [`metrics`] (what was measured), [`report`] and [`plot`] (the outputs).
 
+#![warn(missing_docs)]
+
 pub mod checkers;
 pub mod delivery;
 pub mod faults;

@@ -76,6 +76,18 @@ pub struct Report {
     pub revoke_violations: u64,
     /// Writes whose origin did not read its own write back right after it.
     pub read_your_writes_violations: u64,
+    /// Messages sent on the membership (SWIM) channel.
+    pub membership_messages: u64,
+    /// Messages sent on the dissemination (Plumtree) channel.
+    pub gossip_messages: u64,
+    /// Messages sent on the anti-entropy channel.
+    pub sync_messages: u64,
+    /// Delta copies pushed eagerly.
+    pub eager_sent: u64,
+    /// Delta ids announced lazily (IHAVE), one per id per peer.
+    pub ihave_sent: u64,
+    /// GRAFT requests.
+    pub grafts_sent: u64,
     /// Messages dropped by partitions and down links.
     pub dropped_partitioned: u64,
     /// Messages dropped by random loss.
@@ -150,6 +162,17 @@ impl Report {
             self.bytes_sent,
             self.bytes_per_update_per_node,
             self.delta_bytes_mean
+        );
+        let _ = writeln!(
+            s,
+            "  by channel     membership {}  dissemination {} ({} eager copies, {} ihave ids, {} grafts)  \
+             anti-entropy {}",
+            self.membership_messages,
+            self.gossip_messages,
+            self.eager_sent,
+            self.ihave_sent,
+            self.grafts_sent,
+            self.sync_messages
         );
         let _ = writeln!(
             s,

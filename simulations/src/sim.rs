@@ -635,6 +635,12 @@ impl Simulation {
             stats.sync_duplicates += s.sync_duplicates;
             stats.refused_drift += s.refused_drift;
             stats.state_entries_sent += s.state_entries_sent;
+            stats.sent_membership.messages += s.sent_membership.messages;
+            stats.sent_gossip.messages += s.sent_gossip.messages;
+            stats.sent_sync.messages += s.sent_sync.messages;
+            stats.eager_sent += s.eager_sent;
+            stats.ihave_sent += s.ihave_sent;
+            stats.grafts_sent += s.grafts_sent;
         }
         let broadcast = (self.cfg.scenario == Scenario::BroadcastOnce).then(|| {
             let cluster = self.deliveries.cluster_times(members.len() as u32);
@@ -690,6 +696,12 @@ impl Simulation {
             divergent_keys: verdict.divergent_keys,
             revoke_violations: verdict.revoke_violations,
             read_your_writes_violations: self.ryw_violations,
+            membership_messages: stats.sent_membership.messages,
+            gossip_messages: stats.sent_gossip.messages,
+            sync_messages: stats.sent_sync.messages,
+            eager_sent: stats.eager_sent,
+            ihave_sent: stats.ihave_sent,
+            grafts_sent: stats.grafts_sent,
             dropped_partitioned: network.dropped_partitioned,
             dropped_lost: network.dropped_lost,
             refused_drift: stats.refused_drift,

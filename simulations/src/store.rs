@@ -6,7 +6,7 @@
 //! deliberate deviation is [`PlantedBug`], a test hook that breaks the store on purpose to
 //! show that the checkers catch a wrong CRDT join.
 
-use crdt_types::{ApplyError, CausalContext, Key, Kind, Object, ObjectDelta, Stamp, VersionVector};
+use crdt_types::{ApplyError, CausalContext, Key, Object, ObjectDelta, Stamp, VersionVector};
 use gossip::{StateBatch, StateSource};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -195,11 +195,6 @@ impl Store {
         self.get(key)
             .cloned()
             .unwrap_or_else(|| Object::new(key.kind))
-    }
-
-    /// Whether `key` holds a cart.
-    pub fn is_cart(key: &Key) -> bool {
-        key.kind == Kind::Cart
     }
 }
 
