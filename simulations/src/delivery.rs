@@ -133,6 +133,14 @@ impl Deliveries {
         self.nodes.get(node).map_or(0, |s| s.count) == self.alive
     }
 
+    /// The share of the updates some member holds that `node` holds (1 when there is none).
+    pub fn held_share(&self, node: usize) -> f64 {
+        if self.alive == 0 {
+            return 1.0;
+        }
+        self.nodes.get(node).map_or(0, |s| s.count) as f64 / self.alive as f64
+    }
+
     /// How many member nodes hold `op`.
     pub fn observers(&self, op: OpId) -> u32 {
         self.ops[op as usize].observers

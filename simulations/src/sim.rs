@@ -74,8 +74,9 @@ impl SimConfig {
 pub struct PlotData {
     /// `(label, delays)` per unordered region pair.
     pub pairs: Vec<(String, Histogram)>,
-    /// `(seconds since start, share of replicas holding every update)`.
-    pub agreement: Vec<(f64, f64)>,
+    /// `(seconds since start, share of replicas holding every update, mean share of the
+    /// updates a replica holds)`.
+    pub agreement: Vec<(f64, f64, f64)>,
     /// Seconds since start of every fault event.
     pub fault_times: Vec<f64>,
     /// Seconds since start of the last heal.
@@ -138,7 +139,7 @@ pub struct Simulation {
     failures: Vec<String>,
     converged_at: Option<Millis>,
     healed: bool,
-    agreement: Vec<(f64, f64)>,
+    agreement: Vec<(f64, f64, f64)>,
 }
 
 impl Simulation {
@@ -326,19 +327,19 @@ impl Simulation {
     }
 
     fn sample(&mut self) {
+        let t = (self.now - EPOCH_MS) as f64 / 1000.0;
         let members = self.members();
         if members.is_empty() || self.deliveries.is_empty() {
-            let t = (self.now - EPOCH_MS) as f64 / 1000.0;
-            self.agreement.push((t, 1.0));
+            self.agreement.push((t, 1.0, 1.0));
             return;
         }
         let complete = members
             .iter()
             .filter(|&&m| self.deliveries.complete(m))
             .count();
-        let t = (self.now - EPOCH_MS) as f64 / 1000.0;
-        self.agreement
-            .push((t, complete as f64 / members.len() as f64));
+        let held: f64 = members.iter().map(|&m| self.deliveries.held_share(m)).sum();
+        let n = members.len() as f64;
+        self.agreement.push((t, complete as f64 / n, held / n));
     }
 
     fn check_converged(&mut self) {
