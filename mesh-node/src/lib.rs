@@ -39,7 +39,9 @@
 //! answers, publication and transmits (the private `engine` module documents the loop). Modules:
 //! [`certs`] (cluster CA and node certificates), [`tls`] (the mutual-TLS policy),
 //! [`transport`] (QUIC peer links), [`store`] (the redb data directory), [`inspect`] (what
-//! `inspect` returns), and the private `engine`, `state`, `view`, `ops`, `builder`, `mesh`,
+//! `inspect` returns), [`http`] (the HTTP API of CONTRACT §2), [`metrics`] (the Prometheus
+//! exposition), [`settings`] (flags and TOML file of `mesh-node run`), [`run`] (a node served
+//! over HTTP until a stop signal), [`shutdown`] (stop signals and draining), and the private `engine`, `state`, `view`, `ops`, `builder`, `mesh`,
 //! `subscribe` and `member` modules behind the re-exports below.
 
 mod builder;
@@ -49,10 +51,15 @@ mod delta;
 pub mod demo;
 mod engine;
 mod error;
+pub mod http;
 pub mod inspect;
 mod member;
 mod mesh;
+pub mod metrics;
 mod ops;
+pub mod run;
+pub mod settings;
+pub mod shutdown;
 mod state;
 pub mod store;
 mod subscribe;

@@ -1,6 +1,11 @@
 //! The `mesh-node` command line (CONTRACT §3). Thin: each subcommand lives in the library.
+//!
+//! Exit status: 0 on success, 2 on bad usage (flags, config file), 1 on any other failure.
+//! Usage errors are one line on stderr.
 
 use clap::{Parser, Subcommand};
+use mesh_node::settings::{RunArgs, Settings};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// A statemesh node.
@@ -11,12 +16,33 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a node: the mesh and its HTTP API, until SIGTERM or SIGINT.
+    Run(RunArgs),
+    /// Write a cluster CA and one certificate per node (PEM): DIR/ca.pem, DIR/ca.key, and
+    /// DIR/ID.pem, DIR/ID.key for each node.
+    Certs(CertsArgs),
     /// Start a local three-region mesh on loopback, partition it, heal it and show the
     /// converged carts.
     Demo(mesh_node::demo::DemoArgs),
 }
+
+/// The flags of `mesh-node certs`.
+#[derive(Debug, clap::Args)]
+struct CertsArgs {
+    /// Directory to write the files into (created if missing; files of the same names are
+    /// overwritten).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Node ids, comma-separated; each one is the DNS name in its certificate's SAN.
+    #[arg(long, value_name = "ID,ID,...", value_delimiter = ',', required = true)]
+    nodes: Vec<String>,
+}
+
+const USAGE: u8 = 2;
 
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -24,25 +50,100 @@ fn init_tracing(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// Parses the command line; a usage error is printed as one line and exits 2.
+fn parse() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if !e.use_stderr() => {
+            // --help, --version: print as clap formats them.
+            let _ = e.print();
+            Err(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid usage");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("mesh-node: {first} (see mesh-node --help)");
+            Err(ExitCode::from(USAGE))
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("mesh-node: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+            ExitCode::FAILURE
+        })
+}
+
+fn main() -> ExitCode {
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
     };
     match cli.command {
+        Command::Run(args) => {
+            let settings = match Settings::resolve(&args) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("mesh-node run: {e}");
+                    return ExitCode::from(USAGE);
+                }
+            };
+            init_tracing("info");
+            let runtime = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            let mut stdout = std::io::stdout();
+            match runtime.block_on(mesh_node::run::run(settings, &mut stdout)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mesh-node run: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Command::Certs(args) => match mesh_node::certs::write_cluster_certs(&args.out, &args.nodes)
+        {
+            Ok(files) => {
+                println!("wrote {}", files.ca_cert.display());
+                println!(
+                    "wrote {} (keep it offline once the nodes have their certificates)",
+                    files.ca_key.display()
+                );
+                for (_, cert, key) in &files.nodes {
+                    println!("wrote {}", cert.display());
+                    println!("wrote {}", key.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e @ mesh_node::certs::CertError::Io { .. }) => {
+                eprintln!("mesh-node certs: {e}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("mesh-node certs: {e}");
+                ExitCode::from(USAGE)
+            }
+        },
         Command::Demo(args) => {
             // The narration is the output; logs only on request (RUST_LOG=info).
             init_tracing("warn");
+            let runtime = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
             let mut stdout = std::io::stdout();
             match runtime.block_on(mesh_node::demo::run(&args, &mut stdout)) {
                 Ok(_) => ExitCode::SUCCESS,

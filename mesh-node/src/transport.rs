@@ -430,6 +430,24 @@ impl Transport {
         }
     }
 
+    /// Frames received and not yet taken by the engine (a gauge, for metrics).
+    pub fn inbound_queue_depth(&self) -> usize {
+        let queue = &self.shared.inbound;
+        queue.max_capacity() - queue.capacity()
+    }
+
+    /// Frames waiting to be written on `channel`, summed over every peer (a gauge, for
+    /// metrics).
+    pub fn outbound_queue_depth(&self, channel: Channel) -> usize {
+        self.shared
+            .peers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|handle| handle.queued(channel))
+            .sum()
+    }
+
     /// The transport's live counters.
     pub fn stats(&self) -> &TransportStats {
         &self.shared.stats

@@ -74,6 +74,12 @@ impl PeerHandle {
         }
     }
 
+    /// Frames waiting in this peer's queue for `channel` (for metrics).
+    pub(crate) fn queued(&self, channel: Channel) -> usize {
+        let queue = &self.queues[channel.index()];
+        queue.max_capacity() - queue.capacity()
+    }
+
     /// Closes the queues and puts the link in [`LinkState::Draining`]; returns the writer
     /// tasks, which finish once they have written (or given up on) what was queued.
     pub(crate) fn close_queues(self) -> (Arc<PeerLink>, Vec<JoinHandle<()>>) {
