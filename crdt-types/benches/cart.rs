@@ -6,7 +6,9 @@
 //! Workload: four remote replicas operate on one cart (65% add of 1-3, 25% set_quantity to
 //! 0-5, 10% remove), each on its own copy, catching up with the others every 16 operations.
 //! The deltas (ops, for `crdts`) are generated up front in that causal order; the measured
-//! routine merges all of them, by move, into the base cart of another replica.
+//! routine merges all of them, by move, into the base cart of another replica. As a node does
+//! (ARCHITECTURE.md), replicas fold their delivered vector into the cart's context with
+//! `compact_stable`: the generators after each catch-up, the receiver every 64 deltas (timed).
 
 use crdt_types::{AwSet, Cart, Dot, Lattice, ReplicaId, Stamp, Tag, VersionVector, wire};
 use crdts::{CmRDT, CvRDT, Map, Orswot, PNCounter};
@@ -147,6 +149,8 @@ fn base_carts(items: u64) -> (Cart, CrdtsCart, Vec<Tags>) {
 struct Workload {
     base: Cart,
     deltas: Vec<Cart>,
+    /// After delta `i` (every 64th), what the receiver has delivered from each origin.
+    delivered: Vec<(usize, VersionVector)>,
     crdts_base: CrdtsCart,
     crdts_ops: Vec<crdts::map::Op<String, PNCounter<u64>, u64>>,
 }
@@ -156,14 +160,16 @@ fn workload(items: u64) -> Workload {
     let mut ours = vec![base.clone(); 4];
     let mut theirs = vec![crdts_base.clone(); 4];
     let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ items);
-    let (mut deltas, mut crdts_ops) = (Vec::new(), Vec::new());
+    let (mut deltas, mut crdts_ops, mut delivered) = (Vec::new(), Vec::new(), Vec::new());
+    let frontier =
+        |tags: &[Tags]| -> VersionVector { tags.iter().map(|t| (t.replica, t.seq)).collect() };
     for i in 0..DELTAS {
         let r = (rng.below(4)) as usize;
         let op = random_op(&mut rng, items);
         deltas.push(apply_ours(&mut ours[r], &mut tags[r], op));
         crdts_ops.push(apply_crdts(&mut theirs[r], REPLICAS[r], op));
         if i % 16 == 15 {
-            // Replica r catches up with everyone.
+            // Replica r catches up with everyone: it now holds every delta of every origin.
             for o in 0..4 {
                 if o != r {
                     let (s, t) = (ours[o].clone(), theirs[o].clone());
@@ -171,14 +177,31 @@ fn workload(items: u64) -> Workload {
                     theirs[r].merge(t);
                 }
             }
+            ours[r].compact(&frontier(&tags));
+        }
+        if i % 64 == 63 {
+            delivered.push((i, frontier(&tags)));
         }
     }
     Workload {
         base,
         deltas,
+        delivered,
         crdts_base,
         crdts_ops,
     }
+}
+
+/// Merges `deltas` in order into `cart`, folding the delivered vector in every 64 deltas.
+fn merge_all(mut cart: Cart, deltas: Vec<Cart>, delivered: &[(usize, VersionVector)]) -> Cart {
+    let mut next = delivered.iter().peekable();
+    for (i, d) in deltas.into_iter().enumerate() {
+        cart.join(d);
+        if let Some((_, vv)) = next.next_if(|(at, _)| *at == i) {
+            cart.compact(vv);
+        }
+    }
+    cart
 }
 
 fn bench_merges(c: &mut Criterion) {
@@ -186,10 +209,7 @@ fn bench_merges(c: &mut Criterion) {
     for items in [10u64, 100, 1000] {
         let w = workload(items);
         // Both replay the same history: check they agree on the visible cart.
-        let mut check = w.base.clone();
-        for d in w.deltas.iter().cloned() {
-            check.join(d);
-        }
+        let check = merge_all(w.base.clone(), w.deltas.clone(), &w.delivered);
         let mut check_crdts = w.crdts_base.clone();
         for op in w.crdts_ops.iter().cloned() {
             check_crdts.apply(op);
@@ -206,12 +226,7 @@ fn bench_merges(c: &mut Criterion) {
         group.bench_function(format!("statemesh/{items}_items"), |b| {
             b.iter_batched(
                 || (w.base.clone(), w.deltas.clone()),
-                |(mut cart, deltas)| {
-                    for d in deltas {
-                        cart.join(d);
-                    }
-                    cart
-                },
+                |(cart, deltas)| merge_all(cart, deltas, &w.delivered),
                 BatchSize::LargeInput,
             )
         });
@@ -241,9 +256,14 @@ fn bench_local_ops(c: &mut Criterion) {
     group.bench_function("statemesh/100_items", |b| {
         let mut cart = base.clone();
         let mut tags = Tags::new(LOCAL);
+        let mut stable = cart.context().vv().clone();
         let mut i = 0;
         b.iter(|| {
             i = (i + 1) % ops.len();
+            if i % 64 == 0 {
+                stable.raise(tags.replica, tags.seq);
+                cart.compact(&stable);
+            }
             black_box(apply_ours(&mut cart, &mut tags, ops[i]))
         })
     });
@@ -261,12 +281,14 @@ fn bench_local_ops(c: &mut Criterion) {
 fn bench_state_merge(c: &mut Criterion) {
     let mut group = c.benchmark_group("cart/full_state_merge");
     let w = workload(100);
-    let mut other = w.base.clone();
+    let half = w.delivered.len() / 2;
+    let other = merge_all(
+        w.base.clone(),
+        w.deltas[..=w.delivered[half].0].to_vec(),
+        &w.delivered[..=half],
+    );
     let mut other_crdts = w.crdts_base.clone();
-    for d in w.deltas.iter().take(DELTAS / 2).cloned() {
-        other.join(d);
-    }
-    for op in w.crdts_ops.iter().take(DELTAS / 2).cloned() {
+    for op in w.crdts_ops.iter().take(w.delivered[half].0 + 1).cloned() {
         other_crdts.apply(op);
     }
     group.bench_function("statemesh/100_items", |b| {
@@ -324,6 +346,7 @@ fn bench_set(c: &mut Criterion) {
                     theirs[r].merge(t);
                 }
             }
+            ours[r].compact(&tags.iter().map(|t| (t.replica, t.seq)).collect());
         }
     }
     group.throughput(Throughput::Elements(DELTAS as u64));

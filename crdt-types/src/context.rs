@@ -1,14 +1,15 @@
 //! Causal contexts: the set of dots a state has seen, as a version vector plus a dot cloud.
 
-use crate::{Dot, VersionVector};
+use crate::{Dot, ReplicaId, VersionVector};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 
 /// The dots a CRDT state (or delta) has observed.
 ///
 /// Stored compactly as a [`VersionVector`] (every dot up to `vv[r]`) and a cloud of dots above
-/// it that arrived out of order; [`CausalContext::compact`] folds the cloud back into the
-/// vector whenever it becomes contiguous. Because dot counters are per-replica *delta*
+/// it that arrived out of order, kept folded: a dot that continues the vector moves into it.
+/// The cloud is a sorted vector, small by design (what lies above the node's delivered
+/// frontier between two [`CausalContext::compact_stable`] calls), so a delta's one-dot
+/// context costs one small allocation and lookups are binary searches over contiguous memory. Because dot counters are per-replica *delta*
 /// sequence numbers shared by every key, one key's context is usually sparse: it is folded
 /// at causal stability with [`CausalContext::compact_stable`].
 ///
@@ -19,25 +20,24 @@ use std::collections::BTreeSet;
 #[serde(from = "ContextRepr")]
 pub struct CausalContext {
     vv: VersionVector,
-    cloud: BTreeSet<Dot>,
+    /// Sorted by `(replica, counter)`, every dot above `vv[replica] + 1`.
+    cloud: Vec<Dot>,
 }
 
 /// The encoded shape of a [`CausalContext`]; decoding goes through it to normalise.
 #[derive(Deserialize)]
 struct ContextRepr {
     vv: VersionVector,
-    cloud: BTreeSet<Dot>,
+    cloud: Vec<Dot>,
 }
 
 impl From<ContextRepr> for CausalContext {
     fn from(repr: ContextRepr) -> Self {
-        let mut cc = CausalContext {
-            vv: repr.vv,
-            cloud: BTreeSet::new(),
-        };
-        for d in repr.cloud {
-            cc.insert(d);
-        }
+        let mut cloud = repr.cloud;
+        cloud.sort_unstable();
+        cloud.dedup();
+        let mut cc = CausalContext { vv: repr.vv, cloud };
+        cc.normalize();
         cc
     }
 }
@@ -50,60 +50,114 @@ impl CausalContext {
 
     /// Whether `dot` has been seen.
     pub fn contains(&self, dot: &Dot) -> bool {
-        self.vv.contains(dot) || self.cloud.contains(dot)
+        self.vv.contains(dot) || (!self.cloud.is_empty() && self.cloud.binary_search(dot).is_ok())
     }
 
     /// Records `dot` as seen.
     pub fn insert(&mut self, dot: Dot) {
-        if self.vv.contains(&dot) {
+        let top = self.vv.get(dot.replica);
+        if dot.counter <= top {
             return;
         }
-        if dot.counter == self.vv.get(dot.replica) + 1 {
-            self.vv.raise(dot.replica, dot.counter);
+        if dot.counter == top + 1 {
+            self.vv.set(dot.replica, dot.counter);
             self.fold(dot.replica);
-        } else {
-            self.cloud.insert(dot);
+        } else if let Err(i) = self.cloud.binary_search(&dot) {
+            self.cloud.insert(i, dot);
         }
     }
 
-    /// Moves the cloud dots of `replica` that now continue its vector entry into the vector.
-    fn fold(&mut self, replica: crate::ReplicaId) {
-        loop {
-            let next = Dot::new(replica, self.vv.get(replica) + 1);
-            if !self.cloud.remove(&next) {
-                return;
-            }
-            self.vv.raise(replica, next.counter);
+    /// The index of the first cloud dot of `replica` (or where it would be).
+    fn cloud_start(&self, replica: ReplicaId) -> usize {
+        self.cloud.partition_point(|d| d.replica < replica)
+    }
+
+    /// Moves the cloud dots of `replica` that now continue its vector entry into the vector
+    /// (the cloud holds none of `replica`'s dots at or below the entry).
+    fn fold(&mut self, replica: ReplicaId) {
+        if self.cloud.is_empty() {
+            return;
+        }
+        let start = self.cloud_start(replica);
+        let mut top = self.vv.get(replica);
+        let mut end = start;
+        while end < self.cloud.len() && self.cloud[end] == Dot::new(replica, top + 1) {
+            top += 1;
+            end += 1;
+        }
+        if end > start {
+            self.cloud.drain(start..end);
+            self.vv.set(replica, top);
         }
     }
 
     /// The union of both contexts.
     ///
     /// Incremental: only the replicas `other` mentions are touched, so joining a small delta's
-    /// context into a large one costs O(|other| log |self|) and allocates only for new cloud dots.
+    /// context into a large one costs O(|other| log |self|); a large cloud is merged linearly.
     pub fn join(&mut self, other: &CausalContext) {
+        let mut raised = false;
         for (r, c) in other.vv.iter() {
             if c > self.vv.get(r) {
                 self.vv.raise(r, c);
-                self.drop_covered_cloud(r);
-                self.fold(r);
+                raised = true;
             }
         }
-        for d in &other.cloud {
-            self.insert(*d);
+        if other.cloud.len() <= 8 {
+            if raised {
+                self.normalize();
+            }
+            for d in &other.cloud {
+                self.insert(*d);
+            }
+        } else {
+            let mine = std::mem::take(&mut self.cloud);
+            let mut merged = Vec::with_capacity(mine.len() + other.cloud.len());
+            let (mut a, mut b) = (
+                mine.into_iter().peekable(),
+                other.cloud.iter().copied().peekable(),
+            );
+            loop {
+                let next = match (a.peek(), b.peek()) {
+                    (Some(x), Some(y)) if x < y => a.next(),
+                    (Some(x), Some(y)) if x > y => b.next(),
+                    (Some(_), Some(_)) => {
+                        b.next();
+                        a.next()
+                    }
+                    (Some(_), None) => a.next(),
+                    (None, Some(_)) => b.next(),
+                    (None, None) => break,
+                };
+                merged.extend(next);
+            }
+            self.cloud = merged;
+            self.normalize();
         }
     }
 
-    /// Removes the cloud dots of `replica` that its vector entry now covers.
-    fn drop_covered_cloud(&mut self, replica: crate::ReplicaId) {
-        let top = self.vv.get(replica);
-        while let Some(&d) = self
-            .cloud
-            .range(Dot::new(replica, 0)..=Dot::new(replica, top))
-            .next()
-        {
-            self.cloud.remove(&d);
+    /// Re-establishes the canonical form after the vector grew or the cloud was rebuilt:
+    /// drops cloud dots the vector covers and folds the ones that continue it. One pass.
+    fn normalize(&mut self) {
+        if self.cloud.is_empty() {
+            return;
         }
+        let vv = &mut self.vv;
+        let mut kept = 0;
+        for i in 0..self.cloud.len() {
+            let d = self.cloud[i];
+            let top = vv.get(d.replica);
+            if d.counter <= top {
+                continue;
+            }
+            if d.counter == top + 1 {
+                vv.set(d.replica, d.counter);
+                continue;
+            }
+            self.cloud[kept] = d;
+            kept += 1;
+        }
+        self.cloud.truncate(kept);
     }
 
     /// The number of dots in the context (vector entries summed plus the cloud), saturating.
@@ -116,24 +170,7 @@ impl CausalContext {
 
     /// Folds cloud dots that have become contiguous with the vector into it.
     pub fn compact(&mut self) {
-        if self.cloud.is_empty() {
-            return;
-        }
-        let vv = &mut self.vv;
-        let mut kept = BTreeSet::new();
-        // The cloud is sorted by (replica, counter): one pass folds each replica's run.
-        for d in std::mem::take(&mut self.cloud) {
-            let have = vv.get(d.replica);
-            if d.counter <= have {
-                continue;
-            }
-            if d.counter == have + 1 {
-                vv.raise(d.replica, d.counter);
-            } else {
-                kept.insert(d);
-            }
-        }
-        self.cloud = kept;
+        self.normalize();
     }
 
     /// Folds in a causally stable vector: every replica has delivered every dot in `stable`,
@@ -141,18 +178,23 @@ impl CausalContext {
     /// one. Only replicas this context already mentions are raised, so a key's context never
     /// grows an entry for a replica that never touched it.
     pub fn compact_stable(&mut self, stable: &VersionVector) {
-        let replicas: BTreeSet<_> = self
-            .vv
-            .iter()
-            .map(|(r, _)| r)
-            .chain(self.cloud.iter().map(|d| d.replica))
-            .collect();
-        for r in replicas {
-            self.vv.raise(r, stable.get(r));
+        let mut raised = false;
+        for (r, n) in stable.iter() {
+            if n > self.vv.get(r) {
+                let mentioned = self.vv.get(r) > 0
+                    || self
+                        .cloud
+                        .get(self.cloud_start(r))
+                        .is_some_and(|d| d.replica == r);
+                if mentioned {
+                    self.vv.raise(r, n);
+                    raised = true;
+                }
+            }
         }
-        let vv = &self.vv;
-        self.cloud.retain(|d| !vv.contains(d));
-        self.compact();
+        if raised {
+            self.normalize();
+        }
     }
 
     /// Every dot of the context, replica by replica in counter order. As many items as
@@ -180,13 +222,12 @@ impl CausalContext {
     }
 
     /// The highest counter seen for `replica`, contiguous or not.
-    pub fn max_counter(&self, replica: crate::ReplicaId) -> u64 {
-        let cloud_max = self
-            .cloud
-            .range(Dot::new(replica, 0)..=Dot::new(replica, u64::MAX))
-            .next_back()
-            .map(|d| d.counter)
-            .unwrap_or(0);
+    pub fn max_counter(&self, replica: ReplicaId) -> u64 {
+        let end = self.cloud.partition_point(|d| d.replica <= replica);
+        let cloud_max = self.cloud[..end]
+            .last()
+            .filter(|d| d.replica == replica)
+            .map_or(0, |d| d.counter);
         self.vv.get(replica).max(cloud_max)
     }
 }

@@ -310,29 +310,38 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 /// [`DotStore::join_store`]). Joins never keep empty values, equality and hashing ignore them,
 /// and the receiver checks every hint against its own store, so a wrong hint costs a scan,
 /// never correctness.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(from = "BTreeMap<K, V>")]
-#[serde(bound(
-    serialize = "K: Serialize, V: Serialize",
-    deserialize = "K: Deserialize<'de> + Ord, V: Deserialize<'de>"
-))]
-pub struct DotMap<K, V>(BTreeMap<K, V>);
+///
+/// Kept as a vector sorted by key: a delta holds one key, where a tree node would cost a
+/// large allocation per delta, and a cart holds tens of items, where binary search over
+/// contiguous entries beats a tree. Encoded as a map, like a `BTreeMap`.
+#[derive(Clone)]
+pub struct DotMap<K, V>(Vec<(K, V)>);
 
 impl<K, V> Default for DotMap<K, V> {
     fn default() -> Self {
-        DotMap(BTreeMap::new())
+        DotMap(Vec::new())
     }
 }
 
-impl<K, V> From<BTreeMap<K, V>> for DotMap<K, V> {
-    fn from(entries: BTreeMap<K, V>) -> Self {
-        DotMap(entries)
+impl<K: Serialize, V: Serialize> Serialize for DotMap<K, V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+impl<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>> Deserialize<'de> for DotMap<K, V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Through a BTreeMap: sorted and free of duplicate keys whatever the input.
+        let entries = BTreeMap::<K, V>::deserialize(deserializer)?;
+        Ok(DotMap(entries.into_iter().collect()))
     }
 }
 
 impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for DotMap<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.0.iter()).finish()
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (k, v)))
+            .finish()
     }
 }
 
@@ -352,6 +361,26 @@ impl<K: Ord + Hash, V: DotStore + Hash> Hash for DotMap<K, V> {
     }
 }
 
+impl<K: Ord, V> DotMap<K, V> {
+    /// The index of `key`, or where it would be inserted.
+    fn find<Q>(&self, key: &Q) -> Result<usize, usize>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.0.binary_search_by(|(k, _)| k.borrow().cmp(key))
+    }
+
+    /// The entry under `key`, empty or not.
+    fn raw_get<Q>(&self, key: &Q) -> Option<&(K, V)>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.find(key).ok().map(|i| &self.0[i])
+    }
+}
+
 impl<K: Ord, V: DotStore> DotMap<K, V> {
     /// The value under `key`, if present.
     pub fn get<Q>(&self, key: &Q) -> Option<&V>
@@ -359,7 +388,7 @@ impl<K: Ord, V: DotStore> DotMap<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        self.0.get(key).filter(|v| !v.is_empty())
+        self.raw_get(key).map(|(_, v)| v).filter(|v| !v.is_empty())
     }
 
     /// Whether `key` is present.
@@ -373,7 +402,10 @@ impl<K: Ord, V: DotStore> DotMap<K, V> {
 
     /// The present entries in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.0.iter().filter(|(_, v)| !v.is_empty())
+        self.0
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k, v))
     }
 
     /// The present keys in order.
@@ -388,7 +420,7 @@ impl<K: Ord, V: DotStore> DotMap<K, V> {
 
     /// Whether no key is present.
     pub fn is_empty(&self) -> bool {
-        self.0.values().all(DotStore::is_empty)
+        self.0.iter().all(|(_, v)| v.is_empty())
     }
 }
 
@@ -401,9 +433,9 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
         F: FnOnce(&V, Tag) -> Causal<V>,
     {
         let empty = V::default();
-        let current = self.0.get(&key).unwrap_or(&empty);
+        let current = self.raw_get(&key).map_or(&empty, |(_, v)| v);
         let (store, context) = op(current, tag).into_parts();
-        Causal::new(DotMap(BTreeMap::from([(key, store)])), context)
+        Causal::new(DotMap(vec![(key, store)]), context)
     }
 
     /// The delta of removing `key` as observed: covers the dots under it, adds none (and
@@ -413,11 +445,10 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        match self.0.get_key_value(key) {
-            Some((k, v)) if !v.is_empty() => Causal::new(
-                DotMap(BTreeMap::from([(k.clone(), V::default())])),
-                v.dots(),
-            ),
+        match self.raw_get(key) {
+            Some((k, v)) if !v.is_empty() => {
+                Causal::new(DotMap(vec![(k.clone(), V::default())]), v.dots())
+            }
             _ => Causal::default(),
         }
     }
@@ -440,11 +471,26 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
         if other_ctx.dot_count() > MAX_ENUMERATED {
             return false;
         }
+        // The values of this store under the keys `other` lists (usually one: no allocation).
+        let single;
+        let many: Vec<&V>;
+        let listed: &[&V] = match other.0.as_slice() {
+            [(k, _)] => {
+                single = self.raw_get(k).map(|(_, v)| v);
+                single.as_slice()
+            }
+            entries => {
+                many = entries
+                    .iter()
+                    .filter_map(|(k, _)| self.raw_get(k).map(|(_, v)| v))
+                    .collect();
+                &many
+            }
+        };
         other_ctx.dots().all(|d| {
-            !ctx.contains(&d)
-                || other.0.iter().any(|(k, ov)| {
-                    ov.contains_dot(&d) || self.0.get(k).is_some_and(|v| v.contains_dot(&d))
-                })
+            listed.iter().any(|v| v.contains_dot(&d))
+                || !ctx.contains(&d)
+                || other.0.iter().any(|(_, ov)| ov.contains_dot(&d))
         })
     }
 }
@@ -455,17 +501,17 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
     }
 
     fn dot_count(&self) -> usize {
-        self.0.values().map(DotStore::dot_count).sum()
+        self.0.iter().map(|(_, v)| v.dot_count()).sum()
     }
 
     fn for_each_dot<F: FnMut(Dot)>(&self, f: &mut F) {
-        for v in self.0.values() {
+        for (_, v) in &self.0 {
             v.for_each_dot(f);
         }
     }
 
     fn contains_dot(&self, dot: &Dot) -> bool {
-        self.0.values().any(|v| v.contains_dot(dot))
+        self.0.iter().any(|(_, v)| v.contains_dot(dot))
     }
 
     fn join_store(
@@ -475,29 +521,30 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
         other_ctx: &CausalContext,
         may_drop: bool,
     ) {
-        use std::collections::btree_map::Entry;
         if may_drop && !self.removals_located(ctx, &other, other_ctx) {
             // Keys only `self` has: joined with `(empty, other_ctx)`.
-            self.0.retain(|k, v| {
-                if !other.0.contains_key(k) {
+            let listed = &other;
+            self.0.retain_mut(|(k, v)| {
+                if listed.find(k).is_err() {
                     v.remove_covered(other_ctx);
                 }
                 !v.is_empty()
             });
         }
         for (k, v) in other.0 {
-            match self.0.entry(k) {
-                Entry::Occupied(mut e) => {
-                    e.get_mut().join_store(ctx, v, other_ctx, may_drop);
-                    if e.get().is_empty() {
-                        e.remove();
+            match self.find(&k) {
+                Ok(i) => {
+                    let mine = &mut self.0[i].1;
+                    mine.join_store(ctx, v, other_ctx, may_drop);
+                    if mine.is_empty() {
+                        self.0.remove(i);
                     }
                 }
-                Entry::Vacant(e) => {
+                Err(i) => {
                     let mut v = v;
                     v.remove_covered(ctx);
                     if !v.is_empty() {
-                        e.insert(v);
+                        self.0.insert(i, (k, v));
                     }
                 }
             }
@@ -505,7 +552,7 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
     }
 
     fn remove_covered(&mut self, ctx: &CausalContext) {
-        self.0.retain(|_, v| {
+        self.0.retain_mut(|(_, v)| {
             v.remove_covered(ctx);
             !v.is_empty()
         });
