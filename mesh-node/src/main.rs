@@ -3,6 +3,7 @@
 //! Exit status: 0 on success, 2 on bad usage (flags, config file), 1 on any other failure.
 //! Usage errors are one line on stderr.
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use mesh_node::settings::{RunArgs, Settings};
 use std::path::PathBuf;
@@ -63,13 +64,29 @@ fn parse() -> Result<Cli, ExitCode> {
             let _ = e.print();
             Err(ExitCode::SUCCESS)
         }
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            eprintln!(
+                "mesh-node: a subcommand is required: run, certs or demo (see mesh-node --help)"
+            );
+            Err(ExitCode::from(USAGE))
+        }
         Err(e) => {
+            // clap's first paragraph, on one line: "error: ...", possibly followed by the
+            // indented names of what is missing.
             let rendered = e.render().to_string();
-            let first = rendered
+            let first: Vec<&str> = rendered
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid usage");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let first = first.join(" ");
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
             eprintln!("mesh-node: {first} (see mesh-node --help)");
             Err(ExitCode::from(USAGE))
         }

@@ -284,17 +284,19 @@ pub fn read_file(path: &Path) -> Result<SettingsFile, SettingsError> {
 /// Parses the text of a TOML config file (`path` names it in errors).
 pub fn parse_file(path: &Path, text: &str) -> Result<SettingsFile, SettingsError> {
     toml::from_str(text).map_err(|e| {
-        let at = e
-            .span()
-            .map(|span| {
-                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                format!("line {line}: ")
-            })
-            .unwrap_or_default();
         let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+        let message = match e.span() {
+            Some(span) => {
+                let start = span.start.min(text.len());
+                let line = text[..start].matches('\n').count() + 1;
+                let source = text.lines().nth(line - 1).unwrap_or("").trim();
+                format!("line {line}: {message} (in `{source}`)")
+            }
+            None => message,
+        };
         SettingsError::Parse {
             path: path.to_owned(),
-            message: format!("{at}{message}"),
+            message,
         }
     })
 }
