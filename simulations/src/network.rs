@@ -1,5 +1,6 @@
-//! The simulated network: per-message latency with jitter, loss, sender bandwidth and the
-//! partitions currently in force. It decides *whether and when* a message arrives; it knows
+//! The simulated network: per-message latency with jitter, loss (network-wide, per region
+//! pair from the regions file, and while a lossy fault lasts), each sender's uplink bandwidth,
+//! and the partitions currently in force. It decides *whether and when* a message arrives; it knows
 //! nothing of what the message says.
 
 use crate::queue::Millis;
@@ -154,7 +155,7 @@ impl Network {
             .links
             .entry((from as u32, to as u32))
             .or_insert_with(|| root.child(Stream::Link, ((from as u64) << 32) | to as u64));
-        let loss = self.config.loss + self.extra_loss;
+        let loss = self.config.loss + self.regions.loss(rf, rt) + self.extra_loss;
         if rng.chance(loss) {
             self.stats.dropped_lost += 1;
             return Fate::Lost;

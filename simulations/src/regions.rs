@@ -22,6 +22,9 @@ pub struct RegionMap {
     regions: Vec<Region>,
     /// `one_way_ms[a][b]`: median one-way latency from a node in `a` to a node in `b`.
     one_way_ms: Vec<Vec<f64>>,
+    /// `loss[a][b]`: probability that a message from `a` to `b` is lost (on top of the
+    /// network-wide loss); empty when the file gives none.
+    loss: Vec<Vec<f64>>,
 }
 
 /// Why a regions file was refused.
@@ -94,6 +97,8 @@ impl RegionMap {
     /// lon = -6.3
     /// # then either a round-trip matrix in region order ...
     /// rtt_ms = [[0, 20], [20, 0]]
+    /// # optional: per region pair (from row to column) message loss
+    /// loss = [[0, 0.01], [0.01, 0]]
     /// # ... or coordinates: round trip = base_rtt_ms + great-circle km / km_per_ms
     /// [distance]
     /// base_rtt_ms = 2.0
@@ -187,6 +192,18 @@ impl RegionMap {
                     .collect()
             }
         };
+        let loss = match file.loss {
+            None => Vec::new(),
+            Some(m) => {
+                if m.len() != n || m.iter().any(|row| row.len() != n) {
+                    return Err(RegionsError(format!("loss must be {n}x{n}")));
+                }
+                if m.iter().flatten().any(|v| !(0.0..1.0).contains(v)) {
+                    return Err(RegionsError("loss values must be in [0, 1)".into()));
+                }
+                m
+            }
+        };
         let regions = file
             .regions
             .into_iter()
@@ -195,7 +212,9 @@ impl RegionMap {
                 weight: r.weight,
             })
             .collect();
-        Ok(RegionMap::from_rtt(regions, &rtt, intra))
+        let mut map = RegionMap::from_rtt(regions, &rtt, intra);
+        map.loss = loss;
+        Ok(map)
     }
 
     fn from_rtt(regions: Vec<Region>, rtt: &[Vec<f64>], intra_rtt: f64) -> RegionMap {
@@ -217,6 +236,7 @@ impl RegionMap {
         RegionMap {
             regions,
             one_way_ms,
+            loss: Vec::new(),
         }
     }
 
@@ -232,6 +252,12 @@ impl RegionMap {
         self.one_way_ms.truncate(count);
         for row in &mut self.one_way_ms {
             row.truncate(count);
+        }
+        if !self.loss.is_empty() {
+            self.loss.truncate(count);
+            for row in &mut self.loss {
+                row.truncate(count);
+            }
         }
         Ok(())
     }
@@ -259,6 +285,15 @@ impl RegionMap {
     /// Median one-way latency from `a` to `b`, in ms.
     pub fn one_way_ms(&self, a: usize, b: usize) -> f64 {
         self.one_way_ms[a][b]
+    }
+
+    /// The loss probability from `a` to `b` the regions file sets (0 by default).
+    pub fn loss(&self, a: usize, b: usize) -> f64 {
+        self.loss
+            .get(a)
+            .and_then(|row| row.get(b))
+            .copied()
+            .unwrap_or(0.0)
     }
 
     /// The largest one-way latency between any two regions: the floor under any
@@ -324,6 +359,7 @@ pub fn great_circle_km(a: (f64, f64), b: (f64, f64)) -> f64 {
 struct RegionsFile {
     intra_region_rtt_ms: Option<f64>,
     rtt_ms: Option<Vec<Vec<f64>>>,
+    loss: Option<Vec<Vec<f64>>>,
     distance: Option<DistanceModel>,
     regions: Vec<RegionEntry>,
 }
@@ -368,6 +404,7 @@ mod tests {
         let m = RegionMap::from_toml(
             r#"
             rtt_ms = [[0, 10], [10, 0]]
+            loss = [[0, 0.05], [0, 0]]
             [[regions]]
             name = "a"
             weight = 3
@@ -379,6 +416,15 @@ mod tests {
         let p = m.place(8);
         assert_eq!(p.iter().filter(|&&r| r == 0).count(), 6);
         assert_eq!(&p[..2], &[0, 1]);
+        assert_eq!((m.loss(0, 1), m.loss(1, 0)), (0.05, 0.0));
+    }
+
+    #[test]
+    fn the_example_regions_file_parses() {
+        let m = RegionMap::from_toml(include_str!("../regions.example.toml")).unwrap();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.name(2), "us-east");
+        assert!(m.latency_floor_ms() > 30.0);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use crdt_types::{ApplyError, CausalContext, Key, Object, ObjectDelta, Stamp, VersionVector};
 use gossip::{StateBatch, StateSource};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The payload the simulated gossip nodes carry: a `crdt_types::ObjectDelta`, with the same
 /// bytes on the wire (`serde(transparent)`).
@@ -38,7 +38,8 @@ struct Entry {
 /// The store of one replica.
 #[derive(Default)]
 pub struct Store {
-    objects: BTreeMap<Key, Entry>,
+    /// Looked up only, never iterated: state transfers walk `by_change`.
+    objects: HashMap<Key, Entry>,
     /// Change counter -> key, for [`StateSource::changed_since`].
     by_change: BTreeMap<u64, Key>,
     next_change: u64,
@@ -62,11 +63,6 @@ impl Store {
     /// The state of `key`, if it was ever written.
     pub fn get(&self, key: &Key) -> Option<&Object> {
         self.objects.get(key).map(|e| &e.object)
-    }
-
-    /// Keys in key order.
-    pub fn keys(&self) -> impl Iterator<Item = &Key> {
-        self.objects.keys()
     }
 
     /// Every delta applied here, as persisted.
