@@ -20,10 +20,11 @@ use std::time::Duration;
 /// The replication lag histogram's name.
 pub const REPLICATION_LAG: &str = "statemesh_replication_lag_seconds";
 
-/// Upper bounds of the replication lag buckets, in seconds: loopback (a millisecond) to a
-/// partition heal (minutes).
-const LAG_BUCKETS: [f64; 16] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+/// Upper bounds of the replication lag buckets, in seconds: millisecond steps where loopback
+/// and LAN lags fall (stamps have millisecond resolution), then up to a partition heal.
+const LAG_BUCKETS: [f64; 26] = [
+    0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
+    0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
 /// One node's metrics.
