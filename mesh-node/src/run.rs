@@ -20,6 +20,7 @@ use crate::http::{self, ApiConfig};
 use crate::metrics::NodeMetrics;
 use crate::settings::{Settings, SettingsError};
 use crate::shutdown::{Draining, StopSignals};
+use axum::serve::ListenerExt;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -116,6 +117,12 @@ pub async fn run(settings: Settings, out: &mut (dyn Write + Send)) -> Result<(),
         max_body_bytes: settings.max_body_bytes,
     };
     let app = http::router(mesh.clone(), config, metrics, draining.clone());
+    // Answers are small and written whole: do not let Nagle hold them back.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown({
         let draining = draining.clone();
         async move { draining.started().await }
