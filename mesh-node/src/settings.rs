@@ -10,14 +10,14 @@
 
 use crate::certs;
 use serde::Deserialize;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Default HTTP listen address (CONTRACT §2).
-pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:7080";
+pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7080);
 /// Default gossip (QUIC) address.
-pub const DEFAULT_GOSSIP_ADDR: &str = "127.0.0.1:7946";
+pub const DEFAULT_GOSSIP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7946);
 /// Default node id.
 pub const DEFAULT_NODE_ID: &str = "node-1";
 /// Default region.
@@ -356,18 +356,14 @@ impl Settings {
                     .replacen("invalid node id", "invalid region", 1),
             )
         })?;
-        let default_addr = |s: &str| {
-            s.parse::<SocketAddr>()
-                .map_err(|e| invalid("default", e.to_string()))
-        };
-        let gossip_addr = match args.gossip_addr.or(file.gossip_addr) {
-            Some(a) => a,
-            None => default_addr(DEFAULT_GOSSIP_ADDR)?,
-        };
-        let http_addr = match args.http_addr.or(file.http_addr) {
-            Some(a) => a,
-            None => default_addr(DEFAULT_HTTP_ADDR)?,
-        };
+        let gossip_addr = args
+            .gossip_addr
+            .or(file.gossip_addr)
+            .unwrap_or(DEFAULT_GOSSIP_ADDR);
+        let http_addr = args
+            .http_addr
+            .or(file.http_addr)
+            .unwrap_or(DEFAULT_HTTP_ADDR);
         let seeds = if args.seeds.is_empty() {
             file.seeds.unwrap_or_default()
         } else {
@@ -501,8 +497,8 @@ mod tests {
     fn defaults_serve_on_one_machine() {
         let s = Settings::merge(&args(), SettingsFile::default(), None).expect("defaults");
         assert_eq!(s.node_id, DEFAULT_NODE_ID);
-        assert_eq!(s.http_addr.to_string(), DEFAULT_HTTP_ADDR);
-        assert_eq!(s.gossip_addr.to_string(), DEFAULT_GOSSIP_ADDR);
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:7080");
+        assert_eq!(s.gossip_addr.to_string(), "127.0.0.1:7946");
         assert_eq!(s.data_dir, PathBuf::from("mesh-data/node-1"));
         assert_eq!(s.max_body_bytes, 1 << 20);
         assert!(s.tls.is_none());

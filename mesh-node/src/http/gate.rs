@@ -8,7 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq};
 
 /// Outermost layer: refuses requests while draining, counts answers, and gives every error
 /// answer a JSON body.
@@ -59,7 +59,7 @@ pub(crate) async fn require_token(State(s): State<AppState>, req: Request, next:
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
     let message = match given {
-        Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => {
+        Some(token) if token_matches(token.as_bytes(), expected.as_bytes()) => {
             return next.run(req).await;
         }
         Some(_) => "invalid bearer token",
@@ -73,4 +73,28 @@ pub(crate) async fn require_token(State(s): State<AppState>, req: Request, next:
     r.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     r
+}
+
+/// Whether `given` is `expected`, in a time that depends only on `expected`'s length (not on
+/// where the first difference is, nor on `given`'s length).
+fn token_matches(given: &[u8], expected: &[u8]) -> bool {
+    let mut same = given.len().ct_eq(&expected.len());
+    for (i, e) in expected.iter().enumerate() {
+        let g = given.get(i).copied().unwrap_or(!*e);
+        same &= g.ct_eq(e);
+    }
+    bool::from(same & Choice::from(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(token_matches(b"s3cret", b"s3cret"));
+        for other in [&b""[..], b"s3cre", b"s3cret!", b"S3cret", b"s3crex"] {
+            assert!(!token_matches(other, b"s3cret"), "{other:?}");
+        }
+    }
 }
