@@ -47,8 +47,12 @@ struct Args {
     #[arg(long, default_value_t = 8)]
     skus: u64,
     /// Probe clients measuring visibility lag (each: write, then poll both replicas).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     probes: usize,
+    /// Pause between a probe's polls of one replica, in microseconds: the resolution of the
+    /// visibility lag (polling back to back would load the replicas more than the writes do).
+    #[arg(long, default_value_t = 1000)]
+    poll_interval_us: u64,
     /// The `mesh-node` binary [default: next to this one].
     #[arg(long)]
     node_bin: Option<PathBuf>,
@@ -344,6 +348,7 @@ async fn probe_loop(
     origin: SocketAddr,
     replicas: [SocketAddr; 2],
     index: usize,
+    poll_interval: Duration,
     stop: Arc<AtomicBool>,
     measuring: Arc<AtomicBool>,
     counters: Arc<Counters>,
@@ -369,6 +374,7 @@ async fn probe_loop(
         let mut seen = [None, None];
         let deadline = acked + Duration::from_secs(30);
         while seen.iter().any(Option::is_none) && Instant::now() < deadline {
+            tokio::time::sleep(poll_interval).await;
             for (i, reader) in readers.iter_mut().enumerate() {
                 if seen[i].is_some() {
                     continue;
@@ -450,6 +456,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             origin.http,
             [r1.http, r2.http],
             i,
+            Duration::from_micros(args.poll_interval_us),
             stop.clone(),
             measuring.clone(),
             counters.clone(),
