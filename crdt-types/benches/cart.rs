@@ -65,8 +65,10 @@ impl Tags {
     }
 }
 
-fn sku(i: u64) -> String {
-    format!("sku-{i:05}")
+/// The sku names, formatted once so the measured loops do not format strings.
+fn sku(i: u64) -> &'static str {
+    static SKUS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    SKUS.get_or_init(|| (0..1000).map(|i| format!("sku-{i:05}")).collect())[i as usize].as_str()
 }
 
 #[derive(Clone, Copy)]
@@ -87,9 +89,9 @@ fn random_op(rng: &mut Rng, items: u64) -> Op {
 
 fn apply_ours(cart: &mut Cart, tags: &mut Tags, op: Op) -> Cart {
     match op {
-        Op::Add(s, n) => cart.add(tags.next(), &sku(s), n),
-        Op::Set(s, q) => cart.set_quantity(tags.next(), &sku(s), q),
-        Op::Remove(s) => cart.remove(&sku(s)),
+        Op::Add(s, n) => cart.add(tags.next(), sku(s), n),
+        Op::Set(s, q) => cart.set_quantity(tags.next(), sku(s), q),
+        Op::Remove(s) => cart.remove(sku(s)),
     }
     .expect("valid operation")
 }
@@ -113,11 +115,11 @@ fn apply_crdts(
             map.update(sku(s), ctx, |c, ctx| c.inc_many(ctx.dot.actor, n))
         }
         Op::Set(s, 0) | Op::Remove(s) => {
-            let ctx = map.get(&sku(s)).derive_rm_ctx();
+            let ctx = map.get(&sku(s).to_owned()).derive_rm_ctx();
             map.rm(sku(s), ctx)
         }
         Op::Set(s, q) => {
-            let diff = q as i64 - crdts_value(map, &sku(s));
+            let diff = q as i64 - crdts_value(map, sku(s));
             let ctx = map.read_ctx().derive_add_ctx(actor);
             map.update(sku(s), ctx, |c, ctx| {
                 if diff >= 0 {
@@ -216,7 +218,7 @@ fn bench_merges(c: &mut Criterion) {
         }
         let visible = check.items().count();
         let visible_crdts = (0..items)
-            .filter(|&s| crdts_value(&check_crdts, &sku(s)) > 0)
+            .filter(|&s| crdts_value(&check_crdts, sku(s)) > 0)
             .count();
         println!(
             "workload {items} items: {visible} visible after merging (crdts: {visible_crdts})"
@@ -324,7 +326,7 @@ fn bench_set(c: &mut Criterion) {
     let (mut deltas, mut ops) = (Vec::new(), Vec::new());
     for i in 0..DELTAS {
         let r = rng.below(4) as usize;
-        let m = sku(rng.below(100));
+        let m = sku(rng.below(100)).to_owned();
         if rng.below(10) < 7 {
             deltas.push(ours[r].add(tags[r].next(), m.clone()));
             let ctx = theirs[r].read_ctx().derive_add_ctx(REPLICAS[r]);

@@ -307,9 +307,10 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 /// in a state: no tombstones. A *delta* made by [`DotMap::remove_delta`] or
 /// [`DotMap::update_delta`] may list its key with an empty value: a hint telling the receiver
 /// where the dots it removes live, so the join need not scan every key (see
-/// [`DotStore::join_store`]). Joins never keep empty values, equality and hashing ignore them,
-/// and the receiver checks every hint against its own store, so a wrong hint costs a scan,
-/// never correctness.
+/// [`DotStore::join_store`]). Joins never keep empty values, so a state built by joins holds
+/// none and equal states encode to equal bytes; equality and hashing ignore them anyway. The
+/// receiver checks every hint against its own store, so a wrong hint costs a scan, never
+/// correctness.
 ///
 /// Kept as a vector sorted by key: a delta holds one key, where a tree node would cost a
 /// large allocation per delta, and a cart holds tens of items, where binary search over

@@ -654,3 +654,27 @@ fn objects_refuse_deltas_of_another_kind_and_malformed_deltas() {
     copy.apply(cart.to_delta()).unwrap();
     assert_eq!(copy, cart);
 }
+
+#[test]
+fn equal_carts_encode_identically_and_remove_deltas_name_their_item() {
+    let (mut ra, mut rb) = (Replica::new(1), Replica::new(2));
+    let mut a = Cart::new();
+    let adds = [
+        a.add(ra.tag(), "apple", 1).unwrap(),
+        a.add(ra.tag(), "pear", 2).unwrap(),
+    ];
+    let mut b = Cart::new();
+    for d in adds.iter().rev().cloned() {
+        b.join(d);
+    }
+    let remove = b.remove("pear").unwrap();
+    let add = b.add(rb.tag(), "kiwi", 1).unwrap();
+    // The remove delta lists its sku (with nothing under it) so receivers find the dots.
+    assert!(String::from_utf8_lossy(&wire::encode(&remove).unwrap()).contains("pear"));
+    for d in [add, remove] {
+        a.join(d);
+    }
+    assert_eq!(a, b);
+    assert_eq!(wire::encode(&a).unwrap(), wire::encode(&b).unwrap());
+    assert_eq!(items(&a), vec![("apple".into(), 1), ("kiwi".into(), 1)]);
+}
