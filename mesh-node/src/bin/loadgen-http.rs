@@ -275,13 +275,26 @@ fn histogram_quantile(buckets: &[(f64, f64)], p: f64) -> f64 {
     f64::NAN
 }
 
-async fn scrape(addr: SocketAddr) -> Result<Vec<(f64, f64)>, String> {
+/// The value of an unlabelled metric in a `/metrics` text.
+fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// A node's `/metrics` text.
+async fn scrape_text(addr: SocketAddr) -> Result<String, String> {
     let mut conn = Conn::open(addr).await?;
     let (status, body) = conn.send("GET", "/metrics", None).await?;
     if status != 200 {
         return Err(format!("/metrics answered {status}"));
     }
-    Ok(lag_buckets(&String::from_utf8_lossy(&body)))
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn scrape(addr: SocketAddr) -> Result<Vec<(f64, f64)>, String> {
+    Ok(lag_buckets(&scrape_text(addr).await?))
 }
 
 fn default_node_bin() -> Result<PathBuf, String> {
@@ -465,11 +478,17 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
 
     tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
     let before = [scrape(r1.http).await?, scrape(r2.http).await?];
+    let origin_before = scrape_text(origin.http).await?;
     measuring.store(true, Ordering::SeqCst);
     let window = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.duration_secs)).await;
     measuring.store(false, Ordering::SeqCst);
     let elapsed = window.elapsed();
+    let origin_after = scrape_text(origin.http).await?;
+    let delta = |name| metric(&origin_after, name) - metric(&origin_before, name);
+    let commits = delta("statemesh_store_commits_total");
+    let ops = delta("statemesh_local_ops_total");
+    let commit_s = delta("statemesh_store_commit_seconds_total");
     // Let the last measured writes arrive before reading the histograms.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = [scrape(r1.http).await?, scrape(r2.http).await?];
@@ -506,6 +525,8 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         "write_errors": counters.errors.load(Ordering::Relaxed),
         "ack_latency_p50_ms": percentile(&latencies, 0.50),
         "ack_latency_p99_ms": percentile(&latencies, 0.99),
+        "ops_per_commit": ops / commits,
+        "commit_ms_avg": commit_s * 1e3 / commits,
         "apply_lag_samples": window_buckets.last().map_or(0.0, |b| b.1),
         "apply_lag_p50_ms": histogram_quantile(&window_buckets, 0.50),
         "apply_lag_p99_ms": histogram_quantile(&window_buckets, 0.99),
@@ -544,9 +565,11 @@ fn main() -> ExitCode {
         report["write_errors"]
     );
     println!(
-        "ack latency      p50 {:.2} ms  p99 {:.2} ms",
+        "ack latency      p50 {:.2} ms  p99 {:.2} ms   ({:.0} ops per commit, {:.2} ms per commit)",
         f("ack_latency_p50_ms"),
-        f("ack_latency_p99_ms")
+        f("ack_latency_p99_ms"),
+        f("ops_per_commit"),
+        f("commit_ms_avg")
     );
     println!(
         "apply lag        p50 {:.2} ms  p99 {:.2} ms   (origin HLC stamp to replica commit, {} deltas, replicas' histograms)",
