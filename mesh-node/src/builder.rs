@@ -169,6 +169,14 @@ impl MeshBuilder {
         self
     }
 
+    /// Checkpoint pacing (default: after 65 536 changed keys or 5 s): objects are written to
+    /// the store by checkpoints, and a restart replays the log written since the last one.
+    pub fn checkpoint_every(mut self, keys: usize, interval: std::time::Duration) -> Self {
+        self.limits.checkpoint_keys = keys.max(1);
+        self.limits.checkpoint_interval = interval;
+        self
+    }
+
     /// Opens the data directory, binds the transport, joins through the seeds and starts the
     /// engine. Must be called within a tokio runtime (of any flavour: the engine runs on a
     /// thread of its own).
@@ -239,10 +247,12 @@ impl MeshBuilder {
             loaded.replica,
             u64::try_from(now).unwrap_or(0),
         );
+        // The checkpoint plus the log replayed: what the gossip core counts as delivered.
+        let state = State::from_loaded(&mut loaded);
         let restored = Restored {
-            delivered: loaded.applied.clone(),
+            delivered: state.applied().clone(),
             log: std::mem::take(&mut loaded.log),
-            last_stamp: loaded.last_stamp,
+            last_stamp: state.last_stamp(),
         };
         let seed = random_seed().map_err(|e| StartError::System(format!("randomness: {e}")))?;
         let mut node = GossipNode::new(config, identity, restored, seed);
@@ -260,8 +270,7 @@ impl MeshBuilder {
         }
 
         let replica = loaded.replica;
-        let state = State::from_loaded(&mut loaded);
-        let view = Arc::new(View::new(state.snapshot()));
+        let view = Arc::new(View::new(state.snapshot_all()));
         let (changes, _) = broadcast::channel(self.subscription_capacity);
         let shared = Arc::new(Shared {
             view,

@@ -11,11 +11,14 @@
 //!    channel go last: they may read the state for a transfer, and must only ever see local
 //!    writes that are already durable);
 //! 2. applies the local operations, each with a tag from the core;
-//! 3. commits the batch in one `Durability::Immediate` transaction;
+//! 3. commits the batch: one log segment in one `Durability::Immediate` transaction;
 //! 4. installs the new objects in the read view, answers the callers, publishes the local
 //!    deltas (never before they are durable), notifies subscribers;
 //! 5. hands every transmit to the transport; a full peer queue marks the peer congested in the
-//!    core for a short while (the core then holds and bounds that peer's messages).
+//!    core for a short while (the core then holds and bounds that peer's messages);
+//! 6. writes one chunk of the checkpoint in progress, or starts one when enough keys changed
+//!    or enough time passed (see [`crate::store`]: objects are written by checkpoints, not by
+//!    every commit).
 //!
 //! A commit failure stops the engine (fail-stop): the in-memory state is then ahead of the
 //! disk, and serving or shipping it could hand out a sequence number a restart would reuse.
@@ -25,8 +28,8 @@ use crate::error::MeshError;
 use crate::inspect::{self, Directory, Inspection};
 use crate::member::{Member, MemberStatus};
 use crate::ops::{self, Op, Output};
-use crate::state::State;
-use crate::store::{KnownPeer, Store, StoreError};
+use crate::state::{Snapshot, State};
+use crate::store::{CheckpointMark, KnownPeer, Segment, Store, StoreError};
 use crate::subscribe::{Change, ChangeSource};
 use crate::transport::{self, Inbound, SendOutcome, Transport};
 use crate::view::View;
@@ -48,7 +51,7 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Limits of one engine batch.
+/// Limits of one engine batch, and checkpoint pacing.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
     /// Local operations taken into one batch.
@@ -57,6 +60,12 @@ pub(crate) struct Limits {
     pub(crate) max_frames: usize,
     /// How long a peer whose transport queue was full stays congested in the core.
     pub(crate) congestion_ms: i64,
+    /// A checkpoint starts once this many keys changed since the last one...
+    pub(crate) checkpoint_keys: usize,
+    /// ...or this long after the last one, if any key changed.
+    pub(crate) checkpoint_interval: Duration,
+    /// Objects written per engine iteration while a checkpoint is in progress.
+    pub(crate) checkpoint_chunk: usize,
 }
 
 impl Default for Limits {
@@ -65,8 +74,20 @@ impl Default for Limits {
             max_ops: 4096,
             max_frames: 256,
             congestion_ms: 50,
+            checkpoint_keys: 65_536,
+            checkpoint_interval: Duration::from_secs(5),
+            checkpoint_chunk: 2048,
         }
     }
+}
+
+/// A checkpoint being written, chunk by chunk.
+struct Checkpoint {
+    snapshot: Snapshot,
+    /// The last log segment the snapshot matches.
+    upto: u64,
+    /// Objects written so far.
+    written: usize,
 }
 
 /// Where the answer to a local operation goes.
@@ -126,12 +147,14 @@ pub(crate) struct Engine {
     /// Peers congested in the core, with when to retry them.
     pub(crate) congested: HashMap<SocketAddr, i64>,
     // The batch in progress.
-    log: Vec<LoggedDelta>,
+    segment: Segment,
     publish: Vec<(Key, ObjectDelta, Tag)>,
     replies: Vec<(Reply, Result<Output, MeshError>)>,
     notify: Vec<Change>,
     peers: Vec<KnownPeer>,
     stats_at: i64,
+    checkpoint: Option<Checkpoint>,
+    checkpoint_at: std::time::Instant,
 }
 
 impl Engine {
@@ -158,12 +181,14 @@ impl Engine {
             members: BTreeMap::new(),
             directory,
             congested: HashMap::new(),
-            log: Vec::new(),
+            segment: Segment::default(),
             publish: Vec::new(),
             replies: Vec::new(),
             notify: Vec::new(),
             peers: Vec::new(),
             stats_at: 0,
+            checkpoint: None,
+            checkpoint_at: std::time::Instant::now(),
         };
         engine.publish_members();
         engine
@@ -217,6 +242,9 @@ impl Engine {
             }
             if let Some(done) = shutdown {
                 self.leave();
+                if let Err(e) = self.final_checkpoint() {
+                    warn!(error = %e, "final checkpoint failed; the next start replays the log");
+                }
                 drop(self);
                 let _ = done.send(());
                 return;
@@ -295,12 +323,14 @@ impl Engine {
         for (key, op, reply) in ops {
             self.run_op(now, key, op, reply);
         }
-        if self.state.is_dirty() || !self.log.is_empty() || !self.peers.is_empty() {
+        if !self.segment.is_empty()
+            || !self.peers.is_empty()
+            || !self.store.cursor_covered(self.state.next_cursor())
+        {
             let started = std::time::Instant::now();
-            let mut batch = self.state.batch();
-            batch.log = &self.log;
-            batch.peers = std::mem::take(&mut self.peers);
-            self.store.commit(batch)?;
+            let peers = std::mem::take(&mut self.peers);
+            self.store
+                .append(&mut self.segment, &peers, self.state.next_cursor())?;
             let c = &self.shared.counters;
             c.commits.fetch_add(1, Ordering::Relaxed);
             c.commit_micros.fetch_add(
@@ -312,8 +342,7 @@ impl Engine {
             .counters
             .local_ops
             .fetch_add(n_ops, Ordering::Relaxed);
-        self.log.clear();
-        self.shared.view.install(self.state.committed());
+        self.shared.view.install(self.state.end_batch());
         for (reply, result) in self.replies.drain(..) {
             let _ = reply.send(result);
         }
@@ -330,6 +359,7 @@ impl Engine {
             self.notify.clear();
         }
         self.flush_transmits(now);
+        self.checkpoint_step()?;
         if now - self.stats_at >= 1_000 {
             self.stats_at = now;
             *self
@@ -352,7 +382,7 @@ impl Engine {
         let applied = ops::apply(op, object, now, &mut || node.next_tag(now));
         if let Some((tag, delta)) = applied.tagged {
             self.state.record(&key, tag.dot, tag.stamp);
-            self.log.push(LoggedDelta {
+            self.segment.deltas.push(LoggedDelta {
                 origin: tag.dot.replica,
                 seq: tag.dot.counter,
                 stamp: tag.stamp,
@@ -394,9 +424,10 @@ impl Engine {
                             stamp: delta.stamp,
                         },
                     });
-                    self.log.push(delta);
+                    self.segment.deltas.push(delta);
                 }
                 Event::ApplyState { key, payload, from } => {
+                    self.segment.states.push((key.clone(), payload.clone()));
                     match self.state.join(&key, payload.0) {
                         Ok(()) => self.state.compact(&key),
                         Err(e) => {
@@ -419,6 +450,7 @@ impl Engine {
                 Event::AdoptDelivered { vv, from } => {
                     debug!(from = %from, "state transfer completed");
                     self.state.adopt(&vv);
+                    self.segment.adopted.push(vv);
                 }
                 Event::MemberUp(info) => self.member_changed(info, MemberStatus::Alive),
                 Event::MemberSuspect(info) => self.member_changed(info, MemberStatus::Suspect),
@@ -511,6 +543,65 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Writes the next chunk of the checkpoint in progress, or starts a checkpoint when enough
+    /// keys changed or enough time passed. Called between batches, when the state matches the
+    /// log up to the last committed segment.
+    fn checkpoint_step(&mut self) -> Result<(), StoreError> {
+        if self.checkpoint.is_none() {
+            let unsaved = self.state.unsaved();
+            let due = unsaved >= self.limits.checkpoint_keys
+                || (unsaved > 0 && self.checkpoint_at.elapsed() >= self.limits.checkpoint_interval);
+            if !due {
+                return Ok(());
+            }
+            self.checkpoint = Some(Checkpoint {
+                snapshot: self.state.take_snapshot(),
+                upto: self.store.last_segment(),
+                written: 0,
+            });
+        }
+        let Some(cp) = &mut self.checkpoint else {
+            return Ok(());
+        };
+        let to = cp.written + self.limits.checkpoint_chunk;
+        let writes = cp.snapshot.writes(cp.written, to);
+        let last = to >= cp.snapshot.objects.len();
+        let mark = last.then_some(CheckpointMark {
+            applied: &cp.snapshot.applied,
+            last_stamp: cp.snapshot.last_stamp,
+            upto_segment: cp.upto,
+        });
+        self.store.checkpoint(&writes, mark, false)?;
+        cp.written = to;
+        if last {
+            self.checkpoint = None;
+            self.checkpoint_at = std::time::Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Finishes the checkpoint in progress and checkpoints every key changed since, durably,
+    /// so that the next start replays nothing.
+    fn final_checkpoint(&mut self) -> Result<(), StoreError> {
+        if let Some(cp) = self.checkpoint.take() {
+            let writes = cp.snapshot.writes(cp.written, cp.snapshot.objects.len());
+            let mark = CheckpointMark {
+                applied: &cp.snapshot.applied,
+                last_stamp: cp.snapshot.last_stamp,
+                upto_segment: cp.upto,
+            };
+            self.store.checkpoint(&writes, Some(mark), false)?;
+        }
+        let snapshot = self.state.take_snapshot();
+        let writes = snapshot.writes(0, snapshot.objects.len());
+        let mark = CheckpointMark {
+            applied: &snapshot.applied,
+            last_stamp: snapshot.last_stamp,
+            upto_segment: self.store.last_segment(),
+        };
+        self.store.checkpoint(&writes, Some(mark), true)
     }
 
     /// Leaves the cluster and hands the goodbye to the transport.

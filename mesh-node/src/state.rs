@@ -1,16 +1,17 @@
 //! The engine's in-memory replica state: every key's object and change cursor, the change
-//! index, the applied causal context and what the batch in progress changed. It joins what
-//! it is told to and must not decide what to join: the gossip core decides.
+//! index, the applied causal context, and which keys changed in the batch in progress and
+//! since the last checkpoint. It joins what it is told to and must not decide what to join:
+//! the gossip core decides.
 //!
-//! Objects are shared with the read view ([`crate::view`]) as `Arc`s: the first change to a
-//! key in a batch copies it (`Arc::make_mut`), so readers keep the committed version until the
-//! engine installs the new one after the commit.
+//! Objects are shared with the read view ([`crate::view`]) and with checkpoints as `Arc`s: the
+//! first change to a key after it was shared copies it (`Arc::make_mut`), so readers keep the
+//! committed version until the engine installs the new one after the commit.
 
 use crate::delta::MeshDelta;
-use crate::store::{Batch, Loaded, ObjectWrite};
+use crate::store::{Loaded, ObjectWrite, Segment};
 use crdt_types::{CausalContext, Dot, Key, Object, ObjectDelta, Stamp, VersionVector};
 use gossip::{StateBatch, StateSource};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// One key's state and the cursor of its last change.
@@ -18,6 +19,28 @@ use std::sync::Arc;
 pub(crate) struct Slot {
     pub(crate) object: Arc<Object>,
     pub(crate) change: u64,
+}
+
+/// The objects of a checkpoint, taken between two batches, and the replica state they match.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) objects: Vec<(Key, Arc<Object>, u64)>,
+    pub(crate) applied: CausalContext,
+    pub(crate) last_stamp: Option<Stamp>,
+}
+
+impl Snapshot {
+    /// Objects `from..to` as store writes.
+    pub(crate) fn writes(&self, from: usize, to: usize) -> Vec<ObjectWrite<'_>> {
+        self.objects[from.min(self.objects.len())..to.min(self.objects.len())]
+            .iter()
+            .map(|(key, object, change)| ObjectWrite {
+                key,
+                object,
+                change: *change,
+            })
+            .collect()
+    }
 }
 
 /// The replica state the engine owns (committed plus the batch in progress).
@@ -29,14 +52,15 @@ pub(crate) struct State {
     applied: CausalContext,
     last_stamp: Option<Stamp>,
     next_cursor: u64,
-    /// Keys changed by the batch in progress, with their last committed cursor.
-    dirty: HashMap<Key, Option<u64>>,
-    /// Whether the applied context changed in the batch in progress.
-    applied_dirty: bool,
+    /// Keys changed by the batch in progress (installed in the read view after its commit).
+    batch: HashSet<Key>,
+    /// Keys changed since the last checkpoint snapshot.
+    unsaved: HashSet<Key>,
 }
 
 impl State {
-    /// The state read back from the store.
+    /// The state read back from the store: the checkpoint, then the log segments after it
+    /// joined again (idempotent, so segments a later partial checkpoint holds are harmless).
     pub(crate) fn from_loaded(loaded: &mut Loaded) -> Self {
         let mut objects = HashMap::with_capacity(loaded.objects.len());
         let mut changes = BTreeMap::new();
@@ -50,19 +74,55 @@ impl State {
                 },
             );
         }
-        State {
+        let mut state = State {
             objects,
             changes,
             applied: std::mem::take(&mut loaded.applied),
             last_stamp: loaded.last_stamp,
             next_cursor: loaded.next_cursor,
-            dirty: HashMap::new(),
-            applied_dirty: false,
+            batch: HashSet::new(),
+            unsaved: HashSet::new(),
+        };
+        let replay = std::mem::take(&mut loaded.replay);
+        let segments = replay.len();
+        for segment in replay {
+            state.replay(segment);
+        }
+        let touched: Vec<Key> = state.unsaved.iter().cloned().collect();
+        for key in &touched {
+            state.compact(key);
+        }
+        state.batch.clear();
+        if segments > 0 {
+            tracing::info!(
+                segments,
+                keys = touched.len(),
+                "replayed the log after the last checkpoint"
+            );
+        }
+        state
+    }
+
+    fn replay(&mut self, segment: Segment) {
+        for delta in segment.deltas {
+            if let Err(e) = self.join(&delta.key, delta.payload.0) {
+                tracing::warn!(key = %delta.key, error = %e, "a logged delta does not apply");
+            }
+            self.applied.insert(Dot::new(delta.origin, delta.seq));
+            self.last_stamp = self.last_stamp.max(Some(delta.stamp));
+        }
+        for (key, state) in segment.states {
+            if let Err(e) = self.join(&key, state.0) {
+                tracing::warn!(key = %key, error = %e, "a logged state does not apply");
+            }
+        }
+        for vv in segment.adopted {
+            self.adopt(&vv);
         }
     }
 
     /// Every key's current object, for the read view at start-up.
-    pub(crate) fn snapshot(&self) -> HashMap<Key, Arc<Object>> {
+    pub(crate) fn snapshot_all(&self) -> HashMap<Key, Arc<Object>> {
         self.objects
             .iter()
             .map(|(k, s)| (k.clone(), s.object.clone()))
@@ -74,7 +134,22 @@ impl State {
         self.objects.get(key)
     }
 
-    /// The object of `key` for changing (created empty if new): marks it dirty and moves it
+    /// Every delta applied here.
+    pub(crate) fn applied(&self) -> &CausalContext {
+        &self.applied
+    }
+
+    /// The highest stamp issued or applied here.
+    pub(crate) fn last_stamp(&self) -> Option<Stamp> {
+        self.last_stamp
+    }
+
+    /// The next change cursor to be handed out.
+    pub(crate) fn next_cursor(&self) -> u64 {
+        self.next_cursor
+    }
+
+    /// The object of `key` for changing (created empty if new): marks it changed and moves it
     /// to a fresh change cursor.
     pub(crate) fn object_mut(&mut self, key: &Key) -> &mut Object {
         let cursor = self.next_cursor;
@@ -83,8 +158,10 @@ impl State {
             object: Arc::new(Object::new(key.kind)),
             change: 0,
         });
-        let committed = (slot.change != 0).then_some(slot.change);
-        self.dirty.entry(key.clone()).or_insert(committed);
+        if !self.batch.contains(key) {
+            self.batch.insert(key.clone());
+            self.unsaved.insert(key.clone());
+        }
         if slot.change != 0 {
             self.changes.remove(&slot.change);
         }
@@ -97,7 +174,6 @@ impl State {
     /// with the applied vector (ARCHITECTURE "Dots are delta sequence numbers").
     pub(crate) fn record(&mut self, key: &Key, dot: Dot, stamp: Stamp) {
         self.applied.insert(dot);
-        self.applied_dirty = true;
         self.last_stamp = self.last_stamp.max(Some(stamp));
         self.compact(key);
     }
@@ -114,7 +190,6 @@ impl State {
     /// Joins a state transfer's adopted vector into the applied context.
     pub(crate) fn adopt(&mut self, vv: &VersionVector) {
         self.applied.join(&context_of(vv));
-        self.applied_dirty = true;
     }
 
     /// Joins a remote delta or state into `key`. A delta of the wrong kind is refused before
@@ -133,47 +208,39 @@ impl State {
         self.object_mut(key).apply(delta)
     }
 
-    /// Whether the batch in progress changed anything that must be committed.
-    pub(crate) fn is_dirty(&self) -> bool {
-        !self.dirty.is_empty() || self.applied_dirty
-    }
-
-    /// What the batch in progress must commit (the log and peers are the engine's).
-    pub(crate) fn batch(&self) -> Batch<'_> {
-        let objects = self
-            .dirty
-            .iter()
-            .filter_map(|(key, committed)| {
-                let slot = self.objects.get(key)?;
-                Some(ObjectWrite {
-                    key,
-                    object: &slot.object,
-                    change: slot.change,
-                    committed_change: *committed,
-                })
-            })
-            .collect();
-        Batch {
-            objects,
-            applied: self.applied_dirty.then_some(&self.applied),
-            last_stamp: self.last_stamp,
-            next_cursor: self.next_cursor,
-            ..Batch::default()
-        }
-    }
-
-    /// Marks the batch committed and returns the keys it changed with their new objects, for
-    /// the read view.
-    pub(crate) fn committed(&mut self) -> Vec<(Key, Arc<Object>)> {
-        self.applied_dirty = false;
+    /// Ends the batch: the keys it changed with their new objects, for the read view.
+    pub(crate) fn end_batch(&mut self) -> Vec<(Key, Arc<Object>)> {
         let objects = &self.objects;
-        self.dirty
+        self.batch
             .drain()
-            .filter_map(|(key, _)| {
+            .filter_map(|key| {
                 let object = objects.get(&key)?.object.clone();
                 Some((key, object))
             })
             .collect()
+    }
+
+    /// How many keys changed since the last checkpoint snapshot.
+    pub(crate) fn unsaved(&self) -> usize {
+        self.unsaved.len()
+    }
+
+    /// Takes a checkpoint snapshot of the keys changed since the last one (between batches,
+    /// so it matches the log up to the last committed segment).
+    pub(crate) fn take_snapshot(&mut self) -> Snapshot {
+        let objects = self
+            .unsaved
+            .drain()
+            .filter_map(|key| {
+                let slot = self.objects.get(&key)?;
+                Some((key, slot.object.clone(), slot.change))
+            })
+            .collect();
+        Snapshot {
+            objects,
+            applied: self.applied.clone(),
+            last_stamp: self.last_stamp,
+        }
     }
 }
 

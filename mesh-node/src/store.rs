@@ -1,28 +1,44 @@
-//! The node's durable store: one redb database in the data directory that holds the CRDT state
-//! of every key, the change index, the delta log, the applied causal context, the node's
-//! identity and the peers it knew. It persists what the engine hands it and must not decide
-//! anything about replication.
+//! The node's durable store: one redb database in the data directory holding a write-ahead log
+//! of everything the node applied, checkpoints of every key's CRDT state, the node's identity
+//! and the peers it knew. It persists what the engine hands it and must not decide anything
+//! about replication or merging.
 //!
 //! Every record goes through `crdt_types::wire`, the one codec of statemesh, and everything read
 //! back is decoded with errors: a record that does not decode makes the start fail with
 //! [`StoreError::Corrupt`], never a panic and never a silent wipe.
 //!
-//! Tables (all values wire-encoded):
-//! - `meta`: store format version, node id, replica id, the applied causal context, the highest
-//!   HLC stamp issued or applied, and the change-cursor ceiling;
-//! - `objects`: wire-encoded [`Key`] to the key's [`Object`] and its change cursor;
-//! - `changes`: change cursor to key, the index gossip's state transfer walks;
-//! - `delta_log`: one segment of deltas per commit, oldest trimmed first;
+//! # Layout (all values wire-encoded)
+//! - `meta`: store format version, node id, replica id, and as of the last checkpoint the
+//!   applied causal context, the highest HLC stamp and the last log segment it covers; the
+//!   change-cursor ceiling;
+//! - `objects`: wire-encoded [`Key`] to the key's [`Object`] and its change cursor, as of a
+//!   checkpoint;
+//! - `log`: one [`Segment`] per commit: the deltas applied (local and remote), the states
+//!   joined from state transfers and the delivered vectors adopted;
 //! - `members`: peers seen in the membership, to rejoin through after a restart.
+//!
+//! # Write path
+//! A commit appends one segment (sequential, one fsync with `Durability::Immediate`): this is
+//! what makes a batch of writes durable. Objects are written by *checkpoints*, in chunks, with
+//! `Durability::None` (they become durable with the next segment's commit): a key changed a
+//! hundred times between two checkpoints is written once, and no commit rewrites random B-tree
+//! pages. A checkpoint covers the log up to the segment that was last when it started; once
+//! its final chunk is written, the segments it covers may be trimmed (the newest are kept, up
+//! to the gossip log's bounds, so a restarted node can still repair peers from its log).
+//!
+//! # Recovery
+//! Start-up reads the checkpointed objects and context, then hands the segments after the
+//! checkpoint to the engine, which joins them again. Joins are idempotent, so a segment whose
+//! effects a (partial, later) checkpoint already holds is harmless to replay.
 //!
 //! Change cursors must never be reused across a crash (a peer in the middle of a state transfer
 //! holds one), yet the engine hands them out before the commit that makes them durable. So the
 //! store persists a *ceiling*: cursors are only handed out below it, a commit raises it well
 //! ahead of use, and a restart resumes at the ceiling.
 
-use crate::delta::LoggedDelta;
+use crate::delta::{LoggedDelta, MeshDelta};
 use crdt_types::wire::{self, WireError};
-use crdt_types::{CausalContext, Key, Object, ReplicaId, Stamp};
+use crdt_types::{CausalContext, Key, Object, ReplicaId, Stamp, VersionVector};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -39,16 +55,12 @@ pub const DB_FILE: &str = "statemesh.redb";
 /// How far a commit raises the change-cursor ceiling ahead of the cursors in use.
 const CURSOR_LEASE: u64 = 1 << 20;
 
-/// A delta-log segment is cut at this many encoded bytes (the codec refuses values over 4 MiB).
-const SEGMENT_BYTES: usize = 1 << 20;
-
 /// Memory redb may use for its page cache.
 const CACHE_BYTES: usize = 64 << 20;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
-const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("delta_log");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("members");
 
 const META_FORMAT: &str = "format";
@@ -56,6 +68,7 @@ const META_NODE_ID: &str = "node_id";
 const META_REPLICA: &str = "replica";
 const META_APPLIED: &str = "applied";
 const META_LAST_STAMP: &str = "last_stamp";
+const META_CHECKPOINT: &str = "checkpoint_segment";
 const META_CURSOR_CEILING: &str = "cursor_ceiling";
 
 /// Why the store could not be opened, read or written.
@@ -128,6 +141,30 @@ pub struct KnownPeer {
     pub replica: ReplicaId,
 }
 
+/// One commit's worth of log: everything a batch applied, in a form that can be joined again.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Segment {
+    /// Deltas applied, local and remote, each with its dot and stamp.
+    pub deltas: Vec<LoggedDelta>,
+    /// Key states joined from state transfers.
+    pub states: Vec<(Key, MeshDelta)>,
+    /// Delivered vectors adopted at the end of state transfers.
+    pub adopted: Vec<VersionVector>,
+}
+
+impl Segment {
+    /// Whether the segment records nothing.
+    pub fn is_empty(&self) -> bool {
+        self.deltas.is_empty() && self.states.is_empty() && self.adopted.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.deltas.clear();
+        self.states.clear();
+        self.adopted.clear();
+    }
+}
+
 /// How an object is stored: its state and the change cursor of its last change.
 #[derive(Serialize)]
 struct StoredObjectRef<'a> {
@@ -148,15 +185,17 @@ pub struct Loaded {
     pub replica: ReplicaId,
     /// Whether the data directory was created by this start.
     pub created: bool,
-    /// Every key's state and change cursor.
+    /// Every key's checkpointed state and change cursor.
     pub objects: HashMap<Key, (Object, u64)>,
-    /// Every delta applied here, own ones included.
+    /// The applied context as of the checkpoint.
     pub applied: CausalContext,
-    /// The highest HLC stamp issued or applied here.
+    /// The highest HLC stamp issued or applied, as of the checkpoint.
     pub last_stamp: Option<Stamp>,
     /// The first change cursor this life may hand out.
     pub next_cursor: u64,
-    /// The logged deltas, oldest first.
+    /// The segments written after the checkpoint, oldest first: to be joined again.
+    pub replay: Vec<Segment>,
+    /// Every logged delta (checkpointed or not), oldest first, for the gossip core's log.
     pub log: Vec<LoggedDelta>,
     /// The peers known when the node stopped.
     pub peers: Vec<KnownPeer>,
@@ -167,38 +206,31 @@ pub struct Loaded {
 pub struct LogLimits {
     /// At most this many deltas.
     pub max_entries: usize,
-    /// At most this many encoded bytes of deltas.
+    /// At most this many encoded bytes of segments.
     pub max_bytes: usize,
 }
 
-/// One key written by a commit.
+/// One key written by a checkpoint.
 #[derive(Debug)]
 pub struct ObjectWrite<'a> {
     /// The key.
     pub key: &'a Key,
-    /// Its state after the batch.
+    /// Its state.
     pub object: &'a Object,
-    /// Its change cursor after the batch.
+    /// Its change cursor.
     pub change: u64,
-    /// Its change cursor as last committed (`None` for a new key), removed from the index.
-    pub committed_change: Option<u64>,
 }
 
-/// What one commit writes, atomically.
-#[derive(Debug, Default)]
-pub struct Batch<'a> {
-    /// The keys the batch changed.
-    pub objects: Vec<ObjectWrite<'a>>,
-    /// The deltas the batch applied or made, for the delta log.
-    pub log: &'a [LoggedDelta],
-    /// The applied context after the batch, if it changed.
-    pub applied: Option<&'a CausalContext>,
-    /// The highest stamp issued or applied after the batch.
+/// What the last chunk of a checkpoint records: the state of the replica the checkpoint's
+/// objects were taken at.
+#[derive(Debug)]
+pub struct CheckpointMark<'a> {
+    /// The applied context then.
+    pub applied: &'a CausalContext,
+    /// The highest stamp then.
     pub last_stamp: Option<Stamp>,
-    /// The next change cursor the engine will hand out.
-    pub next_cursor: u64,
-    /// Peers to remember.
-    pub peers: Vec<KnownPeer>,
+    /// The last segment committed then: the checkpoint covers it and every earlier one.
+    pub upto_segment: u64,
 }
 
 /// The open store. One per data directory; redb's file lock enforces it.
@@ -212,6 +244,7 @@ pub struct Store {
     log_entries: usize,
     log_bytes: usize,
     next_segment: u64,
+    checkpointed: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -219,7 +252,8 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("path", &self.path)
             .field("ceiling", &self.ceiling)
-            .field("log_entries", &self.log_entries)
+            .field("next_segment", &self.next_segment)
+            .field("checkpointed", &self.checkpointed)
             .finish_non_exhaustive()
     }
 }
@@ -263,10 +297,6 @@ impl Store {
         node_id: &str,
         limits: LogLimits,
     ) -> Result<(Store, Loaded), StoreError> {
-        let corrupt = |detail: String| StoreError::Corrupt {
-            path: path.to_owned(),
-            detail,
-        };
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .set_check_integrity_on_open(true)
@@ -283,7 +313,10 @@ impl Store {
                         source,
                     }
                 }
-                other => corrupt(other.to_string()),
+                other => StoreError::Corrupt {
+                    path: path.to_owned(),
+                    detail: other.to_string(),
+                },
             })?;
         let mut store = Store {
             db,
@@ -294,6 +327,7 @@ impl Store {
             log_entries: 0,
             log_bytes: 0,
             next_segment: 1,
+            checkpointed: 0,
         };
         let created = store.is_empty()?;
         if created {
@@ -303,7 +337,6 @@ impl Store {
         loaded.created = created;
         // This life hands out cursors from the old ceiling on: above anything a previous life
         // may have handed out before crashing.
-        store.ceiling = loaded.next_cursor;
         store.raise_ceiling(loaded.next_cursor)?;
         Ok((store, loaded))
     }
@@ -311,6 +344,18 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The number of the last segment committed (0 before the first).
+    pub fn last_segment(&self) -> u64 {
+        self.next_segment - 1
+    }
+
+    fn corrupt(&self, detail: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            detail,
+        }
     }
 
     fn is_empty(&self) -> Result<bool, StoreError> {
@@ -333,9 +378,9 @@ impl Store {
             put(&mut meta, META_NODE_ID, node_id)?;
             put(&mut meta, META_REPLICA, &replica)?;
             put(&mut meta, META_APPLIED, &CausalContext::new())?;
+            put(&mut meta, META_CHECKPOINT, &0u64)?;
             put(&mut meta, META_CURSOR_CEILING, &1u64)?;
             txn.open_table(OBJECTS).map_err(engine_err)?;
-            txn.open_table(CHANGES).map_err(engine_err)?;
             txn.open_table(LOG).map_err(engine_err)?;
             txn.open_table(MEMBERS).map_err(engine_err)?;
         }
@@ -345,46 +390,46 @@ impl Store {
     }
 
     fn load(&mut self, node_id: &str) -> Result<Loaded, StoreError> {
+        let txn = self.db.begin_read().map_err(engine_err)?;
+        let meta = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Err(self.corrupt("it has no meta table".into()));
+            }
+            Err(e) => return Err(engine_err(e)),
+        };
         let path = self.path.clone();
         let corrupt = |detail: String| StoreError::Corrupt {
             path: path.clone(),
             detail,
         };
-        let txn = self.db.begin_read().map_err(engine_err)?;
-        let meta = match txn.open_table(META) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => {
-                return Err(corrupt("it has no meta table".into()));
-            }
-            Err(e) => return Err(engine_err(e)),
-        };
         let format: u32 = required(&meta, META_FORMAT, &corrupt)?;
         if format != STORE_FORMAT_VERSION {
             return Err(StoreError::UnknownFormat {
-                path: path.clone(),
+                path: self.path.clone(),
                 found: format,
             });
         }
         let found: String = required(&meta, META_NODE_ID, &corrupt)?;
         if found != node_id {
             return Err(StoreError::ForeignNode {
-                path: path.clone(),
+                path: self.path.clone(),
                 found,
                 expected: node_id.to_owned(),
             });
         }
         let replica: ReplicaId = required(&meta, META_REPLICA, &corrupt)?;
         let applied: CausalContext = required(&meta, META_APPLIED, &corrupt)?;
+        let checkpointed: u64 = required(&meta, META_CHECKPOINT, &corrupt)?;
         let next_cursor: u64 = required(&meta, META_CURSOR_CEILING, &corrupt)?;
-        let last_stamp: Option<Stamp> = match get(&meta, META_LAST_STAMP)? {
+        let last_stamp: Option<Stamp> = match meta.get(META_LAST_STAMP).map_err(engine_err)? {
             None => None,
-            Some(s) => Some(s.map_err(|e| corrupt(format!("last stamp: {e}")))?),
+            Some(v) => {
+                Some(wire::decode(v.value()).map_err(|e| corrupt(format!("last stamp: {e}")))?)
+            }
         };
 
-        let open = |name: TableDefinition<'static, &'static [u8], &'static [u8]>| {
-            txn.open_table(name).map_err(engine_err)
-        };
-        let objects_table = open(OBJECTS)?;
+        let objects_table = txn.open_table(OBJECTS).map_err(engine_err)?;
         let mut objects = HashMap::new();
         for entry in objects_table.iter().map_err(engine_err)? {
             let (k, v) = entry.map_err(engine_err)?;
@@ -398,50 +443,35 @@ impl Store {
                     stored.object.kind()
                 )));
             }
-            if stored.change >= next_cursor {
+            if stored.change == 0 || stored.change >= next_cursor {
                 return Err(corrupt(format!(
-                    "object {key} has change cursor {} at or above the ceiling {next_cursor}",
+                    "object {key} has change cursor {} outside 1..{next_cursor}",
                     stored.change
                 )));
             }
             objects.insert(key, (stored.object, stored.change));
         }
-        let changes = txn.open_table(CHANGES).map_err(engine_err)?;
-        let mut indexed = 0usize;
-        for entry in changes.iter().map_err(engine_err)? {
-            let (c, k) = entry.map_err(engine_err)?;
-            let key: Key =
-                wire::decode(k.value()).map_err(|e| corrupt(format!("change index: {e}")))?;
-            match objects.get(&key) {
-                Some((_, change)) if *change == c.value() => indexed += 1,
-                _ => {
-                    return Err(corrupt(format!(
-                        "change index entry {} names {key}, which is not at that cursor",
-                        c.value()
-                    )));
-                }
-            }
-        }
-        if indexed != objects.len() {
-            return Err(corrupt(format!(
-                "the change index holds {indexed} keys, the objects table {}",
-                objects.len()
-            )));
-        }
 
         let log_table = txn.open_table(LOG).map_err(engine_err)?;
         let mut log = Vec::new();
+        let mut replay = Vec::new();
         for entry in log_table.iter().map_err(engine_err)? {
             let (n, bytes) = entry.map_err(engine_err)?;
-            let segment: Vec<LoggedDelta> = wire::decode(bytes.value())
-                .map_err(|e| corrupt(format!("delta log segment {}: {e}", n.value())))?;
+            let n = n.value();
+            let segment: Segment = wire::decode(bytes.value())
+                .map_err(|e| corrupt(format!("log segment {n}: {e}")))?;
             self.segments
-                .push_back((n.value(), segment.len(), bytes.value().len()));
-            self.log_entries += segment.len();
+                .push_back((n, segment.deltas.len(), bytes.value().len()));
+            self.log_entries += segment.deltas.len();
             self.log_bytes += bytes.value().len();
-            self.next_segment = n.value() + 1;
-            log.extend(segment);
+            self.next_segment = n + 1;
+            log.extend(segment.deltas.iter().cloned());
+            if n > checkpointed {
+                replay.push(segment);
+            }
         }
+        self.next_segment = self.next_segment.max(checkpointed + 1);
+        self.checkpointed = checkpointed;
 
         let members = txn.open_table(MEMBERS).map_err(engine_err)?;
         let mut peers = Vec::new();
@@ -458,12 +488,13 @@ impl Store {
             applied,
             last_stamp,
             next_cursor,
+            replay,
             log,
             peers,
         })
     }
 
-    /// Makes sure cursors up to `next_cursor` plus a lease are below the persisted ceiling.
+    /// Makes sure cursors from `next_cursor` on, plus a lease, are below the persisted ceiling.
     fn raise_ceiling(&mut self, next_cursor: u64) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(engine_err)?;
         txn.set_durability(Durability::Immediate)
@@ -476,122 +507,181 @@ impl Store {
         txn.commit().map_err(engine_err)
     }
 
-    /// The highest change cursor the engine may hand out before the next commit raises it.
-    pub fn cursor_ceiling(&self) -> u64 {
-        self.ceiling
+    /// Whether cursors up to `next_cursor` are safely below the persisted ceiling.
+    pub fn cursor_covered(&self, next_cursor: u64) -> bool {
+        next_cursor.saturating_add(CURSOR_LEASE / 2) <= self.ceiling
     }
 
-    /// Writes one batch in one durable transaction (`Durability::Immediate`): when this
-    /// returns `Ok`, the batch survives a crash.
-    pub fn commit(&mut self, batch: Batch<'_>) -> Result<(), StoreError> {
+    /// Appends one segment (and remembers `peers`, raises the cursor ceiling if `next_cursor`
+    /// nears it) in one durable transaction (`Durability::Immediate`): when this returns `Ok`,
+    /// the batch survives a crash, together with every checkpoint chunk written before it.
+    /// The segment is cleared once written.
+    pub fn append(
+        &mut self,
+        segment: &mut Segment,
+        peers: &[KnownPeer],
+        next_cursor: u64,
+    ) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let mut txn = self.db.begin_write().map_err(engine_err)?;
         txn.set_durability(Durability::Immediate)
             .map_err(engine_err)?;
+        let mut written = Vec::new();
         let mut new_ceiling = None;
-        let mut new_segments = Vec::new();
+        {
+            if !segment.is_empty() {
+                let mut log = txn.open_table(LOG).map_err(engine_err)?;
+                for (deltas, bytes) in encode_segment(segment)? {
+                    let number = self.next_segment + written.len() as u64;
+                    log.insert(number, bytes.as_slice()).map_err(engine_err)?;
+                    written.push((number, deltas, bytes.len()));
+                }
+            }
+            if !self.cursor_covered(next_cursor) {
+                let ceiling = next_cursor.saturating_add(CURSOR_LEASE);
+                let mut meta = txn.open_table(META).map_err(engine_err)?;
+                put(&mut meta, META_CURSOR_CEILING, &ceiling)?;
+                new_ceiling = Some(ceiling);
+            }
+            if !peers.is_empty() {
+                let mut members = txn.open_table(MEMBERS).map_err(engine_err)?;
+                for peer in peers {
+                    let addr = peer.addr.to_string();
+                    let value = wire::encode(peer).map_err(StoreError::Encode)?;
+                    members
+                        .insert(addr.as_str(), value.as_slice())
+                        .map_err(engine_err)?;
+                }
+            }
+        }
+        txn.commit().map_err(engine_err)?;
+        if let Some(c) = new_ceiling {
+            self.ceiling = c;
+        }
+        for s in written {
+            self.segments.push_back(s);
+            self.log_entries += s.1;
+            self.log_bytes += s.2;
+            self.next_segment = s.0 + 1;
+        }
+        tracing::trace!(
+            deltas = segment.deltas.len(),
+            states = segment.states.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "appended a log segment"
+        );
+        segment.clear();
+        Ok(())
+    }
+
+    /// Writes one chunk of a checkpoint; with `mark`, the last one: it records the context the
+    /// checkpoint was taken at and trims the segments it covers beyond the log bounds.
+    ///
+    /// Written with `Durability::None` unless `durable`: the chunk becomes durable with the
+    /// next [`Store::append`], and a crash before then only means more to replay.
+    pub fn checkpoint(
+        &mut self,
+        objects: &[ObjectWrite<'_>],
+        mark: Option<CheckpointMark<'_>>,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let mut txn = self.db.begin_write().map_err(engine_err)?;
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability).map_err(engine_err)?;
         let mut trimmed = 0;
         {
-            let mut objects = txn.open_table(OBJECTS).map_err(engine_err)?;
-            let mut changes = txn.open_table(CHANGES).map_err(engine_err)?;
-            for w in &batch.objects {
+            let mut table = txn.open_table(OBJECTS).map_err(engine_err)?;
+            for w in objects {
                 let key = wire::encode(w.key).map_err(StoreError::Encode)?;
                 let value = wire::encode(&StoredObjectRef {
                     change: w.change,
                     object: w.object,
                 })
                 .map_err(StoreError::Encode)?;
-                objects
+                table
                     .insert(key.as_slice(), value.as_slice())
                     .map_err(engine_err)?;
-                if let Some(old) = w.committed_change {
-                    changes.remove(old).map_err(engine_err)?;
+            }
+            if let Some(mark) = &mark {
+                let mut meta = txn.open_table(META).map_err(engine_err)?;
+                put(&mut meta, META_APPLIED, mark.applied)?;
+                if let Some(stamp) = mark.last_stamp {
+                    put(&mut meta, META_LAST_STAMP, &stamp)?;
                 }
-                changes
-                    .insert(w.change, key.as_slice())
-                    .map_err(engine_err)?;
-            }
-
-            let mut log = txn.open_table(LOG).map_err(engine_err)?;
-            for chunk in segments(batch.log) {
-                let bytes = wire::encode(chunk).map_err(StoreError::Encode)?;
-                let n = self.next_segment + new_segments.len() as u64;
-                log.insert(n, bytes.as_slice()).map_err(engine_err)?;
-                new_segments.push((n, chunk.len(), bytes.len()));
-            }
-            // Trim the oldest segments beyond the bounds (the in-memory accounting is updated
-            // only once the commit succeeded).
-            let mut entries = self.log_entries + new_segments.iter().map(|s| s.1).sum::<usize>();
-            let mut bytes = self.log_bytes + new_segments.iter().map(|s| s.2).sum::<usize>();
-            for &(n, e, b) in self.segments.iter().chain(new_segments.iter()) {
-                if entries <= self.limits.max_entries && bytes <= self.limits.max_bytes {
-                    break;
+                put(&mut meta, META_CHECKPOINT, &mark.upto_segment)?;
+                // Trim the oldest covered segments beyond the log bounds (the accounting is
+                // updated once the commit succeeded).
+                let mut log = txn.open_table(LOG).map_err(engine_err)?;
+                let (mut entries, mut bytes) = (self.log_entries, self.log_bytes);
+                for &(n, e, b) in &self.segments {
+                    let over = entries > self.limits.max_entries || bytes > self.limits.max_bytes;
+                    if !over || n > mark.upto_segment {
+                        break;
+                    }
+                    log.remove(n).map_err(engine_err)?;
+                    entries -= e;
+                    bytes -= b;
+                    trimmed += 1;
                 }
-                log.remove(n).map_err(engine_err)?;
-                entries -= e;
-                bytes -= b;
-                trimmed += 1;
-            }
-
-            let mut meta = txn.open_table(META).map_err(engine_err)?;
-            if let Some(applied) = batch.applied {
-                put(&mut meta, META_APPLIED, applied)?;
-            }
-            if let Some(stamp) = batch.last_stamp {
-                put(&mut meta, META_LAST_STAMP, &stamp)?;
-            }
-            if batch.next_cursor.saturating_add(CURSOR_LEASE / 2) > self.ceiling {
-                let ceiling = batch.next_cursor.saturating_add(CURSOR_LEASE);
-                put(&mut meta, META_CURSOR_CEILING, &ceiling)?;
-                new_ceiling = Some(ceiling);
-            }
-
-            let mut members = txn.open_table(MEMBERS).map_err(engine_err)?;
-            for peer in &batch.peers {
-                let addr = peer.addr.to_string();
-                let value = wire::encode(peer).map_err(StoreError::Encode)?;
-                members
-                    .insert(addr.as_str(), value.as_slice())
-                    .map_err(engine_err)?;
             }
         }
         txn.commit().map_err(engine_err)?;
-
-        if let Some(c) = new_ceiling {
-            self.ceiling = c;
-        }
-        for s in new_segments {
-            self.segments.push_back(s);
-            self.log_entries += s.1;
-            self.log_bytes += s.2;
-            self.next_segment = s.0 + 1;
-        }
-        for _ in 0..trimmed {
-            if let Some((_, e, b)) = self.segments.pop_front() {
-                self.log_entries -= e;
-                self.log_bytes -= b;
+        if let Some(mark) = mark {
+            self.checkpointed = mark.upto_segment;
+            for _ in 0..trimmed {
+                if let Some((_, e, b)) = self.segments.pop_front() {
+                    self.log_entries -= e;
+                    self.log_bytes -= b;
+                }
             }
         }
+        tracing::debug!(
+            objects = objects.len(),
+            trimmed,
+            micros = started.elapsed().as_micros() as u64,
+            "wrote a checkpoint chunk"
+        );
         Ok(())
     }
 }
 
-/// Splits deltas into runs of at most [`SEGMENT_BYTES`] encoded bytes (at least one each).
-fn segments(log: &[LoggedDelta]) -> impl Iterator<Item = &[LoggedDelta]> {
-    let mut rest = log;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
+/// A segment record is split when its encoding passes this size (the codec refuses values
+/// over 4 MiB).
+const SEGMENT_BYTES: usize = 2 << 20;
+
+/// Encodes a segment as one record or, when it is too large, as several (halving until each
+/// fits): `(deltas in the record, encoded record)`.
+fn encode_segment(segment: &Segment) -> Result<Vec<(usize, Vec<u8>)>, StoreError> {
+    match wire::encode(segment) {
+        Ok(bytes) if bytes.len() <= SEGMENT_BYTES => {
+            return Ok(vec![(segment.deltas.len(), bytes)]);
         }
-        let mut bytes = 0;
-        let mut n = 0;
-        while n < rest.len() && (n == 0 || bytes + rest[n].encoded_len() <= SEGMENT_BYTES) {
-            bytes += rest[n].encoded_len();
-            n += 1;
-        }
-        let (head, tail) = rest.split_at(n);
-        rest = tail;
-        Some(head)
-    })
+        Ok(_) | Err(WireError::TooLarge { .. }) => {}
+        Err(e) => return Err(StoreError::Encode(e)),
+    }
+    let items = segment.deltas.len() + segment.states.len();
+    if items <= 1 {
+        // One delta or state over the limit: it cannot be stored.
+        return wire::encode(segment)
+            .map(|bytes| vec![(segment.deltas.len(), bytes)])
+            .map_err(StoreError::Encode);
+    }
+    let (mut first, mut second) = (Segment::default(), Segment::default());
+    let half_d = segment.deltas.len() / 2;
+    let half_s = segment.states.len() / 2;
+    first.deltas.extend_from_slice(&segment.deltas[..half_d]);
+    second.deltas.extend_from_slice(&segment.deltas[half_d..]);
+    first.states.extend_from_slice(&segment.states[..half_s]);
+    second.states.extend_from_slice(&segment.states[half_s..]);
+    second.adopted.extend_from_slice(&segment.adopted);
+    let mut out = encode_segment(&first)?;
+    out.extend(encode_segment(&second)?);
+    Ok(out)
 }
 
 fn put<T: Serialize + ?Sized>(
@@ -604,24 +694,15 @@ fn put<T: Serialize + ?Sized>(
     Ok(())
 }
 
-/// Reads and decodes a meta record: `None` if absent, `Some(Err)` if it does not decode.
-fn get<T: serde::de::DeserializeOwned>(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    key: &str,
-) -> Result<Option<Result<T, WireError>>, StoreError> {
-    let value = table.get(key).map_err(engine_err)?;
-    Ok(value.map(|v| wire::decode(v.value())))
-}
-
+/// Reads and decodes a meta record that must be there.
 fn required<T: serde::de::DeserializeOwned>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
     corrupt: &impl Fn(String) -> StoreError,
 ) -> Result<T, StoreError> {
-    match get(table, key)? {
+    match table.get(key).map_err(engine_err)? {
         None => Err(corrupt(format!("no {key} record"))),
-        Some(Err(e)) => Err(corrupt(format!("{key} record: {e}"))),
-        Some(Ok(v)) => Ok(v),
+        Some(v) => wire::decode(v.value()).map_err(|e| corrupt(format!("{key} record: {e}"))),
     }
 }
 

@@ -1,0 +1,383 @@
+//! `loadgen`: drives one node of a three-node loopback cluster with concurrent cart writers
+//! and reports acknowledged writes per second, acknowledgement latency and replication lag to
+//! the other two nodes (BENCHMARKS.md "## mesh-node").
+//!
+//! Writers go through a [`Target`]: today the embedding API ([`Embedded`]); an HTTP target
+//! implements the same trait. Replication lag is measured on sampled writes, each to a cart of
+//! its own: the origin records when the write was acknowledged, subscribers on the other nodes
+//! record when the change was committed there, and the lag is the difference (both clocks are
+//! this process's monotonic clock).
+//!
+//! ```text
+//! cargo run --release -p mesh-node --bin loadgen -- --writers 512 --duration-secs 10
+//! ```
+
+use clap::Parser;
+use mesh_node::certs::{TlsIdentity, write_cluster_certs};
+use mesh_node::{ChangeFilter, Kind, MemberStatus, Mesh, loopback_gossip_config};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Load generator for a three-node loopback cluster.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "loadgen", about)]
+struct Args {
+    /// Concurrent writers, each with one write in flight.
+    #[arg(long, default_value_t = 512)]
+    writers: usize,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// Distinct carts the writers spread over.
+    #[arg(long, default_value_t = 20_000)]
+    carts: u64,
+    /// Distinct skus per cart.
+    #[arg(long, default_value_t = 8)]
+    skus: u64,
+    /// One write in this many is sampled for replication lag (to a cart of its own).
+    #[arg(long, default_value_t = 16)]
+    sample_every: u64,
+    /// Where to write the report as JSON.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+/// What the writers write to: the embedding API today, HTTP later.
+trait Target: Clone + Send + Sync + 'static {
+    /// Adds `n` of `sku` to `cart`; resolves once the write is acknowledged.
+    fn cart_add(
+        &self,
+        cart: &str,
+        sku: &str,
+        n: u64,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Writes through a [`Mesh`] handle in this process.
+#[derive(Clone)]
+struct Embedded(Mesh);
+
+impl Target for Embedded {
+    async fn cart_add(&self, cart: &str, sku: &str, n: u64) -> Result<(), String> {
+        self.0
+            .cart_add(cart, sku, n)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// What the writers and observers collect.
+#[derive(Default)]
+struct Samples {
+    /// Sampled cart -> when its write was acknowledged at the origin.
+    acked: Mutex<HashMap<String, Instant>>,
+    /// Per remote node: sampled cart -> when the change was committed there.
+    arrived: [Mutex<HashMap<String, Instant>>; 2],
+    /// Acknowledgement latencies of the measured writes.
+    latencies: Mutex<Vec<Duration>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A tiny xorshift generator: writers need spread, not quality.
+struct Spread(u64);
+
+impl Spread {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound.max(1)
+    }
+}
+
+async fn start_node(
+    data: &Path,
+    certs: &Path,
+    id: &str,
+    seeds: Vec<SocketAddr>,
+) -> Result<Mesh, String> {
+    let identity = TlsIdentity::load(
+        &certs.join(format!("{id}.pem")),
+        &certs.join(format!("{id}.key")),
+        &certs.join("ca.pem"),
+    )
+    .map_err(|e| e.to_string())?;
+    Mesh::builder()
+        .node_id(id)
+        .region(id)
+        .gossip_addr(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .data_dir(data.join(id))
+        .tls(identity)
+        .seeds(seeds)
+        .gossip_config(loopback_gossip_config(3))
+        .subscription_capacity(1 << 16)
+        .start()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1e3
+}
+
+async fn run(args: Args) -> Result<serde_json::Value, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let certs = dir.path().join("certs");
+    write_cluster_certs(&certs, &["origin", "replica-1", "replica-2"])
+        .map_err(|e| e.to_string())?;
+    let origin = start_node(dir.path(), &certs, "origin", vec![]).await?;
+    let r1 = start_node(dir.path(), &certs, "replica-1", vec![origin.local_addr()]).await?;
+    let r2 = start_node(dir.path(), &certs, "replica-2", vec![origin.local_addr()]).await?;
+    let nodes = [origin.clone(), r1.clone(), r2.clone()];
+    let formed = Instant::now();
+    while !nodes.iter().all(|n| {
+        n.members()
+            .iter()
+            .filter(|m| m.state == MemberStatus::Alive)
+            .count()
+            == 3
+    }) {
+        if formed.elapsed() > Duration::from_secs(30) {
+            return Err("the cluster did not form within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let samples = Arc::new(Samples::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let measured = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let sample_seq = Arc::new(AtomicU64::new(0));
+    let lagged = Arc::new(AtomicU64::new(0));
+
+    let mut observers = Vec::new();
+    for (i, node) in [&r1, &r2].into_iter().enumerate() {
+        let mut sub = node.subscribe(ChangeFilter::kind(Kind::Cart).with_prefix("lag-"));
+        let samples = samples.clone();
+        let lagged = lagged.clone();
+        observers.push(tokio::spawn(async move {
+            loop {
+                match sub.recv().await {
+                    Ok(change) => {
+                        lock(&samples.arrived[i]).insert(change.key.id, Instant::now());
+                    }
+                    Err(mesh_node::SubscriptionError::Lagged(n)) => {
+                        lagged.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(mesh_node::SubscriptionError::Closed) => return,
+                }
+            }
+        }));
+    }
+
+    let target = Embedded(origin.clone());
+    let mut writers = Vec::new();
+    for w in 0..args.writers {
+        let target = target.clone();
+        let (samples, stop, measuring, measured, errors, sample_seq) = (
+            samples.clone(),
+            stop.clone(),
+            measuring.clone(),
+            measured.clone(),
+            errors.clone(),
+            sample_seq.clone(),
+        );
+        let args = args.clone();
+        writers.push(tokio::spawn(async move {
+            let mut spread = Spread(0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1));
+            let mut n = 0u64;
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let sampled = n.is_multiple_of(args.sample_every.max(1));
+                let (cart, sku) = if sampled {
+                    let s = sample_seq.fetch_add(1, Ordering::Relaxed);
+                    (format!("lag-{s}"), "probe".to_owned())
+                } else {
+                    let c = spread.next(args.carts);
+                    let k = spread.next(args.skus);
+                    (format!("cart-{c}"), format!("sku-{k}"))
+                };
+                let started = Instant::now();
+                match target.cart_add(&cart, &sku, 1).await {
+                    Ok(()) => {
+                        let acked = Instant::now();
+                        if sampled {
+                            lock(&samples.acked).insert(cart, acked);
+                        }
+                        if measuring.load(Ordering::Relaxed) {
+                            measured.fetch_add(1, Ordering::Relaxed);
+                            latencies.push(acked - started);
+                        }
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            lock(&samples.latencies).extend(latencies);
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
+    let before = origin.stats();
+    measuring.store(true, Ordering::SeqCst);
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.duration_secs)).await;
+    measuring.store(false, Ordering::SeqCst);
+    let elapsed = window.elapsed();
+    let after = origin.stats();
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.await.map_err(|e| e.to_string())?;
+    }
+
+    // Let every sampled write arrive (bounded), then stop observing.
+    let expected = lock(&samples.acked).len();
+    let settle = Instant::now();
+    while samples.arrived.iter().any(|a| lock(a).len() < expected)
+        && settle.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for o in observers {
+        o.abort();
+    }
+    for node in &nodes {
+        node.shutdown().await;
+    }
+    let lagged = lagged.load(Ordering::Relaxed);
+
+    let acked = lock(&samples.acked).clone();
+    let mut all_lags = Vec::new();
+    let mut per_node = Vec::new();
+    let mut missing = 0;
+    for (i, arrived) in samples.arrived.iter().enumerate() {
+        let arrived = lock(arrived);
+        let mut lags: Vec<Duration> = acked
+            .iter()
+            .filter_map(|(cart, at)| {
+                let seen = arrived.get(cart)?;
+                Some(seen.saturating_duration_since(*at))
+            })
+            .collect();
+        missing += acked.len() - lags.len();
+        lags.sort();
+        per_node.push(serde_json::json!({
+            "node": format!("replica-{}", i + 1),
+            "p50_ms": percentile(&lags, 0.50),
+            "p99_ms": percentile(&lags, 0.99),
+            "max_ms": percentile(&lags, 1.0),
+        }));
+        all_lags.extend(lags);
+    }
+    all_lags.sort();
+    let mut latencies = lock(&samples.latencies).clone();
+    latencies.sort();
+    let writes = measured.load(Ordering::Relaxed);
+    let commits = after.commits - before.commits;
+    let ops = after.local_ops - before.local_ops;
+    Ok(serde_json::json!({
+        "mode": "embedded",
+        "nodes": 3,
+        "writers": args.writers,
+        "carts": args.carts,
+        "skus_per_cart": args.skus,
+        "duration_s": elapsed.as_secs_f64(),
+        "acked_writes": writes,
+        "writes_per_s": writes as f64 / elapsed.as_secs_f64(),
+        "write_errors": errors.load(Ordering::Relaxed),
+        "ack_latency_p50_ms": percentile(&latencies, 0.50),
+        "ack_latency_p99_ms": percentile(&latencies, 0.99),
+        "commits": commits,
+        "ops_per_commit": if commits == 0 { 0.0 } else { ops as f64 / commits as f64 },
+        "commit_ms_avg": if commits == 0 { 0.0 } else {
+            (after.commit_micros - before.commit_micros) as f64 / commits as f64 / 1e3
+        },
+        "lag_samples": acked.len(),
+        "lag_samples_missing": missing,
+        "subscriber_lagged": lagged,
+        "replication_lag_p50_ms": percentile(&all_lags, 0.50),
+        "replication_lag_p99_ms": percentile(&all_lags, 0.99),
+        "replication_lag_per_node": per_node,
+        "transport_dropped": after.transport_dropped,
+        "gossip_dropped_backpressure": after.gossip.dropped_backpressure,
+    }))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json_path = args.json.clone();
+    let report = match runtime.block_on(run(args)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let f = |k: &str| report[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "{:.0} acknowledged cart writes/s ({} writers, {:.1} s measured, {} errors)",
+        f("writes_per_s"),
+        report["writers"],
+        f("duration_s"),
+        report["write_errors"]
+    );
+    println!(
+        "ack latency     p50 {:.2} ms  p99 {:.2} ms   ({:.0} ops per commit, {:.2} ms per commit)",
+        f("ack_latency_p50_ms"),
+        f("ack_latency_p99_ms"),
+        f("ops_per_commit"),
+        f("commit_ms_avg")
+    );
+    println!(
+        "replication lag p50 {:.2} ms  p99 {:.2} ms   ({} samples x 2 nodes, {} missing)",
+        f("replication_lag_p50_ms"),
+        f("replication_lag_p99_ms"),
+        report["lag_samples"],
+        report["lag_samples_missing"]
+    );
+    if let Some(path) = json_path {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("loadgen: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
