@@ -108,3 +108,104 @@ pub fn router(
         .layer(from_fn_with_state(state.clone(), gate::gate))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use std::net::SocketAddr;
+
+    async fn request(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, String, bool) {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, addr.to_string())
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("send");
+        let status = resp.status().as_u16();
+        let close = resp
+            .headers()
+            .get(hyper::header::CONNECTION)
+            .is_some_and(|v| v == "close");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned(), close)
+    }
+
+    #[tokio::test]
+    async fn a_draining_or_stopped_node_answers_503_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mesh = Mesh::builder()
+            .node_id("drain")
+            .region("local")
+            .gossip_addr(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .data_dir(dir.path())
+            .insecure_dev()
+            .start()
+            .await
+            .expect("start");
+        let draining = Draining::new();
+        let metrics = Arc::new(NodeMetrics::new(dir.path()));
+        let app = router(
+            mesh.clone(),
+            ApiConfig::default(),
+            metrics,
+            draining.clone(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let add = r#"{"sku":"a","qty":1}"#;
+        let (status, _, _) = request(addr, "POST", "/v1/carts/c/items", add).await;
+        assert_eq!(status, 200);
+
+        // Draining: every route answers 503 with a JSON error and closes the connection.
+        draining.start();
+        for (method, path) in [
+            ("POST", "/v1/carts/c/items"),
+            ("GET", "/health"),
+            ("GET", "/nope"),
+        ] {
+            let (status, body, close) = request(addr, method, path, add).await;
+            assert_eq!(status, 503, "{method} {path}");
+            assert_eq!(body, r#"{"error":"node is shutting down"}"#);
+            assert!(close, "{method} {path}: Connection: close");
+        }
+        assert_eq!(mesh.cart("c").expect("read").items[0].qty, 1);
+
+        // A request that got past the gate before the mesh stopped is a 503 too.
+        let app = router(
+            mesh.clone(),
+            ApiConfig::default(),
+            Arc::new(NodeMetrics::new(dir.path())),
+            Draining::new(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        mesh.shutdown().await;
+        let (status, body, _) = request(addr, "POST", "/v1/carts/c/items", add).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (503, r#"{"error":"node is shutting down"}"#)
+        );
+        assert_eq!(mesh.cart("c").expect("read").items[0].qty, 1);
+    }
+}
