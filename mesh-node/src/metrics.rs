@@ -74,8 +74,13 @@ impl NodeMetrics {
         self.lag.record(lag.as_secs_f64());
     }
 
-    /// Counts one HTTP request by method and status.
+    /// Counts one HTTP request by method and status (methods outside the standard ones count
+    /// as `other`, so clients cannot grow the label set).
     pub fn count_request(&self, method: &str, status: u16) {
+        let method = match method {
+            "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS" => method,
+            _ => "other",
+        };
         with_local_recorder(&self.recorder, || {
             counter!(
                 "statemesh_http_requests_total",
