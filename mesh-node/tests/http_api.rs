@@ -568,7 +568,13 @@ async fn health_members_inspect_metrics_and_unknown_routes() {
     assert_eq!(contribution["origin"]["region"], json!("local"));
     assert!(contribution["stamp"]["wall_ms"].as_i64().is_some());
     assert_eq!(i["recent_deltas"].as_array().map(Vec::len), Some(1));
-    assert!(!i["context"]["vv"].as_object().expect("vv").is_empty());
+    let vv = i["context"]["vv"].as_object().expect("vv");
+    assert_eq!(vv.len(), 1);
+    let replica = vv.keys().next().expect("replica");
+    assert_eq!(
+        i["origins"][replica],
+        json!({"node_id": "solo", "region": "local"})
+    );
     for kind in ["sessions", "docs", "session", "doc", "cart"] {
         assert_eq!(
             c.get(&format!("/v1/inspect/{kind}/x")).await.status,

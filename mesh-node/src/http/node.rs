@@ -45,11 +45,32 @@ pub(crate) async fn inspect(
     })?;
     let inspection = s.mesh.inspect(&Key::new(kind, id)).await?;
     let mut body = serde_json::to_value(&inspection).unwrap_or(Value::Null);
+    let origins = origins(&body);
     if let Value::Object(map) = &mut body {
         map.insert("node_id".into(), s.mesh.node_id().into());
         map.insert("region".into(), s.mesh.region().into());
+        map.insert("origins".into(), origins);
     }
     Ok(Json(body))
+}
+
+/// Replica id to `{node_id, region}` for every origin the inspection names, so that the
+/// causal context (keyed by replica) reads in node names.
+fn origins(inspection: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for list in ["contributions", "recent_deltas"] {
+        let entries = inspection[list].as_array().into_iter().flatten();
+        for origin in entries.map(|e| &e["origin"]) {
+            if let (Some(replica), false) =
+                (origin["replica"].as_str(), origin["node_id"].is_null())
+            {
+                out.entry(replica).or_insert_with(
+                    || json!({"node_id": origin["node_id"], "region": origin["region"]}),
+                );
+            }
+        }
+    }
+    Value::Object(out)
 }
 
 /// `GET /metrics`: Prometheus text format.
