@@ -222,10 +222,15 @@ impl MeshBuilder {
         };
 
         let open_id = node_id.clone();
-        let (store, mut loaded) =
-            tokio::task::spawn_blocking(move || Store::open(&data_dir, &open_id, limits))
-                .await
-                .map_err(|e| StartError::System(format!("store opener: {e}")))??;
+        let (store, mut loaded, state) = tokio::task::spawn_blocking(move || {
+            let (mut store, mut loaded) = Store::open(&data_dir, &open_id, limits)?;
+            // The checkpoint plus the log replayed: what the gossip core counts as delivered.
+            let state = State::from_loaded(&mut loaded);
+            store.ensure_cursor_ceiling(state.next_cursor())?;
+            Ok::<_, StartError>((store, loaded, state))
+        })
+        .await
+        .map_err(|e| StartError::System(format!("store opener: {e}")))??;
 
         let (transport, inbound) =
             Transport::bind(self.gossip_addr, tls, self.transport_config).await?;
@@ -247,8 +252,6 @@ impl MeshBuilder {
             loaded.replica,
             u64::try_from(now).unwrap_or(0),
         );
-        // The checkpoint plus the log replayed: what the gossip core counts as delivered.
-        let state = State::from_loaded(&mut loaded);
         let restored = Restored {
             delivered: state.applied().clone(),
             log: std::mem::take(&mut loaded.log),

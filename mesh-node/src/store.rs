@@ -494,7 +494,16 @@ impl Store {
         })
     }
 
-    /// Makes sure cursors from `next_cursor` on, plus a lease, are below the persisted ceiling.
+    /// Makes sure cursors from `next_cursor` on are covered by the persisted ceiling (a replay
+    /// at start-up hands out cursors before any commit).
+    pub fn ensure_cursor_ceiling(&mut self, next_cursor: u64) -> Result<(), StoreError> {
+        if self.cursor_covered(next_cursor) {
+            return Ok(());
+        }
+        self.raise_ceiling(next_cursor)
+    }
+
+    /// Persists a ceiling a lease above `next_cursor`.
     fn raise_ceiling(&mut self, next_cursor: u64) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(engine_err)?;
         txn.set_durability(Durability::Immediate)
