@@ -1,11 +1,11 @@
-//! One simulated node: a real `gossip::Node` over [`SimDelta`], its [`Store`], its clock
+//! One simulated node: a real `gossip::Node<ObjectDelta>`, its [`Store`], its clock
 //! skew and whether it is up. The driver (`sim.rs`) moves bytes and time between nodes; this
 //! module only holds a node's parts and starts or stops them.
 
 use crate::queue::Millis;
 use crate::rng::{SimRng, Stream};
-use crate::store::{SimDelta, Store};
-use crdt_types::ReplicaId;
+use crate::store::Store;
+use crdt_types::{ObjectDelta, ReplicaId};
 use gossip::{Config, Identity, Restored};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -35,7 +35,7 @@ pub struct SimNode {
     /// Physical clock offset from virtual time, in ms.
     pub skew_ms: i64,
     /// The gossip state machine; `None` while crashed or gone.
-    pub gossip: Option<gossip::Node<SimDelta>>,
+    pub gossip: Option<gossip::Node<ObjectDelta>>,
     /// The durable store.
     pub store: Store,
     /// Bumped on every start, so each life draws fresh random streams.

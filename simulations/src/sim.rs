@@ -15,7 +15,7 @@ use crate::regions::RegionMap;
 use crate::report::{BroadcastFigures, Report};
 use crate::rng::{SimRng, Stream};
 use crate::scenarios::{Plan, Scenario, Timing};
-use crate::store::{PlantedBug, SimDelta};
+use crate::store::PlantedBug;
 use crate::workload::{Intent, Workload, WorkloadConfig};
 use bytes::Bytes;
 use crdt_types::{Key, Object, ObjectDelta};
@@ -421,7 +421,7 @@ impl Simulation {
         }
     }
 
-    fn on_event(&mut self, slot: usize, event: Event<SimDelta>) {
+    fn on_event(&mut self, slot: usize, event: Event<ObjectDelta>) {
         let now = self.now;
         let region = self.nodes[slot].region;
         let n = &mut self.nodes[slot];
@@ -432,7 +432,7 @@ impl Simulation {
         match event {
             Event::Apply(delta) => {
                 let dot = delta.dot();
-                if let Err(e) = store.apply_delta(&delta.key, delta.payload.0, dot, delta.stamp) {
+                if let Err(e) = store.apply_delta(&delta.key, delta.payload, dot, delta.stamp) {
                     self.failures.push(format!(
                         "{} refused delta {dot:?} of {}: {e}",
                         n.name, delta.key
@@ -444,7 +444,7 @@ impl Simulation {
                 }
             }
             Event::ApplyState { key, payload, .. } => {
-                if let Err(e) = store.apply_state(&key, payload.0) {
+                if let Err(e) = store.apply_state(&key, payload) {
                     self.failures
                         .push(format!("{} refused state of {key}: {e}", n.name));
                 }
@@ -536,7 +536,7 @@ impl Simulation {
                 // Every tag must be published: an empty delta stands in for the failed write.
                 let bottom = Object::new(key.kind).to_delta();
                 store.record_own(tag.dot);
-                let _ = g.publish(local, key.clone(), SimDelta(bottom), tag);
+                let _ = g.publish(local, key.clone(), bottom, tag);
                 self.failures.push(format!(
                     "{} refused {intent:?} on {key}: {e}",
                     self.nodes[slot].name
@@ -547,7 +547,7 @@ impl Simulation {
         };
         self.delta_bytes += delta.encoded_len() as u64;
         store.record_own(tag.dot);
-        if let Err(e) = g.publish(local, key.clone(), SimDelta(delta), tag) {
+        if let Err(e) = g.publish(local, key.clone(), delta, tag) {
             self.failures.push(format!("publish refused: {e}"));
         }
         let id = self

@@ -8,19 +8,7 @@
 
 use crdt_types::{ApplyError, CausalContext, Key, Object, ObjectDelta, Stamp, VersionVector};
 use gossip::{StateBatch, StateSource};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-
-/// The payload the simulated gossip nodes carry: a `crdt_types::ObjectDelta`, with the same
-/// bytes on the wire (`serde(transparent)`).
-///
-/// A newtype only because `gossip::Payload` is not implemented for `ObjectDelta` yet, and the
-/// orphan rule keeps this crate from doing it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SimDelta(pub ObjectDelta);
-
-impl gossip::Payload for SimDelta {}
 
 /// A bug planted in the store on purpose (tests only), to show the checkers catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,8 +182,8 @@ impl Store {
     }
 }
 
-impl StateSource<SimDelta> for Store {
-    fn changed_since(&self, cursor: u64, byte_budget: usize) -> StateBatch<SimDelta> {
+impl StateSource<ObjectDelta> for Store {
+    fn changed_since(&self, cursor: u64, byte_budget: usize) -> StateBatch<ObjectDelta> {
         let mut entries = Vec::new();
         let mut bytes = 0;
         let mut next_cursor = cursor;
@@ -211,7 +199,7 @@ impl StateSource<SimDelta> for Store {
             let object = &self.objects[key].object;
             let delta = object.to_delta();
             bytes += delta.encoded_len() + key.id.len();
-            entries.push((key.clone(), SimDelta(delta)));
+            entries.push((key.clone(), delta));
             next_cursor = change;
         }
         StateBatch {
