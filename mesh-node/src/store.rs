@@ -732,3 +732,65 @@ pub(crate) fn random_seed() -> Result<u64, rand::rngs::SysError> {
     use rand::TryRng;
     rand::rngs::SysRng.try_next_u64()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crdt_types::{Cart, Dot, Kind, ObjectDelta, Tag};
+
+    fn delta(seq: u64, sku_bytes: usize) -> LoggedDelta {
+        let replica = ReplicaId(7);
+        let tag = Tag {
+            dot: Dot::new(replica, seq),
+            stamp: Stamp {
+                hlc: seq << 22,
+                replica,
+            },
+        };
+        let mut cart = Cart::new();
+        let sku = format!("{seq:0>width$}", width = sku_bytes.clamp(1, 256));
+        let d = cart.add(tag, &sku, 1).expect("add");
+        LoggedDelta {
+            origin: replica,
+            seq,
+            stamp: tag.stamp,
+            hops: 0,
+            key: Key::new(Kind::Cart, format!("c{seq}")),
+            payload: MeshDelta(ObjectDelta::Cart(d)),
+        }
+    }
+
+    #[test]
+    fn a_segment_over_the_record_size_is_split_and_reads_back_whole() {
+        // ~20k deltas of ~300 bytes: about 6 MiB, over the codec's 4 MiB limit.
+        let segment = Segment {
+            deltas: (1..=20_000).map(|s| delta(s, 256)).collect(),
+            states: Vec::new(),
+            adopted: vec![VersionVector::from_iter([(ReplicaId(7), 3)])],
+        };
+        let records = encode_segment(&segment).expect("encode");
+        assert!(records.len() > 1, "split into {} records", records.len());
+        let mut deltas = Vec::new();
+        let mut adopted = Vec::new();
+        for (n, bytes) in &records {
+            assert!(bytes.len() <= SEGMENT_BYTES);
+            let part: Segment = wire::decode(bytes).expect("decode");
+            assert_eq!(part.deltas.len(), *n);
+            deltas.extend(part.deltas);
+            adopted.extend(part.adopted);
+        }
+        assert_eq!(deltas, segment.deltas);
+        assert_eq!(adopted, segment.adopted);
+    }
+
+    #[test]
+    fn a_small_segment_is_one_record() {
+        let segment = Segment {
+            deltas: (1..=10).map(|s| delta(s, 8)).collect(),
+            ..Segment::default()
+        };
+        let records = encode_segment(&segment).expect("encode");
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].0, 10);
+    }
+}
