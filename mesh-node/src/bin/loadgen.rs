@@ -1,4 +1,4 @@
-//! `loadgen`: drives one node of a three-node loopback cluster with concurrent cart writers
+//! `loadgen`: drives one node of a (by default) three-node loopback cluster with concurrent cart writers
 //! and reports acknowledged writes per second, acknowledgement latency and replication lag to
 //! the other two nodes (BENCHMARKS.md "## mesh-node").
 //!
@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "loadgen", about)]
 struct Args {
+    /// Nodes in the cluster (1 to 3): the origin and up to two replicas. One node measures
+    /// the engine and store alone, without replicas competing for the CPU.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
+    nodes: u8,
     /// Concurrent writers, each with one write in flight.
     #[arg(long, default_value_t = 512)]
     writers: usize,
@@ -77,12 +81,11 @@ impl Target for Embedded {
 }
 
 /// What the writers and observers collect.
-#[derive(Default)]
 struct Samples {
     /// Sampled cart -> when its write was acknowledged at the origin.
     acked: Mutex<HashMap<String, Instant>>,
-    /// Per remote node: sampled cart -> when the change was committed there.
-    arrived: [Mutex<HashMap<String, Instant>>; 2],
+    /// Per replica: sampled cart -> when the change was committed there.
+    arrived: Vec<Mutex<HashMap<String, Instant>>>,
     /// Acknowledgement latencies of the measured writes.
     latencies: Mutex<Vec<Duration>>,
 }
@@ -143,16 +146,23 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     write_cluster_certs(&certs, &["origin", "replica-1", "replica-2"])
         .map_err(|e| e.to_string())?;
     let origin = start_node(dir.path(), &certs, "origin", vec![]).await?;
-    let r1 = start_node(dir.path(), &certs, "replica-1", vec![origin.local_addr()]).await?;
-    let r2 = start_node(dir.path(), &certs, "replica-2", vec![origin.local_addr()]).await?;
-    let nodes = [origin.clone(), r1.clone(), r2.clone()];
+    let mut replicas = Vec::new();
+    for id in ["replica-1", "replica-2"]
+        .iter()
+        .take(usize::from(args.nodes) - 1)
+    {
+        replicas.push(start_node(dir.path(), &certs, id, vec![origin.local_addr()]).await?);
+    }
+    let nodes: Vec<Mesh> = std::iter::once(origin.clone())
+        .chain(replicas.iter().cloned())
+        .collect();
     let formed = Instant::now();
     while !nodes.iter().all(|n| {
         n.members()
             .iter()
             .filter(|m| m.state == MemberStatus::Alive)
             .count()
-            == 3
+            == nodes.len()
     }) {
         if formed.elapsed() > Duration::from_secs(30) {
             return Err("the cluster did not form within 30 s".into());
@@ -160,7 +170,11 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    let samples = Arc::new(Samples::default());
+    let samples = Arc::new(Samples {
+        acked: Mutex::default(),
+        arrived: replicas.iter().map(|_| Mutex::default()).collect(),
+        latencies: Mutex::default(),
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let measured = Arc::new(AtomicU64::new(0));
@@ -169,7 +183,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let lagged = Arc::new(AtomicU64::new(0));
 
     let mut observers = Vec::new();
-    for (i, node) in [&r1, &r2].into_iter().enumerate() {
+    for (i, node) in replicas.iter().enumerate() {
         let mut sub = node.subscribe(ChangeFilter::kind(Kind::Cart).with_prefix("lag-"));
         let samples = samples.clone();
         let lagged = lagged.clone();
@@ -297,7 +311,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let ops = after.local_ops - before.local_ops;
     Ok(serde_json::json!({
         "mode": "embedded",
-        "nodes": 3,
+        "nodes": args.nodes,
         "writers": args.writers,
         "carts": args.carts,
         "skus_per_cart": args.skus,
@@ -365,13 +379,16 @@ fn main() -> ExitCode {
         f("ops_per_commit"),
         f("commit_ms_avg")
     );
-    println!(
-        "replication lag p50 {:.2} ms  p99 {:.2} ms   ({} samples x 2 nodes, {} missing)",
-        f("replication_lag_p50_ms"),
-        f("replication_lag_p99_ms"),
-        report["lag_samples"],
-        report["lag_samples_missing"]
-    );
+    let replicas = report["nodes"].as_u64().unwrap_or(1).saturating_sub(1);
+    if replicas > 0 {
+        println!(
+            "replication lag p50 {:.2} ms  p99 {:.2} ms   ({} samples x {replicas} nodes, {} missing)",
+            f("replication_lag_p50_ms"),
+            f("replication_lag_p99_ms"),
+            report["lag_samples"],
+            report["lag_samples_missing"]
+        );
+    }
     if let Some(path) = json_path {
         let text = serde_json::to_string_pretty(&report).unwrap_or_default();
         if let Err(e) = std::fs::write(&path, text) {
