@@ -77,6 +77,9 @@ struct Args {
     /// Number of carts and session slots written (default: one key per 20 updates).
     #[arg(long)]
     keys: Option<usize>,
+    /// Print progress to stderr every this many virtual ms (0: never).
+    #[arg(long, default_value_t = 0)]
+    progress_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -134,6 +137,7 @@ fn run(args: Args) -> Result<bool, String> {
     } else if args.updates.is_some() {
         return Err("broadcast-once publishes one update per node; drop --updates".into());
     }
+    cfg.progress_ms = args.progress_ms;
     let started = std::time::Instant::now();
     let outcome = Simulation::new(cfg)?.run();
     let wall_ms = started.elapsed().as_millis();

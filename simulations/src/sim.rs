@@ -45,6 +45,9 @@ pub struct SimConfig {
     pub sample_ms: Millis,
     /// A bug to plant in every store (tests only).
     pub planted_bug: Option<PlantedBug>,
+    /// Print a progress line to stderr every this many virtual ms (0: never). Not part of
+    /// the report.
+    pub progress_ms: Millis,
 }
 
 impl SimConfig {
@@ -66,6 +69,7 @@ impl SimConfig {
             gossip: None,
             sample_ms: 100,
             planted_bug: None,
+            progress_ms: 0,
         }
     }
 }
@@ -240,9 +244,22 @@ impl Simulation {
 
     /// Runs to convergence or the deadline and returns the report.
     pub fn run(mut self) -> Outcome {
+        let started = std::time::Instant::now();
+        let mut next_progress = EPOCH_MS + self.cfg.progress_ms;
         while let Some((at, ev)) = self.queue.pop() {
             if at > self.plan.deadline {
                 break;
+            }
+            if self.cfg.progress_ms > 0 && at >= next_progress {
+                next_progress = at + self.cfg.progress_ms;
+                eprintln!(
+                    "  t={:.1}s virtual  {:.1}s wall  {} updates  {} messages  {} queued",
+                    (at - EPOCH_MS) as f64 / 1000.0,
+                    started.elapsed().as_secs_f64(),
+                    self.oracle.ops().len(),
+                    self.messages_sent,
+                    self.queue.len()
+                );
             }
             self.now = at;
             self.handle(ev);
