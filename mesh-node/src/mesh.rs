@@ -11,6 +11,7 @@ use crate::member::Member;
 use crate::ops::{Op, Output, SessionUpdate, check_id};
 use crate::subscribe::{ChangeFilter, Subscription};
 use crate::transport::{Faults, StatsSnapshot, Transport};
+use crate::view::Committed;
 use crdt_types::{
     CartError, CartView, DocEdit, Key, Kind, MAX_QUANTITY, Object, ReplicaId, SessionError,
     SessionView,
@@ -162,8 +163,16 @@ impl Mesh {
         answer.await.unwrap_or_else(|_| Err(self.stopped()))
     }
 
-    fn committed(&self, key: &Key) -> Option<Arc<Object>> {
+    fn committed(&self, key: &Key) -> Option<Committed> {
         self.inner.shared.view.get(key)
+    }
+
+    /// The committed session or document of `key`.
+    fn committed_object(&self, key: &Key) -> Option<Arc<Object>> {
+        match self.committed(key)? {
+            Committed::Object(object) => Some(object),
+            Committed::Cart(_) => None,
+        }
     }
 
     // ----- carts -----------------------------------------------------------------------------
@@ -222,8 +231,8 @@ impl Mesh {
     /// The cart as committed on this node (empty for an unknown cart).
     pub fn cart(&self, cart_id: &str) -> Result<CartView, MeshError> {
         let key = cart_key(cart_id)?;
-        Ok(match self.committed(&key).as_deref() {
-            Some(Object::Cart(cart)) => cart.view(),
+        Ok(match self.committed(&key) {
+            Some(Committed::Cart(view)) => (*view).clone(),
             _ => CartView::default(),
         })
     }
@@ -255,7 +264,7 @@ impl Mesh {
     /// The session if it is live on this node (`None` when unknown, expired or revoked).
     pub fn session(&self, session_id: &str) -> Result<Option<SessionView>, MeshError> {
         let key = session_key(session_id)?;
-        Ok(match self.committed(&key).as_deref() {
+        Ok(match self.committed_object(&key).as_deref() {
             Some(Object::Session(s)) => s.view(engine::now_ms()),
             _ => None,
         })
@@ -272,7 +281,7 @@ impl Mesh {
     /// The document as JSON (`{}` for an unknown document).
     pub fn doc(&self, doc_id: &str) -> Result<serde_json::Value, MeshError> {
         let key = doc_key(doc_id)?;
-        Ok(match self.committed(&key).as_deref() {
+        Ok(match self.committed_object(&key).as_deref() {
             Some(object @ Object::Doc(_)) => value_json(object, engine::now_ms()),
             _ => serde_json::Value::Object(serde_json::Map::new()),
         })

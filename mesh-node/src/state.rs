@@ -3,12 +3,14 @@
 //! since the last checkpoint. It joins what it is told to and must not decide what to join:
 //! the gossip core decides.
 //!
-//! Objects are shared with the read view ([`crate::view`]) and with checkpoints as `Arc`s: the
-//! first change to a key after it was shared copies it (`Arc::make_mut`), so readers keep the
-//! committed version until the engine installs the new one after the commit.
+//! Objects are `Arc`s, shared with checkpoints in progress (and, for sessions and documents,
+//! with the read view, [`crate::view`]): the first change to a key after it was shared copies
+//! it (`Arc::make_mut`), so a checkpoint writes the version it was taken at and readers keep
+//! the committed version until the engine installs the new one after the commit.
 
 use crate::delta::MeshDelta;
 use crate::store::{Loaded, ObjectWrite, Segment};
+use crate::view::Committed;
 use crdt_types::{CausalContext, Dot, Key, Object, ObjectDelta, Stamp, VersionVector};
 use gossip::{StateBatch, StateSource};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -121,11 +123,11 @@ impl State {
         }
     }
 
-    /// Every key's current object, for the read view at start-up.
-    pub(crate) fn snapshot_all(&self) -> HashMap<Key, Arc<Object>> {
+    /// Every key's committed form, for the read view at start-up.
+    pub(crate) fn snapshot_all(&self) -> HashMap<Key, Committed> {
         self.objects
             .iter()
-            .map(|(k, s)| (k.clone(), s.object.clone()))
+            .map(|(k, s)| (k.clone(), Committed::of(&s.object)))
             .collect()
     }
 
@@ -208,14 +210,14 @@ impl State {
         self.object_mut(key).apply(delta)
     }
 
-    /// Ends the batch: the keys it changed with their new objects, for the read view.
-    pub(crate) fn end_batch(&mut self) -> Vec<(Key, Arc<Object>)> {
+    /// Ends the batch: the keys it changed in their committed form, for the read view.
+    pub(crate) fn end_batch(&mut self) -> Vec<(Key, Committed)> {
         let objects = &self.objects;
         self.batch
             .drain()
             .filter_map(|key| {
-                let object = objects.get(&key)?.object.clone();
-                Some((key, object))
+                let committed = Committed::of(&objects.get(&key)?.object);
+                Some((key, committed))
             })
             .collect()
     }
