@@ -33,11 +33,19 @@ fn steady() {
 #[test]
 fn region_partition() {
     assert_invariants(Scenario::RegionPartition);
+    // The partition really cut traffic, and anti-entropy repaired it.
+    let r = run(Scenario::RegionPartition, 1);
+    assert!(
+        r.dropped_partitioned > 0 && r.delivered_by_sync > 0,
+        "{}",
+        r.summary(0)
+    );
 }
 
 #[test]
 fn asymmetric_partition() {
     assert_invariants(Scenario::AsymmetricPartition);
+    assert!(run(Scenario::AsymmetricPartition, 1).dropped_partitioned > 0);
 }
 
 #[test]
@@ -48,6 +56,7 @@ fn flapping() {
 #[test]
 fn lossy() {
     assert_invariants(Scenario::Lossy);
+    assert!(run(Scenario::Lossy, 1).dropped_lost > 0);
 }
 
 #[test]
