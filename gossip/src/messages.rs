@@ -56,7 +56,7 @@ impl<P: Payload> Delta<P> {
 pub enum GossipItem<P> {
     /// Eager push of a delta (also the answer to a GRAFT).
     Delta(Delta<P>),
-    /// Lazy push: "I have these deltas".
+    /// Lazy push: "I have these deltas". Empty: "I link to you, link back to me".
     IHave(Vec<Dot>),
     /// "Send me these deltas, and push to me eagerly from now on."
     Graft(Vec<Dot>),

@@ -583,7 +583,21 @@ impl<P: Payload> Node<P> {
         }
         let region = self.identity().region.clone();
         let live = self.live_peers();
+        let before: BTreeSet<SocketAddr> = self.plumtree.neighbours().collect();
         self.plumtree.rebalance(&region, &live);
+        let linked: Vec<SocketAddr> = self
+            .plumtree
+            .neighbours()
+            .filter(|a| !before.contains(a))
+            .collect();
+        // Tell new neighbours, so they link back (an empty IHAVE): links are symmetric.
+        for peer in linked {
+            let item = GossipItem::IHave(Vec::new());
+            let size = item_len(&item);
+            if !self.outbox.push_gossip(peer, item, size) {
+                self.stats.dropped_backpressure += 1;
+            }
+        }
         self.trim_log();
     }
 
@@ -745,6 +759,9 @@ impl<P: Payload> Node<P> {
                 self.disseminate(now, &delta, Some(from));
             }
             GossipItem::IHave(dots) => {
+                if dots.is_empty() {
+                    self.plumtree.on_link(from);
+                }
                 for dot in dots {
                     if !self.delivered.contains(&dot) {
                         self.plumtree.on_ihave(now, from, dot);

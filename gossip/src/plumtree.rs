@@ -28,7 +28,10 @@
 //! of other regions. Within a region there are plenty of short links, while only a few
 //! long-lived links cross regions; after pruning, a delta typically crosses into each other
 //! region once. Ranks are stable, so links survive membership churn except when the peer
-//! itself leaves. Links are symmetric: a peer that pushes to us becomes our neighbour. What the
+//! itself leaves. Links are symmetric: a node tells each peer it links to (an empty IHAVE) and
+//! the peer links back, and a peer that pushes to us becomes our neighbour. (Linking back only
+//! on a push left a node that no peer ranks, and that never publishes, outside every tree: it
+//! got neither pushes nor announcements, only anti-entropy.) What the
 //! paper leaves to HyParView (a partial view) comes from foca's full membership here; the view
 //! stays small because only ranked peers become neighbours.
 
@@ -58,6 +61,8 @@ pub struct Plumtree {
     config: PlumtreeConfig,
     salt: u64,
     neighbours: BTreeSet<SocketAddr>,
+    /// Peers that linked to us (linked back as soon as they are live members).
+    linked_by: BTreeSet<SocketAddr>,
     lazy: BTreeMap<ReplicaId, BTreeSet<SocketAddr>>,
     parent: BTreeMap<ReplicaId, SocketAddr>,
     /// For recent deltas delivered by a link other than the parent: that link.
@@ -78,6 +83,7 @@ impl Plumtree {
             config,
             salt,
             neighbours: BTreeSet::new(),
+            linked_by: BTreeSet::new(),
             lazy: BTreeMap::new(),
             parent: BTreeMap::new(),
             first_from: BTreeMap::new(),
@@ -154,11 +160,25 @@ impl Plumtree {
         for (_, addr) in wanted {
             self.neighbours.insert(*addr);
         }
+        for addr in &self.linked_by {
+            if alive.contains(addr) {
+                self.neighbours.insert(*addr);
+            }
+        }
+    }
+
+    /// `from` linked to us (an empty IHAVE): link back, eager for every root that has not
+    /// pruned it, so that the peer gets pushes or announcements even if it never publishes.
+    /// A link can arrive before membership reports the peer live; it is kept and applied then.
+    pub fn on_link(&mut self, from: SocketAddr) {
+        self.linked_by.insert(from);
+        self.neighbours.insert(from);
     }
 
     /// A peer left: forget it, and its announcements.
     pub fn remove_peer(&mut self, addr: &SocketAddr) {
         self.neighbours.remove(addr);
+        self.linked_by.remove(addr);
         for l in self.lazy.values_mut() {
             l.remove(addr);
         }
