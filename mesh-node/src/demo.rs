@@ -261,8 +261,15 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<DemoReport, Dem
          bob's lamp keeps us-east's quantity and gains ap-south's bulbs; ap-south's clear of carol\n\
          removed the mugs it had seen, and eu-west's concurrent tea stays."
     )?;
-    for node in &nodes {
-        node.shutdown().await;
+    // All at once: a node still running would keep dialing the ones that already left.
+    let stops: Vec<_> = nodes
+        .iter()
+        .cloned()
+        .map(|node| tokio::spawn(async move { node.shutdown().await }))
+        .collect();
+    for stop in stops {
+        stop.await
+            .map_err(|e| DemoError::Setup(format!("shutdown: {e}")))?;
     }
     Ok(DemoReport { carts, convergence })
 }
