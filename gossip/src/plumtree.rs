@@ -4,7 +4,8 @@
 //!
 //! Every node keeps a set of *neighbours* and, per origin replica (per tree root, as in
 //! riak_core's broadcast), the subset of them that is *lazy* for that root; the rest are
-//! *eager*. A delta delivered for the first time is pushed to the eager neighbours of its root
+//! *eager*. For a root not seen before only the node's own ranked links are eager (see
+//! [`Plumtree::eager`]): the other links start lazy, so a fresh origin does not flood. A delta delivered for the first time is pushed to the eager neighbours of its root
 //! and announced (IHAVE) to the lazy ones. A copy that arrives again means the root's eager
 //! graph has a cycle: the receiver PRUNEs that link to lazy for that root. An announcement for a
 //! delta that does not arrive within a timeout means a tree link is broken or slow: the
@@ -63,6 +64,10 @@ pub struct Plumtree {
     neighbours: BTreeSet<SocketAddr>,
     /// Peers that linked to us (linked back as soon as they are live members).
     linked_by: BTreeSet<SocketAddr>,
+    /// This node's own ranked links: eager for every root unless pruned.
+    preferred: BTreeSet<SocketAddr>,
+    /// Per root, the other neighbours that are eager: they pushed to us or grafted.
+    eager_extra: BTreeMap<ReplicaId, BTreeSet<SocketAddr>>,
     lazy: BTreeMap<ReplicaId, BTreeSet<SocketAddr>>,
     parent: BTreeMap<ReplicaId, SocketAddr>,
     /// For recent deltas delivered by a link other than the parent: that link.
@@ -84,6 +89,8 @@ impl Plumtree {
             salt,
             neighbours: BTreeSet::new(),
             linked_by: BTreeSet::new(),
+            preferred: BTreeSet::new(),
+            eager_extra: BTreeMap::new(),
             lazy: BTreeMap::new(),
             parent: BTreeMap::new(),
             first_from: BTreeMap::new(),
@@ -98,13 +105,25 @@ impl Plumtree {
         self.neighbours.iter().copied()
     }
 
-    /// The neighbours linked eagerly for `root` (the parent included).
+    /// The neighbours linked eagerly for `root` (the parent included): this node's own ranked
+    /// links (a few local, one or two remote) and the neighbours that pushed `root`'s deltas to
+    /// us or grafted them, less those pruned. A fresh origin's first deltas therefore travel a
+    /// sparse graph rather than every link (which flooded each origin's first deltas to every
+    /// neighbour until prunes trimmed the tree); the other links announce them lazily.
     pub fn eager(&self, root: ReplicaId) -> impl Iterator<Item = SocketAddr> + '_ {
-        let lazy = self.lazy.get(&root);
         self.neighbours
             .iter()
             .copied()
-            .filter(move |a| !lazy.is_some_and(|l| l.contains(a)))
+            .filter(move |a| self.is_eager(*a, root))
+    }
+
+    fn is_eager(&self, peer: SocketAddr, root: ReplicaId) -> bool {
+        !self.is_lazy_explicit(peer, root)
+            && (self.preferred.contains(&peer)
+                || self
+                    .eager_extra
+                    .get(&root)
+                    .is_some_and(|e| e.contains(&peer)))
     }
 
     /// The eager neighbours a delta of `root` is pushed to: not its parent, which is upstream.
@@ -118,9 +137,12 @@ impl Plumtree {
         self.parent.get(&root).copied()
     }
 
-    /// The neighbours that receive announcements of `root`'s deltas.
+    /// The neighbours that receive announcements of `root`'s deltas: every one not eager.
     pub fn lazy(&self, root: ReplicaId) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.lazy.get(&root).into_iter().flatten().copied()
+        self.neighbours
+            .iter()
+            .copied()
+            .filter(move |a| !self.is_eager(*a, root))
     }
 
     /// The rendezvous rank of a peer for this node (lower is preferred).
@@ -140,6 +162,9 @@ impl Plumtree {
         for l in self.lazy.values_mut() {
             l.retain(|a| alive.contains(a));
         }
+        for e in self.eager_extra.values_mut() {
+            e.retain(|a| alive.contains(a));
+        }
         self.parent.retain(|_, a| alive.contains(a));
         let mut local: Vec<(u64, SocketAddr)> = Vec::new();
         let mut remote: Vec<(u64, SocketAddr)> = Vec::new();
@@ -157,9 +182,8 @@ impl Plumtree {
             .iter()
             .take(self.config.local_links)
             .chain(remote.iter().take(self.config.remote_links));
-        for (_, addr) in wanted {
-            self.neighbours.insert(*addr);
-        }
+        self.preferred = wanted.map(|(_, a)| *a).collect();
+        self.neighbours.extend(self.preferred.iter().copied());
         for addr in &self.linked_by {
             if alive.contains(addr) {
                 self.neighbours.insert(*addr);
@@ -179,6 +203,10 @@ impl Plumtree {
     pub fn remove_peer(&mut self, addr: &SocketAddr) {
         self.neighbours.remove(addr);
         self.linked_by.remove(addr);
+        self.preferred.remove(addr);
+        for e in self.eager_extra.values_mut() {
+            e.remove(addr);
+        }
         for l in self.lazy.values_mut() {
             l.remove(addr);
         }
@@ -230,12 +258,15 @@ impl Plumtree {
         } else {
             from
         };
-        let was_eager = self.neighbours.insert(victim) || !self.is_lazy(victim, root);
+        let was_eager = self.neighbours.insert(victim) || !self.is_lazy_explicit(victim, root);
         self.lazy.entry(root).or_default().insert(victim);
+        if let Some(e) = self.eager_extra.get_mut(&root) {
+            e.remove(&victim);
+        }
         was_eager.then_some(victim)
     }
 
-    fn is_lazy(&self, peer: SocketAddr, root: ReplicaId) -> bool {
+    fn is_lazy_explicit(&self, peer: SocketAddr, root: ReplicaId) -> bool {
         self.lazy.get(&root).is_some_and(|l| l.contains(&peer))
     }
 
@@ -244,6 +275,9 @@ impl Plumtree {
         if let Some(l) = self.lazy.get_mut(&root) {
             l.remove(&peer);
         }
+        if !self.preferred.contains(&peer) {
+            self.eager_extra.entry(root).or_default().insert(peer);
+        }
     }
 
     /// `from` asked us to stop pushing `root`'s deltas eagerly. If it was our parent for that
@@ -251,6 +285,9 @@ impl Plumtree {
     pub fn on_prune(&mut self, from: SocketAddr, root: ReplicaId) {
         self.neighbours.insert(from);
         self.lazy.entry(root).or_default().insert(from);
+        if let Some(e) = self.eager_extra.get_mut(&root) {
+            e.remove(&from);
+        }
         if self.parent.get(&root) == Some(&from) {
             self.parent.remove(&root);
         }
