@@ -2,6 +2,7 @@
 
 use crate::{Dot, ReplicaId, VersionVector};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// The dots a CRDT state (or delta) has observed.
 ///
@@ -9,7 +10,8 @@ use serde::{Deserialize, Serialize};
 /// it that arrived out of order, kept folded: a dot that continues the vector moves into it.
 /// The cloud is a sorted vector, small by design (what lies above the node's delivered
 /// frontier between two [`CausalContext::compact_stable`] calls), so a delta's one-dot
-/// context costs one small allocation and lookups are binary searches over contiguous memory. Because dot counters are per-replica *delta*
+/// context is stored inline, with no allocation, and lookups are binary searches over
+/// contiguous memory. Because dot counters are per-replica *delta*
 /// sequence numbers shared by every key, one key's context is usually sparse: it is folded
 /// at causal stability with [`CausalContext::compact_stable`].
 ///
@@ -20,8 +22,17 @@ use serde::{Deserialize, Serialize};
 #[serde(from = "ContextRepr")]
 pub struct CausalContext {
     vv: VersionVector,
-    /// Sorted by `(replica, counter)`, every dot above `vv[replica] + 1`.
-    cloud: Vec<Dot>,
+    /// Sorted by `(replica, counter)`, every dot above `vv[replica] + 1`. A delta's context
+    /// holds one dot, kept inline (no heap block); encoded as a sequence, like a `Vec`.
+    #[serde(serialize_with = "serialize_cloud")]
+    cloud: SmallVec<[Dot; 1]>,
+}
+
+fn serialize_cloud<S: serde::Serializer>(
+    cloud: &SmallVec<[Dot; 1]>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    cloud.as_slice().serialize(serializer)
 }
 
 /// The encoded shape of a [`CausalContext`]; decoding goes through it to normalise.
@@ -33,7 +44,7 @@ struct ContextRepr {
 
 impl From<ContextRepr> for CausalContext {
     fn from(repr: ContextRepr) -> Self {
-        let mut cloud = repr.cloud;
+        let mut cloud: SmallVec<[Dot; 1]> = repr.cloud.into_iter().collect();
         cloud.sort_unstable();
         cloud.dedup();
         let mut cc = CausalContext { vv: repr.vv, cloud };
@@ -112,7 +123,7 @@ impl CausalContext {
             }
         } else {
             let mine = std::mem::take(&mut self.cloud);
-            let mut merged = Vec::with_capacity(mine.len() + other.cloud.len());
+            let mut merged = SmallVec::with_capacity(mine.len() + other.cloud.len());
             let (mut a, mut b) = (
                 mine.into_iter().peekable(),
                 other.cloud.iter().copied().peekable(),

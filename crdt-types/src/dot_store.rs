@@ -13,6 +13,7 @@
 
 use crate::{Causal, CausalContext, Dot, Tag};
 use serde::{Deserialize, Serialize};
+use smallvec::{SmallVec, smallvec};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -68,16 +69,23 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
 /// A set of dots: the store of an enable-wins flag, and of one element of an add-wins set.
 ///
 /// Kept as a sorted vector: a set usually holds one to a few dots, where a vector beats a tree
-/// in memory and speed.
-#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// in memory and speed; one dot is stored inline, without a heap block.
+#[derive(Clone, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(try_from = "Vec<Dot>")]
-pub struct DotSet(Vec<Dot>);
+pub struct DotSet(SmallVec<[Dot; 1]>);
+
+impl Serialize for DotSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // As the `Vec<Dot>` it decodes from.
+        self.0.as_slice().serialize(serializer)
+    }
+}
 
 impl TryFrom<Vec<Dot>> for DotSet {
     type Error = &'static str;
     fn try_from(dots: Vec<Dot>) -> Result<Self, Self::Error> {
         if dots.windows(2).all(|w| w[0] < w[1]) {
-            Ok(DotSet(dots))
+            Ok(DotSet(dots.into_iter().collect()))
         } else {
             Err("dot set is not strictly sorted")
         }
@@ -105,7 +113,7 @@ impl DotSet {
     pub fn add_delta(&self, tag: Tag) -> Causal<DotSet> {
         let mut context = self.dots();
         context.insert(tag.dot);
-        Causal::new(DotSet(vec![tag.dot]), context)
+        Causal::new(DotSet(smallvec![tag.dot]), context)
     }
 
     /// The delta of removing (disabling): covers every dot seen so far, adds none.
@@ -152,7 +160,10 @@ impl DotStore for DotSet {
     }
 
     fn remove_covered(&mut self, ctx: &CausalContext) {
-        self.0.retain(|d| !ctx.contains(d));
+        // Usually nothing is covered (a scan past every key): look before rewriting.
+        if self.0.iter().any(|d| ctx.contains(d)) {
+            self.0.retain(|d| !ctx.contains(d));
+        }
     }
 }
 
@@ -163,15 +174,23 @@ impl DotStore for DotSet {
 /// counter (one entry per increment).
 ///
 /// A value is written once, under the dot of the operation that wrote it, and never changes:
-/// a dot present in both sides of a join carries the same value on both. Sorted vector by dot.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// a dot present in both sides of a join carries the same value on both. Sorted vector by dot;
+/// one entry (a delta's) is stored inline, without a heap block.
+#[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(try_from = "Vec<(Dot, V)>")]
 #[serde(bound(deserialize = "V: Deserialize<'de>"))]
-pub struct DotFun<V>(Vec<(Dot, V)>);
+pub struct DotFun<V>(SmallVec<[(Dot, V); 1]>);
+
+impl<V: Serialize> Serialize for DotFun<V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // As the `Vec<(Dot, V)>` it decodes from.
+        self.0.as_slice().serialize(serializer)
+    }
+}
 
 impl<V> Default for DotFun<V> {
     fn default() -> Self {
-        DotFun(Vec::new())
+        DotFun(SmallVec::new())
     }
 }
 
@@ -179,7 +198,7 @@ impl<V> TryFrom<Vec<(Dot, V)>> for DotFun<V> {
     type Error = &'static str;
     fn try_from(entries: Vec<(Dot, V)>) -> Result<Self, Self::Error> {
         if entries.windows(2).all(|w| w[0].0 < w[1].0) {
-            Ok(DotFun(entries))
+            Ok(DotFun(entries.into_iter().collect()))
         } else {
             Err("dot function is not strictly sorted by dot")
         }
@@ -225,7 +244,7 @@ impl<V> DotFun<V> {
 
     /// The store holding the single entry `dot -> value`.
     pub fn singleton(dot: Dot, value: V) -> Self {
-        DotFun(vec![(dot, value)])
+        DotFun(smallvec![(dot, value)])
     }
 }
 
@@ -293,7 +312,10 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
     }
 
     fn remove_covered(&mut self, ctx: &CausalContext) {
-        self.0.retain(|(d, _)| !ctx.contains(d));
+        // Usually nothing is covered (a scan past every key): look before rewriting.
+        if self.0.iter().any(|(d, _)| ctx.contains(d)) {
+            self.0.retain(|(d, _)| !ctx.contains(d));
+        }
     }
 }
 
@@ -312,15 +334,15 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 /// receiver checks every hint against its own store, so a wrong hint costs a scan, never
 /// correctness.
 ///
-/// Kept as a vector sorted by key: a delta holds one key, where a tree node would cost a
-/// large allocation per delta, and a cart holds tens of items, where binary search over
-/// contiguous entries beats a tree. Encoded as a map, like a `BTreeMap`.
+/// Kept as a vector sorted by key: a delta holds one key, stored inline (no heap block; a
+/// tree node would cost a large allocation per delta), and a cart holds tens of items, where
+/// binary search over contiguous entries beats a tree. Encoded as a map, like a `BTreeMap`.
 #[derive(Clone)]
-pub struct DotMap<K, V>(Vec<(K, V)>);
+pub struct DotMap<K, V>(SmallVec<[(K, V); 1]>);
 
 impl<K, V> Default for DotMap<K, V> {
     fn default() -> Self {
-        DotMap(Vec::new())
+        DotMap(SmallVec::new())
     }
 }
 
@@ -436,7 +458,7 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
         let empty = V::default();
         let current = self.raw_get(&key).map_or(&empty, |(_, v)| v);
         let (store, context) = op(current, tag).into_parts();
-        Causal::new(DotMap(vec![(key, store)]), context)
+        Causal::new(DotMap(smallvec![(key, store)]), context)
     }
 
     /// The delta of removing `key` as observed: covers the dots under it, adds none (and
@@ -448,7 +470,7 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
     {
         match self.raw_get(key) {
             Some((k, v)) if !v.is_empty() => {
-                Causal::new(DotMap(vec![(k.clone(), V::default())]), v.dots())
+                Causal::new(DotMap(smallvec![(k.clone(), V::default())]), v.dots())
             }
             _ => Causal::default(),
         }

@@ -133,6 +133,43 @@ fn contexts_decode_to_their_canonical_form() {
 }
 
 #[test]
+fn inline_stores_and_clouds_encode_like_the_vectors_they_decode_from() {
+    // Dot sets, dot functions, maps and context clouds keep one element inline; the bytes
+    // must stay those of a `Vec` (and a `BTreeMap` for maps) at every length.
+    use crdt_types::{Counter, DotFun, DotMap, DotSet};
+    use std::collections::BTreeMap;
+    #[derive(serde::Serialize)]
+    struct ContextRepr {
+        vv: BTreeMap<ReplicaId, u64>,
+        cloud: Vec<Dot>,
+    }
+    let (a, b) = (ReplicaId(3), ReplicaId(7));
+    for n in 0..4u64 {
+        let dots: Vec<Dot> = (0..n).map(|i| Dot::new(a, 2 * i + 5)).collect();
+        let set: DotSet = wire::decode(&wire::encode(&dots).unwrap()).unwrap();
+        assert_eq!(wire::encode(&set).unwrap(), wire::encode(&dots).unwrap());
+        let entries: Vec<(Dot, i64)> = dots.iter().map(|&d| (d, d.counter as i64)).collect();
+        let fun: DotFun<i64> = wire::decode(&wire::encode(&entries).unwrap()).unwrap();
+        assert_eq!(wire::encode(&fun).unwrap(), wire::encode(&entries).unwrap());
+        let map: BTreeMap<String, Vec<(Dot, i64)>> = (0..n)
+            .map(|i| (format!("sku-{i}"), entries[..=i as usize].to_vec()))
+            .collect();
+        let dmap: DotMap<String, Counter> = wire::decode(&wire::encode(&map).unwrap()).unwrap();
+        assert_eq!(wire::encode(&dmap).unwrap(), wire::encode(&map).unwrap());
+        let repr = ContextRepr {
+            vv: BTreeMap::from([(b, 4)]),
+            cloud: dots.clone(),
+        };
+        let cc: CausalContext = wire::decode(&wire::encode(&repr).unwrap()).unwrap();
+        assert_eq!(wire::encode(&cc).unwrap(), wire::encode(&repr).unwrap());
+        assert_eq!(
+            serde_json::to_value(&cc).unwrap(),
+            serde_json::to_value(&repr).unwrap()
+        );
+    }
+}
+
+#[test]
 fn oversized_input_is_refused_before_decoding() {
     let big = vec![FORMAT_VERSION; MAX_ENCODED_BYTES + 1];
     assert!(matches!(
