@@ -12,7 +12,7 @@ use foca::{AccumulatingRuntime, Codec, Foca, Header, Member, NoCustomBroadcast, 
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -325,45 +325,73 @@ impl Membership {
         out
     }
 
-    /// Compares foca's table with ours and returns what changed, in address order.
+    /// Compares foca's table with ours and returns what changed, in address order. Runs after
+    /// every foca call, so it clones nothing for members whose identity and state did not
+    /// change, and looks for removed members only when the table sizes say one was removed.
     fn refresh(&mut self) -> Vec<MemberChange> {
-        let mut changes = Vec::new();
-        let mut seen = BTreeMap::new();
+        let mut changes: Vec<(SocketAddr, MemberChange)> = Vec::new();
+        let mut updates: Vec<MemberInfo> = Vec::new();
+        let mut listed = 0usize;
         for m in self.foca.iter_membership_state() {
-            let info = MemberInfo {
-                identity: m.id().clone(),
-                state: MemberState::from_foca(m.state()),
-            };
-            seen.insert(info.identity.addr, info);
-        }
-        for (addr, info) in &seen {
-            let before = self.members.get(addr);
-            let same_identity = before.is_some_and(|b| b.identity == info.identity);
+            listed += 1;
+            let id = m.id();
+            let state = MemberState::from_foca(m.state());
+            let before = self.members.get(&id.addr);
+            let same_identity = before.is_some_and(|b| b.identity == *id);
             let before_state = before.filter(|_| same_identity).map(|b| b.state);
-            match (before_state, info.state) {
-                (Some(a), b) if a == b => {}
-                (_, MemberState::Alive) => changes.push(MemberChange::Up(info.clone())),
-                (_, MemberState::Suspect) => changes.push(MemberChange::Suspect(info.clone())),
-                (Some(_), MemberState::Down) => changes.push(MemberChange::Down(info.clone())),
-                (None, MemberState::Down) => {
-                    // A new identity we only learnt as down; if it replaced a live one, that
-                    // one is gone.
-                    if before.is_some_and(|b| b.state.is_live()) {
-                        changes.push(MemberChange::Down(info.clone()));
-                    }
+            if before_state == Some(state) {
+                continue;
+            }
+            let info = MemberInfo {
+                identity: id.clone(),
+                state,
+            };
+            let change = match (before_state, state) {
+                (_, MemberState::Alive) => Some(MemberChange::Up(info.clone())),
+                (_, MemberState::Suspect) => Some(MemberChange::Suspect(info.clone())),
+                (Some(_), MemberState::Down) => Some(MemberChange::Down(info.clone())),
+                // A new identity we only learnt as down; if it replaced a live one, that one
+                // is gone.
+                (None, MemberState::Down) => before
+                    .is_some_and(|b| b.state.is_live())
+                    .then(|| MemberChange::Down(info.clone())),
+            };
+            if let Some(c) = change {
+                changes.push((id.addr, c));
+            }
+            updates.push(info);
+        }
+        // Stable: foca lists each address once, so this is address order.
+        changes.sort_by_key(|(a, _)| *a);
+        let mut out: Vec<MemberChange> = changes.into_iter().map(|(_, c)| c).collect();
+        for info in updates {
+            self.members.insert(info.identity.addr, info);
+        }
+        // Every listed address is in the table now: equal sizes mean nothing was removed.
+        if self.members.len() != listed {
+            let seen: BTreeSet<SocketAddr> = self
+                .foca
+                .iter_membership_state()
+                .map(|m| m.id().addr)
+                .collect();
+            let gone: Vec<SocketAddr> = self
+                .members
+                .keys()
+                .filter(|a| !seen.contains(a))
+                .copied()
+                .collect();
+            for addr in gone {
+                if let Some(info) = self.members.remove(&addr)
+                    && info.state.is_live()
+                {
+                    out.push(MemberChange::Down(MemberInfo {
+                        state: MemberState::Down,
+                        ..info
+                    }));
                 }
             }
         }
-        for (addr, info) in &self.members {
-            if !seen.contains_key(addr) && info.state.is_live() {
-                changes.push(MemberChange::Down(MemberInfo {
-                    state: MemberState::Down,
-                    ..info.clone()
-                }));
-            }
-        }
-        self.members = seen;
-        changes
+        out
     }
 }
 
