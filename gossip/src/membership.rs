@@ -221,6 +221,8 @@ pub(crate) struct Membership {
     timers: BTreeMap<(i64, u64), Timer<Identity>>,
     timer_seq: u64,
     members: BTreeMap<SocketAddr, MemberInfo>,
+    /// The address of the member each replica id belongs to.
+    by_replica: BTreeMap<ReplicaId, SocketAddr>,
     errors: u64,
 }
 
@@ -240,6 +242,7 @@ impl Membership {
             timers: BTreeMap::new(),
             timer_seq: 0,
             members: BTreeMap::new(),
+            by_replica: BTreeMap::new(),
             errors: 0,
         }
     }
@@ -251,6 +254,19 @@ impl Membership {
 
     pub(crate) fn members(&self) -> impl Iterator<Item = &MemberInfo> {
         self.members.values()
+    }
+
+    /// The member at this address, if foca knows one (in any state).
+    pub(crate) fn member(&self, addr: &SocketAddr) -> Option<&MemberInfo> {
+        self.members.get(addr)
+    }
+
+    /// The member whose current identity has this replica id, if any.
+    pub(crate) fn member_by_replica(&self, replica: ReplicaId) -> Option<&MemberInfo> {
+        let addr = self.by_replica.get(&replica)?;
+        self.members
+            .get(addr)
+            .filter(|m| m.identity.replica == replica)
     }
 
     pub(crate) fn live_count(&self) -> usize {
@@ -365,7 +381,14 @@ impl Membership {
         changes.sort_by_key(|(a, _)| *a);
         let mut out: Vec<MemberChange> = changes.into_iter().map(|(_, c)| c).collect();
         for info in updates {
-            self.members.insert(info.identity.addr, info);
+            let (addr, replica) = (info.identity.addr, info.identity.replica);
+            if let Some(old) = self.members.insert(addr, info)
+                && old.identity.replica != replica
+                && self.by_replica.get(&old.identity.replica) == Some(&addr)
+            {
+                self.by_replica.remove(&old.identity.replica);
+            }
+            self.by_replica.insert(replica, addr);
         }
         // Every listed address is in the table now: equal sizes mean nothing was removed.
         if self.members.len() != listed {
@@ -381,9 +404,13 @@ impl Membership {
                 .copied()
                 .collect();
             for addr in gone {
-                if let Some(info) = self.members.remove(&addr)
-                    && info.state.is_live()
-                {
+                let Some(info) = self.members.remove(&addr) else {
+                    continue;
+                };
+                if self.by_replica.get(&info.identity.replica) == Some(&addr) {
+                    self.by_replica.remove(&info.identity.replica);
+                }
+                if info.state.is_live() {
                     out.push(MemberChange::Down(MemberInfo {
                         state: MemberState::Down,
                         ..info
@@ -393,6 +420,11 @@ impl Membership {
         }
         out
     }
+}
+
+/// The identity a foca packet says it comes from (its header's source), if the header decodes.
+pub(crate) fn packet_source(packet: &[u8]) -> Option<Identity> {
+    WireCodec.decode_header(packet).ok().map(|h| h.src)
 }
 
 fn duration_ms(d: Duration) -> i64 {

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! loop {
-//!     feed one input: node.handle_message(now, from, &bytes, &store)
+//!     feed one input: node.handle_message(now, from, peer_node_id, &bytes, &store)
 //!                     | node.handle_timeout(now) | node.publish(now, key, delta, tag) | ...
 //!     while let Some(t) = node.poll_transmit() { send t.bytes to t.to on t.channel }
 //!     while let Some(e) = node.poll_event()    { apply it durably, in order }
@@ -23,7 +23,7 @@
 use crate::anti_entropy::{AntiEntropy, ChunkOutcome};
 use crate::config::Config;
 use crate::delta_log::DeltaLog;
-use crate::membership::{Drained, Identity, MemberChange, MemberInfo, Membership};
+use crate::membership::{Drained, Identity, MemberChange, MemberInfo, Membership, packet_source};
 use crate::messages::{Body, Delta, Envelope, GossipItem, StateChunk, SyncItem, item_len};
 use crate::outbox::Outbox;
 use crate::plumtree::{PeerInfo, Plumtree};
@@ -154,8 +154,14 @@ pub struct Node<P: Payload> {
     ae_deadline: Option<i64>,
     ihave_deadline: Option<i64>,
     rejoin_deadline: Option<i64>,
+    /// `(authenticated, claimed)` node id pairs already warned about, so an impostor's flood
+    /// logs once (bounded: past the bound, refusals are only counted).
+    warned_impostors: BTreeSet<(String, String)>,
     stats: Stats,
 }
+
+/// How many distinct impostor pairs are logged at `warn` before the rest are only counted.
+const MAX_WARNED_IMPOSTORS: usize = 256;
 
 impl<P: Payload> std::fmt::Debug for Node<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -217,6 +223,7 @@ impl<P: Payload> Node<P> {
             ae_deadline: None,
             ihave_deadline: None,
             rejoin_deadline: None,
+            warned_impostors: BTreeSet::new(),
             stats: Stats::default(),
         }
     }
@@ -439,10 +446,18 @@ impl<P: Payload> Node<P> {
     /// Handles one message received from the network. `from` is the transport's source
     /// address, used only for diagnostics: replies go to the address the sender advertises.
     /// Malformed input is counted and dropped.
+    ///
+    /// `authenticated` is the sender's node id as the transport established it (the node id of
+    /// its TLS certificate), or `None` from a driver that authenticates no one (the simulator).
+    /// A message whose claimed identity contradicts it is refused (counted in
+    /// [`Stats::refused_identity`] and logged once per pair of ids): an envelope whose sender
+    /// address or replica belongs to a member with another node id, or a membership packet
+    /// whose source identity names another node id.
     pub fn handle_message(
         &mut self,
         now: i64,
         from: SocketAddr,
+        authenticated: Option<&str>,
         bytes: &[u8],
         state: &impl StateSource<P>,
     ) {
@@ -461,6 +476,24 @@ impl<P: Payload> Node<P> {
         let sender = env.sender;
         if sender == self.identity().addr {
             self.stats.malformed += 1;
+            return;
+        }
+        if let Some(node_id) = authenticated
+            && let Some(claimed) = self.contradicted_identity(node_id, &env)
+        {
+            self.stats.refused_identity += 1;
+            let pair = (node_id.to_owned(), claimed);
+            if self.warned_impostors.len() < MAX_WARNED_IMPOSTORS
+                && !self.warned_impostors.contains(&pair)
+            {
+                tracing::warn!(
+                    authenticated = %pair.0,
+                    claimed = %pair.1,
+                    %from,
+                    "refusing a message whose claimed identity is not the authenticated peer's"
+                );
+                self.warned_impostors.insert(pair);
+            }
             return;
         }
         match env.body {
@@ -512,6 +545,36 @@ impl<P: Payload> Node<P> {
     }
 
     // ----- internals -----------------------------------------------------------------------
+
+    /// The node id `env` claims to come from, when it is not `node_id`: the member at its
+    /// sender address, the member (or this node) its replica belongs to, or the source of
+    /// its foca packet (by the node id it names, and the members its address and replica
+    /// belong to, so a packet cannot take over another node's address in membership).
+    fn contradicted_identity(&self, node_id: &str, env: &Envelope<P>) -> Option<String> {
+        let differs = |claimed: &str| (claimed != node_id).then(|| claimed.to_owned());
+        let claims = |addr: &SocketAddr, replica: ReplicaId| {
+            if let Some(m) = self.membership.member(addr)
+                && let Some(c) = differs(&m.identity.node_id)
+            {
+                return Some(c);
+            }
+            if *addr == self.identity().addr || replica == self.replica {
+                return differs(&self.identity().node_id);
+            }
+            self.membership
+                .member_by_replica(replica)
+                .and_then(|m| differs(&m.identity.node_id))
+        };
+        if let Some(c) = claims(&env.sender, env.replica) {
+            return Some(c);
+        }
+        if let Body::Membership(packet) = &env.body
+            && let Some(src) = packet_source(packet)
+        {
+            return differs(&src.node_id).or_else(|| claims(&src.addr, src.replica));
+        }
+        None
+    }
 
     fn touch(&mut self, now: i64) {
         if !self.started {

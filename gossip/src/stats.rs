@@ -41,6 +41,9 @@ pub struct Stats {
     pub malformed: u64,
     /// foca packets foca refused (stale, from ourselves, malformed inside).
     pub membership_errors: u64,
+    /// Messages refused because their claimed identity (sender address, replica or foca
+    /// source) belongs to another node id than the one the transport authenticated.
+    pub refused_identity: u64,
 
     /// Deltas published locally.
     pub published: u64,

@@ -40,7 +40,7 @@ fn corpus() -> &'static Vec<bytes::Bytes> {
 
 fn feed(bytes: &[u8]) {
     let (mut node, store) = fresh_node();
-    node.handle_message(T0 + 10, addr(9), bytes, &store);
+    node.handle_message(T0 + 10, addr(9), None, bytes, &store);
     while node.poll_transmit().is_some() {}
     while node.poll_event().is_some() {}
     node.handle_timeout(T0 + 60_000);
@@ -52,7 +52,7 @@ proptest! {
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let (mut node, store) = fresh_node();
-        node.handle_message(T0 + 10, addr(9), &bytes, &store);
+        node.handle_message(T0 + 10, addr(9), None, &bytes, &store);
         let s = node.stats();
         prop_assert!(s.malformed + s.membership_errors >= 1 || s.received_membership.messages == 1);
     }
@@ -93,7 +93,7 @@ fn a_forged_length_prefix_does_not_allocate_or_panic() {
     msg.extend([1, 2]);
     msg.extend([0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
     let (mut node, store) = fresh_node();
-    node.handle_message(T0, addr(9), &msg, &store);
+    node.handle_message(T0, addr(9), None, &msg, &store);
     assert_eq!(node.stats().malformed, 1);
 }
 
@@ -107,6 +107,7 @@ fn oversized_input_is_refused_before_decoding() {
     node.handle_message(
         T0,
         addr(9),
+        None,
         &[crdt_types::wire::FORMAT_VERSION; 101],
         &store,
     );
@@ -130,7 +131,7 @@ fn out_of_range_sequence_numbers_are_refused() {
                 state_cursor: None,
             })]),
         };
-        node.handle_message(T0, addr(9), &env.encode().expect("encodes"), &store);
+        node.handle_message(T0, addr(9), None, &env.encode().expect("encodes"), &store);
     }
     assert_eq!(node.stats().malformed, 2);
     // A peer that knows a (plausible) sequence number of ours beyond our own moves us past it.
@@ -144,6 +145,6 @@ fn out_of_range_sequence_numbers_are_refused() {
             state_cursor: None,
         })]),
     };
-    node.handle_message(T0, addr(9), &env.encode().expect("encodes"), &store);
+    node.handle_message(T0, addr(9), None, &env.encode().expect("encodes"), &store);
     assert_eq!(node.next_tag(T0).expect("tag").dot.counter, 42);
 }

@@ -315,8 +315,13 @@ impl Engine {
             .into_iter()
             .partition(|f| f.channel == transport::Channel::Sync);
         for frame in other.into_iter().chain(sync) {
-            self.node
-                .handle_message(now, frame.from, &frame.bytes, &self.state);
+            self.node.handle_message(
+                now,
+                frame.from,
+                Some(&*frame.node_id),
+                &frame.bytes,
+                &self.state,
+            );
             self.drain_events();
         }
         let n_ops = ops.len() as u64;

@@ -383,7 +383,8 @@ impl Simulation {
         let local = n.local_now(self.now);
         let SimNode { gossip, store, .. } = n;
         if let Some(g) = gossip.as_mut() {
-            g.handle_message(local, from_addr, bytes, &*store);
+            // The simulated network authenticates no one (no TLS): `None`.
+            g.handle_message(local, from_addr, None, bytes, &*store);
         }
         self.drain(to);
     }

@@ -4,7 +4,8 @@
 //! How a driver works, in the order this file does it:
 //! 1. Pick the next thing that happens: the earliest packet in flight, or the earliest
 //!    `poll_timeout()` of a running node. Advance virtual time to it.
-//! 2. Feed it to the node: `handle_message(now, from, bytes, &store)` or `handle_timeout(now)`.
+//! 2. Feed it to the node: `handle_message(now, from, Some(sender's node id), bytes, &store)`
+//!    (the network authenticates every sender, as mutual TLS does) or `handle_timeout(now)`.
 //! 3. Drain the node (`pump`): every `poll_transmit()` becomes a packet in flight (latency by
 //!    region pair, dropped if the link is cut or the receiver is down), and every `poll_event()`
 //!    is applied to the node's `Store` *in order*, the way a real store commits them.
@@ -323,8 +324,9 @@ impl Net {
                 }
                 let now = self.node_now(j);
                 let from = addr(p.from);
+                let sender_id = self.nodes[p.from].identity.node_id.clone();
                 let SimNode { node, store, .. } = &mut self.nodes[j];
-                node.handle_message(now, from, &p.bytes, &*store);
+                node.handle_message(now, from, Some(&sender_id), &p.bytes, &*store);
                 self.pump(j);
             } else if let Some((_, i)) = next_timer {
                 let now = self.node_now(i);
