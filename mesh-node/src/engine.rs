@@ -22,18 +22,22 @@
 //!
 //! A commit failure stops the engine (fail-stop): the in-memory state is then ahead of the
 //! disk, and serving or shipping it could hand out a sequence number a restart would reuse.
+//! No input may cause one: objects are kept under the store's record limit (local writes are
+//! refused past `MAX_OBJECT_BYTES`, remote ones past `MAX_STORED_OBJECT_BYTES`; ARCHITECTURE
+//! "Store"), so only the disk or the storage engine can stop a node.
 
 use crate::delta::{GossipNode, LoggedDelta, MeshDelta};
+use crate::error::InvalidInput;
 use crate::error::MeshError;
 use crate::inspect::{self, Directory, Inspection};
 use crate::member::{Member, MemberStatus};
-use crate::ops::{self, Op, Output};
-use crate::state::{Snapshot, State};
+use crate::ops::{self, MAX_OBJECT_BYTES, Op, Output};
+use crate::state::{JoinError, Snapshot, State};
 use crate::store::{CheckpointMark, KnownPeer, Segment, Store, StoreError};
 use crate::subscribe::{Change, ChangeSource};
 use crate::transport::{self, Inbound, SendOutcome, Transport};
 use crate::view::View;
-use crdt_types::{Key, ObjectDelta, Tag};
+use crdt_types::{Key, Object, ObjectDelta, Tag};
 use gossip::{Event, MemberInfo};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -50,6 +54,10 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
+
+/// A growing local operation on an object estimated larger than this (with the operation's
+/// input) is applied to a copy that is measured before it is kept.
+const MEASURE_OP_BYTES: usize = 256 << 10;
 
 /// Limits of one engine batch, and checkpoint pacing.
 #[derive(Clone, Copy, Debug)]
@@ -118,6 +126,7 @@ pub(crate) struct Counters {
     pub(crate) remote_deltas: AtomicU64,
     pub(crate) remote_states: AtomicU64,
     pub(crate) apply_errors: AtomicU64,
+    pub(crate) oversize_refused: AtomicU64,
     pub(crate) transport_dropped: AtomicU64,
 }
 
@@ -378,13 +387,45 @@ impl Engine {
 
     fn run_op(&mut self, now: i64, key: Key, op: Op, reply: Reply) {
         let current = self.state.get(&key).map(|s| &*s.object);
-        if let Err(e) = op.precheck(&key, current, now) {
+        if let Err(e) = op.precheck(current, now) {
             self.replies.push((reply, Err(e)));
             return;
         }
         let node = &mut self.node;
-        let object = self.state.object_mut(&key);
-        let applied = ops::apply(op, object, now, &mut || node.next_tag(now));
+        let estimate = self.state.bytes_of(&key).saturating_add(op.input_bytes());
+        let applied = if op.grows() && estimate > MEASURE_OP_BYTES {
+            // Near the limit: apply to a copy and measure it before keeping it.
+            let mut copy = current.map_or_else(|| Object::new(key.kind), Clone::clone);
+            let grows = op.grows();
+            let mut applied = ops::apply(op, &mut copy, now, &mut || node.next_tag(now));
+            let bytes = copy.encoded_len();
+            // The delta is bounded too: a document's encoding is compressed, its changes not.
+            let delta_bytes = applied.tagged.as_ref().map_or(0, |(_, d)| d.encoded_len());
+            if grows && bytes.max(delta_bytes) > MAX_OBJECT_BYTES {
+                let bytes = bytes.max(delta_bytes);
+                // A tag taken must still be published: with a bottom delta (ARCHITECTURE
+                // "Gossip").
+                applied.tagged = applied
+                    .tagged
+                    .map(|(tag, _)| (tag, Object::new(key.kind).to_delta()));
+                applied.result = Err(InvalidInput::ObjectTooLarge {
+                    key: key.to_string(),
+                    bytes,
+                    max: MAX_OBJECT_BYTES,
+                }
+                .into());
+            } else if applied.tagged.is_some() {
+                self.state.replace(&key, copy, bytes);
+            }
+            applied
+        } else {
+            let object = self.state.object_mut(&key);
+            let applied = ops::apply(op, object, now, &mut || node.next_tag(now));
+            if let Some((_, delta)) = &applied.tagged {
+                self.state.add_bytes(&key, delta.encoded_len());
+            }
+            applied
+        };
         if let Some((tag, delta)) = applied.tagged {
             self.state.record(&key, tag.dot, tag.stamp);
             self.segment.deltas.push(LoggedDelta {
@@ -410,12 +451,13 @@ impl Engine {
             match event {
                 Event::Apply(delta) => {
                     let key = delta.key.clone();
+                    let mut delta = delta;
                     if let Err(e) = self.state.join(&key, delta.payload.0.clone()) {
-                        self.shared
-                            .counters
-                            .apply_errors
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.count_refusal(&e);
                         warn!(key = %key, origin = %delta.origin, seq = delta.seq, error = %e, "refused a remote delta");
+                        // The store logs what was applied: the dot, not the refused payload
+                        // (which may not even fit in a log record).
+                        delta.payload = MeshDelta(Object::new(key.kind).to_delta());
                     }
                     self.state.record(&key, delta.dot(), delta.stamp);
                     self.shared
@@ -432,14 +474,13 @@ impl Engine {
                     self.segment.deltas.push(delta);
                 }
                 Event::ApplyState { key, payload, from } => {
-                    self.segment.states.push((key.clone(), payload.clone()));
-                    match self.state.join(&key, payload.0) {
-                        Ok(()) => self.state.compact(&key),
+                    match self.state.join(&key, payload.0.clone()) {
+                        Ok(()) => {
+                            self.state.compact(&key);
+                            self.segment.states.push((key.clone(), payload));
+                        }
                         Err(e) => {
-                            self.shared
-                                .counters
-                                .apply_errors
-                                .fetch_add(1, Ordering::Relaxed);
+                            self.count_refusal(&e);
                             warn!(key = %key, from = %from, error = %e, "refused a transferred state");
                         }
                     }
@@ -462,6 +503,14 @@ impl Engine {
                 Event::MemberDown(info) => self.member_changed(info, MemberStatus::Down),
             }
         }
+    }
+
+    fn count_refusal(&self, e: &JoinError) {
+        let counter = match e {
+            JoinError::Apply(_) => &self.shared.counters.apply_errors,
+            JoinError::TooLarge { .. } => &self.shared.counters.oversize_refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     fn member_changed(&mut self, info: MemberInfo, status: MemberStatus) {

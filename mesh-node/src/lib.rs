@@ -76,6 +76,7 @@ pub use inspect::Inspection;
 pub use member::{Member, MemberStatus};
 pub use mesh::{Mesh, NodeStats};
 pub use ops::{MAX_OBJECT_BYTES, SessionUpdate};
+pub use state::MAX_STORED_OBJECT_BYTES;
 pub use subscribe::{Change, ChangeFilter, ChangeSource, Subscription, SubscriptionError};
 
 pub use crdt_types::{CartView, DocEdit, Item, Key, Kind, PathSegment, ReplicaId, SessionView};

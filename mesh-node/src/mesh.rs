@@ -75,6 +75,9 @@ pub struct NodeStats {
     pub remote_states: u64,
     /// Remote deltas or states refused as malformed or of the wrong kind.
     pub apply_errors: u64,
+    /// Remote deltas or states refused because the object would outgrow the storage limit
+    /// (`MAX_STORED_OBJECT_BYTES`): that key may differ from the nodes that accepted them.
+    pub oversize_refused: u64,
     /// Messages the transport dropped because a peer's queue was full.
     pub transport_dropped: u64,
 }
@@ -346,6 +349,7 @@ impl Mesh {
             remote_deltas: load(&c.remote_deltas),
             remote_states: load(&c.remote_states),
             apply_errors: load(&c.apply_errors),
+            oversize_refused: load(&c.oversize_refused),
             transport_dropped: load(&c.transport_dropped),
         }
     }

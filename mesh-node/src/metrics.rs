@@ -216,6 +216,7 @@ fn record_node(mesh: &Mesh, stats: &NodeStats, store_bytes: u64) {
         ("clock_range", g.refused_clock_range),
         ("state_clock_drift", g.refused_state_drift),
         ("apply_error", stats.apply_errors),
+        ("object_too_large", stats.oversize_refused),
     ] {
         counter!("statemesh_deltas_refused_total", "reason" => reason).absolute(n);
     }

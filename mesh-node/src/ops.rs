@@ -4,14 +4,17 @@
 
 use crate::error::{InvalidInput, MeshError};
 use crdt_types::{
-    Cart, CartView, DocDelta, DocEdit, Key, Lattice, Object, ObjectDelta, Session, SessionView,
-    Tag, validate_id,
+    Cart, CartView, DocDelta, DocEdit, Lattice, Object, ObjectDelta, PathSegment, Session,
+    SessionView, Tag, validate_id,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Objects at or over this encoded size take no more growing writes: the codec refuses store
-/// records over 4 MiB, and one write (an HTTP body is at most 1 MiB) must still fit.
+/// The per-object limit of local writes: a write that can grow an object (everything but
+/// removes, clears and revocations) is refused with [`InvalidInput::ObjectTooLarge`] (HTTP
+/// 400) when the object's encoding would be larger than this afterwards. The store keeps
+/// objects up to [`crate::state::MAX_STORED_OBJECT_BYTES`] (3 MiB), so concurrent writes on
+/// other nodes have room to join before a replica refuses them.
 pub const MAX_OBJECT_BYTES: usize = 2 << 20;
 
 /// What [`crate::Mesh::session_put`] changes. On a session that does not exist (or expired)
@@ -62,8 +65,50 @@ pub(crate) fn check_id(what: &'static str, id: &str) -> Result<(), MeshError> {
 }
 
 impl Op {
+    /// A rough upper estimate of how much the operation can add to an object's encoding.
+    pub(crate) fn input_bytes(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        let json = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.len() + OVERHEAD,
+            other => other.to_string().len() + OVERHEAD,
+        };
+        OVERHEAD
+            + match self {
+                Op::CartAdd { sku, .. }
+                | Op::CartSetQuantity { sku, .. }
+                | Op::CartRemove { sku } => sku.len(),
+                Op::CartClear | Op::SessionRevoke => 0,
+                Op::SessionPut(u) => {
+                    u.user_id.as_ref().map_or(0, String::len)
+                        + u.attrs
+                            .iter()
+                            .map(|(k, v)| k.len() + json(v))
+                            .sum::<usize>()
+                }
+                Op::DocChange(edits) => edits
+                    .iter()
+                    .map(|e| {
+                        let (path, value) = match e {
+                            DocEdit::Set { path, value } | DocEdit::Insert { path, value, .. } => {
+                                (path, json(value))
+                            }
+                            DocEdit::Delete { path } | DocEdit::Increment { path, .. } => (path, 0),
+                        };
+                        let path: usize = path
+                            .iter()
+                            .map(|p| match p {
+                                PathSegment::Key(k) => k.len() + OVERHEAD,
+                                PathSegment::Index(_) => OVERHEAD,
+                            })
+                            .sum();
+                        value + path
+                    })
+                    .sum(),
+            }
+    }
+
     /// Whether the operation can make the object larger.
-    fn grows(&self) -> bool {
+    pub(crate) fn grows(&self) -> bool {
         !matches!(
             self,
             Op::CartRemove { .. } | Op::CartClear | Op::SessionRevoke
@@ -71,12 +116,7 @@ impl Op {
     }
 
     /// Checks what can be checked without a tag, on the committed or current object.
-    pub(crate) fn precheck(
-        &self,
-        key: &Key,
-        object: Option<&Object>,
-        now_ms: i64,
-    ) -> Result<(), MeshError> {
+    pub(crate) fn precheck(&self, object: Option<&Object>, now_ms: i64) -> Result<(), MeshError> {
         if let (Op::SessionPut(update), session) = (self, object) {
             let session = match session {
                 Some(Object::Session(s)) => Some(s),
@@ -88,19 +128,6 @@ impl Op {
             let live = session.is_some_and(|s| s.is_live(now_ms));
             if !live && (update.user_id.is_none() || update.ttl.is_none()) {
                 return Err(InvalidInput::IncompleteSession.into());
-            }
-        }
-        if self.grows()
-            && let Some(object) = object
-        {
-            let bytes = object.encoded_len();
-            if bytes >= MAX_OBJECT_BYTES {
-                return Err(InvalidInput::ObjectTooLarge {
-                    key: key.to_string(),
-                    bytes,
-                    max: MAX_OBJECT_BYTES,
-                }
-                .into());
             }
         }
         Ok(())

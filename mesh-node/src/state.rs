@@ -16,11 +16,39 @@ use gossip::{StateBatch, StateSource};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+/// Remote deltas and states are refused when they would make an object's encoding larger
+/// than this (ARCHITECTURE "Store"): below the codec's 4 MiB record limit, and small enough
+/// that the object still fits in one state-transfer message.
+pub const MAX_STORED_OBJECT_BYTES: usize = 3 << 20;
+
+/// Below this estimated size a change is applied in place; above it, to a copy that is
+/// measured first, so an object never grows past a limit.
+const MEASURE_BYTES: usize = 256 << 10;
+
 /// One key's state and the cursor of its last change.
 #[derive(Clone, Debug)]
 pub(crate) struct Slot {
     pub(crate) object: Arc<Object>,
     pub(crate) change: u64,
+    /// An upper estimate of the object's encoded size: exact when last measured, plus the
+    /// encoded size of every delta joined since.
+    pub(crate) bytes: usize,
+}
+
+/// Why a remote delta or state was not joined.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JoinError {
+    /// The delta does not apply (wrong kind, malformed).
+    #[error(transparent)]
+    Apply(#[from] crdt_types::ApplyError),
+    /// Joining it would make the object larger than the storage limit.
+    #[error("the object would be {bytes} bytes, over the storage limit of {max} bytes")]
+    TooLarge {
+        /// The size the object would have.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// The objects of a checkpoint, taken between two batches, and the replica state they match.
@@ -68,11 +96,13 @@ impl State {
         let mut changes = BTreeMap::new();
         for (key, (object, change)) in loaded.objects.drain() {
             changes.insert(change, key.clone());
+            let bytes = object.encoded_len();
             objects.insert(
                 key,
                 Slot {
                     object: Arc::new(object),
                     change,
+                    bytes,
                 },
             );
         }
@@ -154,11 +184,18 @@ impl State {
     /// The object of `key` for changing (created empty if new): marks it changed and moves it
     /// to a fresh change cursor.
     pub(crate) fn object_mut(&mut self, key: &Key) -> &mut Object {
+        Arc::make_mut(&mut self.touch(key).object)
+    }
+
+    /// The slot of `key` (created empty if new), marked changed and moved to a fresh change
+    /// cursor.
+    fn touch(&mut self, key: &Key) -> &mut Slot {
         let cursor = self.next_cursor;
         self.next_cursor += 1;
         let slot = self.objects.entry(key.clone()).or_insert_with(|| Slot {
             object: Arc::new(Object::new(key.kind)),
             change: 0,
+            bytes: 0,
         });
         if !self.batch.contains(key) {
             self.batch.insert(key.clone());
@@ -169,7 +206,7 @@ impl State {
         }
         slot.change = cursor;
         self.changes.insert(cursor, key.clone());
-        Arc::make_mut(&mut slot.object)
+        slot
     }
 
     /// Records a delta's dot as applied and the stamp as seen, then folds the key's context
@@ -194,20 +231,62 @@ impl State {
         self.applied.join(&context_of(vv));
     }
 
-    /// Joins a remote delta or state into `key`. A delta of the wrong kind is refused before
-    /// the key is touched.
-    pub(crate) fn join(
-        &mut self,
-        key: &Key,
-        delta: ObjectDelta,
-    ) -> Result<(), crdt_types::ApplyError> {
+    /// Joins a remote delta or state into `key`. A delta of the wrong kind, or one that
+    /// would make the object larger than [`MAX_STORED_OBJECT_BYTES`], is refused before the
+    /// key is touched.
+    pub(crate) fn join(&mut self, key: &Key, delta: ObjectDelta) -> Result<(), JoinError> {
         if delta.kind() != key.kind {
             return Err(crdt_types::ApplyError::KindMismatch {
                 object: key.kind,
                 delta: delta.kind(),
+            }
+            .into());
+        }
+        let added = delta.encoded_len();
+        if added > MAX_STORED_OBJECT_BYTES {
+            return Err(JoinError::TooLarge {
+                bytes: added,
+                max: MAX_STORED_OBJECT_BYTES,
             });
         }
-        self.object_mut(key).apply(delta)
+        let current = self.objects.get(key);
+        if current.map_or(0, |s| s.bytes).saturating_add(added) <= MEASURE_BYTES {
+            self.object_mut(key).apply(delta)?;
+            self.add_bytes(key, added);
+            return Ok(());
+        }
+        // Near a limit: join into a copy and measure it before keeping it.
+        let mut copy = current.map_or_else(|| Object::new(key.kind), |s| (*s.object).clone());
+        copy.apply(delta)?;
+        let bytes = copy.encoded_len();
+        if bytes > MAX_STORED_OBJECT_BYTES {
+            return Err(JoinError::TooLarge {
+                bytes,
+                max: MAX_STORED_OBJECT_BYTES,
+            });
+        }
+        self.replace(key, copy, bytes);
+        Ok(())
+    }
+
+    /// The estimated encoded size of `key`'s object (0 for a key never written).
+    pub(crate) fn bytes_of(&self, key: &Key) -> usize {
+        self.objects.get(key).map_or(0, |s| s.bytes)
+    }
+
+    /// Adds `bytes` to the size estimate of `key`'s object.
+    pub(crate) fn add_bytes(&mut self, key: &Key, bytes: usize) {
+        if let Some(slot) = self.objects.get_mut(key) {
+            slot.bytes = slot.bytes.saturating_add(bytes);
+        }
+    }
+
+    /// Replaces `key`'s object with `object`, measured at `bytes` (a change like
+    /// [`State::object_mut`]).
+    pub(crate) fn replace(&mut self, key: &Key, object: Object, bytes: usize) {
+        let slot = self.touch(key);
+        slot.object = Arc::new(object);
+        slot.bytes = bytes;
     }
 
     /// Ends the batch: the keys it changed in their committed form, for the read view.
