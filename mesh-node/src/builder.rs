@@ -297,7 +297,8 @@ impl MeshBuilder {
             self.limits,
             me,
             directory,
-        );
+        )
+        .map_err(|e| StartError::System(format!("commit thread: {e}")))?;
         let (commands, command_rx) = mpsc::channel::<Command>(COMMAND_QUEUE);
         let span = tracing::info_span!("node", node = %node_id, region = %region);
         let thread = std::thread::Builder::new()

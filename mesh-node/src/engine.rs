@@ -1,24 +1,27 @@
-//! The engine: the one task that owns the gossip core, the replica state and the store. It
-//! feeds the core what arrives (frames, timers, local operations), commits every batch
-//! durably before acknowledging or publishing anything from it, and drains the core's
-//! transmits into the transport. It holds no protocol logic: the gossip core decides what
-//! to send and what to apply.
+//! The engine: the one task that owns the gossip core and the replica state, and hands the
+//! store's writes to the commit thread ([`crate::committer`]). It feeds the core what arrives
+//! (frames, timers, local operations), acknowledges and publishes nothing of a batch before
+//! that batch's commit is durable, and drains the core's transmits into the transport. It holds
+//! no protocol logic: the gossip core decides what to send and what to apply.
 //!
-//! One loop iteration is one batch (group commit): it takes every command and frame queued
-//! while the previous commit ran, then
-//! 1. fires due timers and handles frames, applying the events each one yields at once, so the
-//!    state always reflects everything the core counts as delivered (frames of the anti-entropy
-//!    channel go last: they may read the state for a transfer, and must only ever see local
-//!    writes that are already durable);
-//! 2. applies the local operations, each with a tag from the core;
-//! 3. commits the batch: one log segment in one `Durability::Immediate` transaction;
-//! 4. installs the new objects in the read view, answers the callers, publishes the local
-//!    deltas (never before they are durable), notifies subscribers;
+//! Commits are pipelined (group commit, depth one): while one batch's log segment is being
+//! synced, the engine keeps applying what arrives into the next batch, and submits that batch
+//! as soon as the commit in flight is done. One loop iteration:
+//! 1. takes the commit thread's reports: a durable batch is installed in the read view, its
+//!    callers are answered, its local deltas published (never before they are durable), its
+//!    subscribers notified;
+//! 2. fires due timers and handles frames, applying the events each one yields at once, so the
+//!    state always reflects everything the core counts as delivered. Frames of the anti-entropy
+//!    channel may read the state for a transfer, which must only ever carry durable local
+//!    writes: they wait (and local operations wait in their queue) until no local write is
+//!    pending commit;
+//! 3. applies the local operations, each with a tag from the core;
+//! 4. if no commit is in flight, submits everything applied since the last submission: one log
+//!    segment in one `Durability::Immediate` transaction on the commit thread;
 //! 5. hands every transmit to the transport; a full peer queue marks the peer congested in the
 //!    core for a short while (the core then holds and bounds that peer's messages);
-//! 6. writes one chunk of the checkpoint in progress, or starts one when enough keys changed
-//!    or enough time passed (see [`crate::store`]: objects are written by checkpoints, not by
-//!    every commit).
+//! 6. starts a checkpoint when enough keys changed or enough time passed (see
+//!    [`crate::store`]: objects are written by checkpoints, chunk by chunk between commits).
 //!
 //! A commit failure stops the engine (fail-stop): the in-memory state is then ahead of the
 //! disk, and serving or shipping it could hand out a sequence number a restart would reuse.
@@ -26,22 +29,25 @@
 //! refused past `MAX_OBJECT_BYTES`, remote ones past `MAX_STORED_OBJECT_BYTES`; ARCHITECTURE
 //! "Store"), so only the disk or the storage engine can stop a node.
 
+use crate::committer::{self, Done, Job};
 use crate::delta::{GossipNode, LoggedDelta, MeshDelta};
 use crate::error::InvalidInput;
 use crate::error::MeshError;
 use crate::inspect::{self, Directory, Inspection};
 use crate::member::{Member, MemberStatus};
 use crate::ops::{self, MAX_OBJECT_BYTES, Op, Output};
-use crate::state::{JoinError, Snapshot, State};
-use crate::store::{CheckpointMark, KnownPeer, Segment, Store, StoreError};
+use crate::state::{JoinError, State};
+use crate::store::{KnownPeer, Segment, Store, StoreError, cursor_covered_by};
 use crate::subscribe::{Change, ChangeSource};
 use crate::transport::{self, Inbound, SendOutcome, Transport};
+use crate::view::Committed;
 use crate::view::View;
 use crdt_types::{Key, Object, ObjectDelta, Tag};
 use gossip::{Event, MemberInfo};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -89,13 +95,12 @@ impl Default for Limits {
     }
 }
 
-/// A checkpoint being written, chunk by chunk.
-struct Checkpoint {
-    snapshot: Snapshot,
-    /// The last log segment the snapshot matches.
-    upto: u64,
-    /// Objects written so far.
-    written: usize,
+/// A batch whose log segment is being committed: what to do once it is durable.
+struct InFlight {
+    replies: Vec<(Reply, Result<Output, MeshError>)>,
+    publish: Vec<(Key, ObjectDelta, Tag)>,
+    notify: Vec<Change>,
+    view: Vec<(Key, Committed)>,
 }
 
 /// Where the answer to a local operation goes.
@@ -103,6 +108,14 @@ pub(crate) type Reply = oneshot::Sender<Result<Output, MeshError>>;
 
 /// A local operation waiting in the batch.
 type PendingOp = (Key, Op, Reply);
+
+/// The commit thread ended without a report (it panicked): the store is unusable.
+fn commit_thread_gone() -> Done {
+    Done::Failed(StoreError::Io {
+        path: std::path::PathBuf::new(),
+        source: std::io::Error::other("the commit thread stopped"),
+    })
+}
 
 /// What the handles ask of the engine.
 pub(crate) enum Command {
@@ -143,7 +156,6 @@ pub(crate) struct Shared {
 pub(crate) struct Engine {
     pub(crate) node: GossipNode,
     pub(crate) state: State,
-    pub(crate) store: Store,
     pub(crate) transport: Transport,
     pub(crate) shared: Arc<Shared>,
     pub(crate) limits: Limits,
@@ -161,8 +173,20 @@ pub(crate) struct Engine {
     replies: Vec<(Reply, Result<Output, MeshError>)>,
     notify: Vec<Change>,
     peers: Vec<KnownPeer>,
+    /// Whether the batch in progress applied a local operation (anti-entropy requests wait
+    /// until none is pending commit: a state transfer must only carry durable local writes).
+    batch_local: bool,
     stats_at: i64,
-    checkpoint: Option<Checkpoint>,
+    /// The commit thread's queue and reports.
+    jobs: std_mpsc::Sender<Job>,
+    done: Option<mpsc::UnboundedReceiver<Done>>,
+    /// The batch being committed.
+    in_flight: Option<InFlight>,
+    /// Anti-entropy frames waiting for the local writes before them to be durable.
+    deferred_sync: Vec<Inbound>,
+    /// The persisted change-cursor ceiling, as of the last commit.
+    ceiling: u64,
+    checkpointing: bool,
     checkpoint_at: std::time::Instant,
 }
 
@@ -178,11 +202,13 @@ impl Engine {
         limits: Limits,
         me: Member,
         directory: Directory,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
+        let ceiling = store.ceiling();
+        let (jobs, done) =
+            committer::spawn(&me.node_id, store, shared.clone(), limits.checkpoint_chunk)?;
         let engine = Engine {
             node,
             state,
-            store,
             transport,
             shared,
             limits,
@@ -195,12 +221,18 @@ impl Engine {
             replies: Vec::new(),
             notify: Vec::new(),
             peers: Vec::new(),
+            batch_local: false,
             stats_at: 0,
-            checkpoint: None,
+            jobs,
+            done: Some(done),
+            in_flight: None,
+            deferred_sync: Vec::new(),
+            ceiling,
+            checkpointing: false,
             checkpoint_at: std::time::Instant::now(),
         };
         engine.publish_members();
-        engine
+        Ok(engine)
     }
 
     /// Runs until shutdown, until every handle is gone, or until a commit fails.
@@ -209,16 +241,24 @@ impl Engine {
         mut commands: mpsc::Receiver<Command>,
         mut inbound: mpsc::Receiver<Inbound>,
     ) {
+        let Some(mut done) = self.done.take() else {
+            return;
+        };
         let mut inbound_open = true;
         loop {
             let mut ops = Vec::new();
             let mut frames = Vec::new();
+            let mut finished = Vec::new();
             let mut shutdown = None;
             let mut handles_gone = false;
+            // While anti-entropy frames wait for the pipeline to drain, local operations wait
+            // in the queue.
+            let take_commands = self.deferred_sync.is_empty();
             let deadline = self.next_deadline();
             tokio::select! {
                 biased;
-                command = commands.recv() => match command {
+                d = done.recv() => finished.push(d.unwrap_or_else(commit_thread_gone)),
+                command = commands.recv(), if take_commands => match command {
                     Some(c) => self.take(c, &mut ops, &mut shutdown),
                     None => handles_gone = true,
                 },
@@ -228,7 +268,14 @@ impl Engine {
                 },
                 () = tokio::time::sleep_until(deadline) => {}
             }
-            while shutdown.is_none() && !handles_gone && ops.len() < self.limits.max_ops {
+            while let Ok(d) = done.try_recv() {
+                finished.push(d);
+            }
+            while take_commands
+                && shutdown.is_none()
+                && !handles_gone
+                && ops.len() < self.limits.max_ops
+            {
                 match commands.try_recv() {
                     Ok(c) => self.take(c, &mut ops, &mut shutdown),
                     Err(_) => break,
@@ -240,22 +287,33 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.step(frames, ops) {
-                error!(error = %e, "commit failed: the node stops taking writes and leaves the mesh");
-                let e = Arc::new(e);
-                let _ = self.shared.failure.set(e.clone());
-                for (reply, _) in self.replies.drain(..) {
-                    let _ = reply.send(Err(MeshError::Storage(e.clone())));
-                }
+            let mut result = Ok(());
+            for d in finished {
+                result = result.and_then(|()| self.finish(d));
+            }
+            let result = result.and_then(|()| self.step(frames, ops));
+            if let Err(e) = result {
+                self.fail(e);
                 return;
             }
-            if let Some(done) = shutdown {
+            if let Some(reply) = shutdown {
+                // Commit everything queued, then leave and write the final checkpoint.
+                while self.in_flight.is_some() {
+                    let d = done.recv().await.unwrap_or_else(commit_thread_gone);
+                    if let Err(e) = self
+                        .finish(d)
+                        .and_then(|()| self.step(Vec::new(), Vec::new()))
+                    {
+                        self.fail(e);
+                        return;
+                    }
+                }
                 self.leave();
                 if let Err(e) = self.final_checkpoint() {
                     warn!(error = %e, "final checkpoint failed; the next start replays the log");
                 }
                 drop(self);
-                let _ = done.send(());
+                let _ = reply.send(());
                 return;
             }
             if handles_gone {
@@ -265,8 +323,19 @@ impl Engine {
         }
     }
 
-    /// Sorts one command into the batch (an inspection is answered at once: between batches
-    /// the state is exactly what was committed).
+    /// Fail-stop after a store failure: every caller waiting for a commit gets the error.
+    fn fail(&mut self, e: StoreError) {
+        error!(error = %e, "commit failed: the node stops taking writes and leaves the mesh");
+        let e = Arc::new(e);
+        let _ = self.shared.failure.set(e.clone());
+        let pending = self.in_flight.take().map(|f| f.replies).unwrap_or_default();
+        for (reply, _) in pending.into_iter().chain(self.replies.drain(..)) {
+            let _ = reply.send(Err(MeshError::Storage(e.clone())));
+        }
+    }
+
+    /// Sorts one command into the batch (an inspection is answered at once, from the state
+    /// between batches: what was committed plus the batch being committed, if any).
     fn take(
         &mut self,
         command: Command,
@@ -311,7 +380,8 @@ impl Engine {
         }
     }
 
-    /// One batch: inputs, local operations, commit, answers, publication, transmits.
+    /// One batch: inputs, local operations, then (unless a commit is in flight) the
+    /// submission of everything applied since the last one, transmits, checkpoint pacing.
     fn step(&mut self, frames: Vec<Inbound>, ops: Vec<PendingOp>) -> Result<(), StoreError> {
         let now = now_ms();
         self.drain_events();
@@ -320,60 +390,33 @@ impl Engine {
             self.drain_events();
         }
         self.retry_congested(now);
-        let (sync, other): (Vec<_>, Vec<_>) = frames
-            .into_iter()
-            .partition(|f| f.channel == transport::Channel::Sync);
-        for frame in other.into_iter().chain(sync) {
-            self.node.handle_message(
-                now,
-                frame.from,
-                Some(&*frame.node_id),
-                &frame.bytes,
-                &self.state,
-            );
-            self.drain_events();
+        for frame in frames {
+            if frame.channel == transport::Channel::Sync {
+                self.deferred_sync.push(frame);
+                continue;
+            }
+            self.handle_frame(now, &frame);
+        }
+        // Anti-entropy may read the state for a transfer: only once every local write in it
+        // is durable.
+        if self.in_flight.is_none() && !self.batch_local && !self.deferred_sync.is_empty() {
+            for frame in std::mem::take(&mut self.deferred_sync) {
+                self.handle_frame(now, &frame);
+            }
         }
         let n_ops = ops.len() as u64;
         for (key, op, reply) in ops {
             self.run_op(now, key, op, reply);
         }
-        if !self.segment.is_empty()
-            || !self.peers.is_empty()
-            || !self.store.cursor_covered(self.state.next_cursor())
-        {
-            let started = std::time::Instant::now();
-            let peers = std::mem::take(&mut self.peers);
-            self.store
-                .append(&mut self.segment, &peers, self.state.next_cursor())?;
-            let c = &self.shared.counters;
-            c.commits.fetch_add(1, Ordering::Relaxed);
-            c.commit_micros.fetch_add(
-                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
-        }
         self.shared
             .counters
             .local_ops
             .fetch_add(n_ops, Ordering::Relaxed);
-        self.shared.view.install(self.state.end_batch());
-        for (reply, result) in self.replies.drain(..) {
-            let _ = reply.send(result);
-        }
-        for (key, delta, tag) in self.publish.drain(..) {
-            if let Err(e) = self.node.publish(now, key, MeshDelta(delta), tag) {
-                error!(error = %e, "the gossip core refused a local delta");
-            }
-        }
-        if self.shared.changes.receiver_count() > 0 {
-            for change in self.notify.drain(..) {
-                let _ = self.shared.changes.send(Arc::new(change));
-            }
-        } else {
-            self.notify.clear();
+        if self.in_flight.is_none() {
+            self.submit();
         }
         self.flush_transmits(now);
-        self.checkpoint_step()?;
+        self.checkpoint_step();
         if now - self.stats_at >= 1_000 {
             self.stats_at = now;
             *self
@@ -383,6 +426,83 @@ impl Engine {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = self.node.stats();
         }
         Ok(())
+    }
+
+    fn handle_frame(&mut self, now: i64, frame: &Inbound) {
+        self.node.handle_message(
+            now,
+            frame.from,
+            Some(&*frame.node_id),
+            &frame.bytes,
+            &self.state,
+        );
+        self.drain_events();
+    }
+
+    /// Hands the batch applied since the last submission to the commit thread (nothing is in
+    /// flight). A batch with nothing to write is answered at once: every earlier batch is
+    /// durable, so its answers show only durable writes.
+    fn submit(&mut self) {
+        let needs_commit = !self.segment.is_empty()
+            || !self.peers.is_empty()
+            || !cursor_covered_by(self.ceiling, self.state.next_cursor());
+        let batch = InFlight {
+            replies: std::mem::take(&mut self.replies),
+            publish: std::mem::take(&mut self.publish),
+            notify: std::mem::take(&mut self.notify),
+            view: self.state.end_batch(),
+        };
+        self.batch_local = false;
+        if !needs_commit {
+            self.complete(batch, now_ms());
+            return;
+        }
+        let job = Job::Append {
+            segment: std::mem::take(&mut self.segment),
+            peers: std::mem::take(&mut self.peers),
+            next_cursor: self.state.next_cursor(),
+        };
+        // A closed queue means the commit thread stopped; its report follows.
+        let _ = self.jobs.send(job);
+        self.in_flight = Some(batch);
+    }
+
+    /// What the commit thread reports.
+    fn finish(&mut self, done: Done) -> Result<(), StoreError> {
+        match done {
+            Done::Appended { ceiling } => {
+                self.ceiling = ceiling;
+                if let Some(batch) = self.in_flight.take() {
+                    self.complete(batch, now_ms());
+                }
+                Ok(())
+            }
+            Done::Checkpointed => {
+                self.checkpointing = false;
+                self.checkpoint_at = std::time::Instant::now();
+                Ok(())
+            }
+            Done::Failed(e) => Err(e),
+        }
+    }
+
+    /// A durable batch: installs it in the read view, answers the callers, publishes the local
+    /// deltas (never before they are durable), notifies subscribers.
+    fn complete(&mut self, batch: InFlight, now: i64) {
+        self.shared.view.install(batch.view);
+        for (reply, result) in batch.replies {
+            let _ = reply.send(result);
+        }
+        for (key, delta, tag) in batch.publish {
+            if let Err(e) = self.node.publish(now, key, MeshDelta(delta), tag) {
+                error!(error = %e, "the gossip core refused a local delta");
+            }
+        }
+        if self.shared.changes.receiver_count() > 0 {
+            for change in batch.notify {
+                let _ = self.shared.changes.send(Arc::new(change));
+            }
+        }
     }
 
     fn run_op(&mut self, now: i64, key: Key, op: Op, reply: Reply) {
@@ -427,6 +547,7 @@ impl Engine {
             applied
         };
         if let Some((tag, delta)) = applied.tagged {
+            self.batch_local = true;
             self.state.record(&key, tag.dot, tag.stamp);
             self.segment.deltas.push(LoggedDelta {
                 origin: tag.dot.replica,
@@ -599,63 +720,33 @@ impl Engine {
         }
     }
 
-    /// Writes the next chunk of the checkpoint in progress, or starts a checkpoint when enough
-    /// keys changed or enough time passed. Called between batches, when the state matches the
-    /// log up to the last committed segment.
-    fn checkpoint_step(&mut self) -> Result<(), StoreError> {
-        if self.checkpoint.is_none() {
-            let unsaved = self.state.unsaved();
-            let due = unsaved >= self.limits.checkpoint_keys
-                || (unsaved > 0 && self.checkpoint_at.elapsed() >= self.limits.checkpoint_interval);
-            if !due {
-                return Ok(());
-            }
-            self.checkpoint = Some(Checkpoint {
-                snapshot: self.state.take_snapshot(),
-                upto: self.store.last_segment(),
-                written: 0,
-            });
+    /// Starts a checkpoint when enough keys changed or enough time passed, and none is in
+    /// progress. Only between submissions (nothing applied since the last one), so the snapshot
+    /// matches the log up to the last segment submitted; the commit thread writes it in
+    /// chunks between appends.
+    fn checkpoint_step(&mut self) {
+        if self.checkpointing || !self.segment.is_empty() || !self.replies.is_empty() {
+            return;
         }
-        let Some(cp) = &mut self.checkpoint else {
-            return Ok(());
-        };
-        let to = cp.written + self.limits.checkpoint_chunk;
-        let writes = cp.snapshot.writes(cp.written, to);
-        let last = to >= cp.snapshot.objects.len();
-        let mark = last.then_some(CheckpointMark {
-            applied: &cp.snapshot.applied,
-            last_stamp: cp.snapshot.last_stamp,
-            upto_segment: cp.upto,
-        });
-        self.store.checkpoint(&writes, mark, false)?;
-        cp.written = to;
-        if last {
-            self.checkpoint = None;
-            self.checkpoint_at = std::time::Instant::now();
+        let unsaved = self.state.unsaved();
+        let due = unsaved >= self.limits.checkpoint_keys
+            || (unsaved > 0 && self.checkpoint_at.elapsed() >= self.limits.checkpoint_interval);
+        if !due {
+            return;
         }
-        Ok(())
+        self.checkpointing = true;
+        let _ = self.jobs.send(Job::Checkpoint(self.state.take_snapshot()));
     }
 
     /// Finishes the checkpoint in progress and checkpoints every key changed since, durably,
-    /// so that the next start replays nothing.
+    /// so that the next start replays nothing; stops the commit thread.
     fn final_checkpoint(&mut self) -> Result<(), StoreError> {
-        if let Some(cp) = self.checkpoint.take() {
-            let writes = cp.snapshot.writes(cp.written, cp.snapshot.objects.len());
-            let mark = CheckpointMark {
-                applied: &cp.snapshot.applied,
-                last_stamp: cp.snapshot.last_stamp,
-                upto_segment: cp.upto,
-            };
-            self.store.checkpoint(&writes, Some(mark), false)?;
-        }
+        let (reply, answer) = std_mpsc::channel();
         let snapshot = self.state.take_snapshot();
-        let writes = snapshot.writes(0, snapshot.objects.len());
-        let mark = CheckpointMark {
-            applied: &snapshot.applied,
-            last_stamp: snapshot.last_stamp,
-            upto_segment: self.store.last_segment(),
-        };
-        self.store.checkpoint(&writes, Some(mark), true)
+        if self.jobs.send(Job::Close(snapshot, reply)).is_err() {
+            return Ok(());
+        }
+        answer.recv().unwrap_or(Ok(()))
     }
 
     /// Leaves the cluster and hands the goodbye to the transport.

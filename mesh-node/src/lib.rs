@@ -46,6 +46,7 @@
 
 mod builder;
 pub mod certs;
+mod committer;
 mod config;
 mod delta;
 pub mod demo;

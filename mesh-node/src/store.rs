@@ -518,7 +518,12 @@ impl Store {
 
     /// Whether cursors up to `next_cursor` are safely below the persisted ceiling.
     pub fn cursor_covered(&self, next_cursor: u64) -> bool {
-        next_cursor.saturating_add(CURSOR_LEASE / 2) <= self.ceiling
+        cursor_covered_by(self.ceiling, next_cursor)
+    }
+
+    /// The persisted change-cursor ceiling.
+    pub fn ceiling(&self) -> u64 {
+        self.ceiling
     }
 
     /// Appends one segment (and remembers `peers`, raises the cursor ceiling if `next_cursor`
@@ -666,6 +671,12 @@ impl Store {
         );
         Ok(())
     }
+}
+
+/// Whether cursors up to `next_cursor` are safely below a persisted `ceiling` (a commit raises
+/// the ceiling when they are not).
+pub fn cursor_covered_by(ceiling: u64, next_cursor: u64) -> bool {
+    next_cursor.saturating_add(CURSOR_LEASE / 2) <= ceiling
 }
 
 /// A segment record is split when its encoding passes this size (the codec refuses values

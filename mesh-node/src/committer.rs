@@ -1,0 +1,196 @@
+//! The commit thread: owns the [`Store`] and writes what the engine hands it, in order, so the
+//! engine applies the next batch while the previous one is being made durable (a pipeline of
+//! depth one: the engine submits a batch only once the previous commit is done, so each commit
+//! carries everything applied while the previous one synced).
+//!
+//! Jobs run in submission order: log appends (one durable transaction each; answered with
+//! [`Done::Appended`]), checkpoints (written chunk by chunk between appends, answered with
+//! [`Done::Checkpointed`]) and the final checkpoint at shutdown. A checkpoint's snapshot is
+//! taken by the engine between two submissions, so it matches every segment appended before its
+//! job: the thread records the last segment when it starts the checkpoint. The first error is
+//! reported as [`Done::Failed`] and stops the thread (the engine then stops: fail-stop).
+
+use crate::engine::Shared;
+use crate::state::Snapshot;
+use crate::store::{CheckpointMark, KnownPeer, Segment, Store, StoreError};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use tokio::sync::mpsc as tmpsc;
+
+/// What the engine asks of the commit thread.
+pub(crate) enum Job {
+    /// Append one segment durably (and remember `peers`, raise the cursor ceiling if needed).
+    Append {
+        segment: Segment,
+        peers: Vec<KnownPeer>,
+        next_cursor: u64,
+    },
+    /// Start a checkpoint of these objects (written in chunks between appends).
+    Checkpoint(Snapshot),
+    /// Finish the checkpoint in progress, write `Snapshot` durably as a final checkpoint, answer
+    /// and stop.
+    Close(Snapshot, mpsc::Sender<Result<(), StoreError>>),
+}
+
+/// What the commit thread reports back.
+#[derive(Debug)]
+pub(crate) enum Done {
+    /// One [`Job::Append`] is durable; the persisted change-cursor ceiling is now `ceiling`.
+    Appended { ceiling: u64 },
+    /// The checkpoint in progress is complete.
+    Checkpointed,
+    /// A write failed; the thread stopped.
+    Failed(StoreError),
+}
+
+/// The reply of a [`Job::Close`] and what to answer.
+type Closed = (mpsc::Sender<Result<(), StoreError>>, Result<(), StoreError>);
+
+/// A checkpoint being written, chunk by chunk.
+struct Checkpoint {
+    snapshot: Snapshot,
+    /// The last log segment the snapshot matches.
+    upto: u64,
+    /// Objects written so far.
+    written: usize,
+}
+
+/// Starts the commit thread over `store`.
+pub(crate) fn spawn(
+    name: &str,
+    store: Store,
+    shared: Arc<Shared>,
+    chunk: usize,
+) -> std::io::Result<(mpsc::Sender<Job>, tmpsc::UnboundedReceiver<Done>)> {
+    let (jobs, job_rx) = mpsc::channel();
+    let (done_tx, done) = tmpsc::unbounded_channel();
+    let span = tracing::Span::current();
+    std::thread::Builder::new()
+        .name(format!("store-{name}"))
+        .spawn(move || {
+            let _entered = span.enter();
+            let mut committer = Committer {
+                store,
+                shared,
+                chunk: chunk.max(1),
+                checkpoint: None,
+                done: done_tx,
+            };
+            match committer.run(&job_rx) {
+                Ok(None) => {}
+                Ok(Some((reply, result))) => {
+                    // Close the database before answering: a restart may follow at once.
+                    drop(committer);
+                    let _ = reply.send(result);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the store failed: the commit thread stops");
+                    let _ = committer.done.send(Done::Failed(e));
+                }
+            }
+        })?;
+    Ok((jobs, done))
+}
+
+struct Committer {
+    store: Store,
+    shared: Arc<Shared>,
+    chunk: usize,
+    checkpoint: Option<Checkpoint>,
+    done: tmpsc::UnboundedSender<Done>,
+}
+
+impl Committer {
+    /// Runs jobs until the queue closes (`None`) or a [`Job::Close`] (its reply and result).
+    fn run(&mut self, jobs: &mpsc::Receiver<Job>) -> Result<Option<Closed>, StoreError> {
+        loop {
+            let job = if self.checkpoint.is_some() {
+                match jobs.try_recv() {
+                    Ok(job) => Some(job),
+                    Err(mpsc::TryRecvError::Empty) => None,
+                    Err(mpsc::TryRecvError::Disconnected) => return Ok(None),
+                }
+            } else {
+                match jobs.recv() {
+                    Ok(job) => Some(job),
+                    Err(_) => return Ok(None),
+                }
+            };
+            match job {
+                None => self.checkpoint_chunk(false)?,
+                Some(Job::Append {
+                    mut segment,
+                    peers,
+                    next_cursor,
+                }) => {
+                    let started = std::time::Instant::now();
+                    self.store.append(&mut segment, &peers, next_cursor)?;
+                    let c = &self.shared.counters;
+                    c.commits.fetch_add(1, Ordering::Relaxed);
+                    c.commit_micros.fetch_add(
+                        u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
+                    let _ = self.done.send(Done::Appended {
+                        ceiling: self.store.ceiling(),
+                    });
+                }
+                Some(Job::Checkpoint(snapshot)) => {
+                    // The engine starts one only after the previous one was reported done.
+                    while self.checkpoint.is_some() {
+                        self.checkpoint_chunk(false)?;
+                    }
+                    self.checkpoint = Some(Checkpoint {
+                        snapshot,
+                        upto: self.store.last_segment(),
+                        written: 0,
+                    });
+                }
+                Some(Job::Close(snapshot, reply)) => {
+                    let result = self.close(snapshot);
+                    return Ok(Some((reply, result)));
+                }
+            }
+        }
+    }
+
+    /// Writes the next chunk of the checkpoint in progress (all of it with `whole`).
+    fn checkpoint_chunk(&mut self, whole: bool) -> Result<(), StoreError> {
+        let Some(cp) = &mut self.checkpoint else {
+            return Ok(());
+        };
+        let to = if whole {
+            cp.snapshot.objects.len()
+        } else {
+            cp.written + self.chunk
+        };
+        let writes = cp.snapshot.writes(cp.written, to);
+        let last = to >= cp.snapshot.objects.len();
+        let mark = last.then_some(CheckpointMark {
+            applied: &cp.snapshot.applied,
+            last_stamp: cp.snapshot.last_stamp,
+            upto_segment: cp.upto,
+        });
+        self.store.checkpoint(&writes, mark, false)?;
+        cp.written = to;
+        if last {
+            self.checkpoint = None;
+            let _ = self.done.send(Done::Checkpointed);
+        }
+        Ok(())
+    }
+
+    /// Finishes the checkpoint in progress and checkpoints `snapshot` durably, so that the next
+    /// start replays nothing.
+    fn close(&mut self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.checkpoint_chunk(true)?;
+        let writes = snapshot.writes(0, snapshot.objects.len());
+        let mark = CheckpointMark {
+            applied: &snapshot.applied,
+            last_stamp: snapshot.last_stamp,
+            upto_segment: self.store.last_segment(),
+        };
+        self.store.checkpoint(&writes, Some(mark), true)
+    }
+}
