@@ -223,6 +223,9 @@ pub(crate) struct Membership {
     members: BTreeMap<SocketAddr, MemberInfo>,
     /// The address of the member each replica id belongs to.
     by_replica: BTreeMap<ReplicaId, SocketAddr>,
+    /// `(address, incarnation, replica, state)` of each member in foca's list order, as of
+    /// the last [`Membership::refresh`].
+    order: Vec<(SocketAddr, u64, ReplicaId, MemberState)>,
     errors: u64,
 }
 
@@ -243,6 +246,7 @@ impl Membership {
             timer_seq: 0,
             members: BTreeMap::new(),
             by_replica: BTreeMap::new(),
+            order: Vec::new(),
             errors: 0,
         }
     }
@@ -335,23 +339,42 @@ impl Membership {
             self.timer_seq += 1;
             self.timers.insert((at, self.timer_seq), timer);
         }
-        // Notifications are summarised by the table comparison below.
-        while self.runtime.to_notify().is_some() {}
-        out.changes = self.refresh();
+        // Notifications are summarised by the table comparison below, except that a rename
+        // (a new identity at a known address) is looked at in full there: the comparison's
+        // fast path only sees the address, incarnation, replica and state.
+        let mut renamed = Vec::new();
+        while let Some(n) = self.runtime.to_notify() {
+            if let foca::OwnedNotification::Rename(_, new) = n {
+                renamed.push(new.addr);
+            }
+        }
+        out.changes = self.refresh(&renamed);
         out
     }
 
     /// Compares foca's table with ours and returns what changed, in address order. Runs after
-    /// every foca call, so it clones nothing for members whose identity and state did not
-    /// change, and looks for removed members only when the table sizes say one was removed.
-    fn refresh(&mut self) -> Vec<MemberChange> {
+    /// every foca call, so it must be cheap per member: a member whose address, incarnation,
+    /// replica and state are those cached at its position in foca's list at the last call is
+    /// skipped without looking at its strings or at our table (`renamed`, from foca's
+    /// notifications, names the addresses whose identity changed in any other field). It
+    /// clones nothing for unchanged members, and looks for removed members only when the table
+    /// sizes say one was removed.
+    fn refresh(&mut self, renamed: &[SocketAddr]) -> Vec<MemberChange> {
         let mut changes: Vec<(SocketAddr, MemberChange)> = Vec::new();
         let mut updates: Vec<MemberInfo> = Vec::new();
         let mut listed = 0usize;
-        for m in self.foca.iter_membership_state() {
+        for (i, m) in self.foca.iter_membership_state().enumerate() {
             listed += 1;
             let id = m.id();
             let state = MemberState::from_foca(m.state());
+            let key = (id.addr, id.incarnation, id.replica, state);
+            if self.order.get(i) == Some(&key) && !renamed.contains(&id.addr) {
+                continue;
+            }
+            match self.order.get_mut(i) {
+                Some(k) => *k = key,
+                None => self.order.push(key),
+            }
             let before = self.members.get(&id.addr);
             let same_identity = before.is_some_and(|b| b.identity == *id);
             let before_state = before.filter(|_| same_identity).map(|b| b.state);
@@ -390,6 +413,7 @@ impl Membership {
             }
             self.by_replica.insert(replica, addr);
         }
+        self.order.truncate(listed);
         // Every listed address is in the table now: equal sizes mean nothing was removed.
         if self.members.len() != listed {
             let seen: BTreeSet<SocketAddr> = self
