@@ -26,7 +26,7 @@ use crate::delta_log::DeltaLog;
 use crate::membership::{Drained, Identity, MemberChange, MemberInfo, Membership, packet_source};
 use crate::messages::{Body, Delta, Envelope, GossipItem, StateChunk, SyncItem, item_len};
 use crate::outbox::Outbox;
-use crate::plumtree::{PeerInfo, Plumtree};
+use crate::plumtree::Plumtree;
 use crate::stats::Stats;
 use crate::{Payload, StateSource};
 use bytes::Bytes;
@@ -200,9 +200,11 @@ impl<P: Payload> Node<P> {
             .max()
             .unwrap_or(0);
         let next_seq = restored.delivered.max_counter(replica).max(own_logged) + 1;
+        let mut plumtree = Plumtree::new(config.plumtree.clone(), rng.random());
+        plumtree.set_local(identity.addr, &identity.region);
         let membership = Membership::new(identity, config.swim.clone(), rng.random());
         Node {
-            plumtree: Plumtree::new(config.plumtree.clone(), rng.random()),
+            plumtree,
             anti_entropy: AntiEntropy::new(config.anti_entropy.clone()),
             outbox: Outbox::new(config.peer_queue_bytes, config.max_message_bytes),
             config,
@@ -591,15 +593,9 @@ impl<P: Payload> Node<P> {
         ms + self.rng.random_range(-spread..=spread)
     }
 
-    fn live_peers(&self) -> Vec<PeerInfo> {
-        self.membership
-            .members()
-            .filter(|m| m.state.is_live())
-            .map(|m| PeerInfo {
-                addr: m.identity.addr,
-                region: m.identity.region.clone(),
-            })
-            .collect()
+    /// The live members' addresses, in address order.
+    fn live_peers(&self) -> Vec<SocketAddr> {
+        self.plumtree.live_peers().collect()
     }
 
     /// Acts on what a membership call produced.
@@ -630,9 +626,15 @@ impl<P: Payload> Node<P> {
                     self.came_up.insert(addr);
                     let soon = now + self.config.plumtree.graft_timeout_ms as i64;
                     self.ae_deadline = Some(self.ae_deadline.map_or(soon, |t| t.min(soon)));
+                    self.plumtree.peer_up(addr, &info.identity.region);
                     self.events.push_back(Event::MemberUp(info));
                 }
-                MemberChange::Suspect(info) => self.events.push_back(Event::MemberSuspect(info)),
+                MemberChange::Suspect(info) => {
+                    // Still live: it keeps its links.
+                    self.plumtree
+                        .peer_up(info.identity.addr, &info.identity.region);
+                    self.events.push_back(Event::MemberSuspect(info));
+                }
                 MemberChange::Down(info) => {
                     let addr = info.identity.addr;
                     self.plumtree.remove_peer(&addr);
@@ -644,16 +646,9 @@ impl<P: Payload> Node<P> {
                 }
             }
         }
-        let region = self.identity().region.clone();
-        let live = self.live_peers();
-        let before: BTreeSet<SocketAddr> = self.plumtree.neighbours().collect();
-        self.plumtree.rebalance(&region, &live);
-        let linked: Vec<SocketAddr> = self
-            .plumtree
-            .neighbours()
-            .filter(|a| !before.contains(a))
-            .collect();
-        // Tell new neighbours, so they link back (an empty IHAVE): links are symmetric.
+        let linked = self.plumtree.relink();
+        // Tell new ranked links, so they link back (an empty IHAVE): links are symmetric.
+        // (Links of the shared tree are symmetric by construction.)
         for peer in linked {
             let item = GossipItem::IHave(Vec::new());
             let size = item_len(&item);
@@ -865,7 +860,7 @@ impl<P: Payload> Node<P> {
         let live = self.live_peers();
         let mut targets = Vec::new();
         if let Some(p) = self.anti_entropy.transfer_peer() {
-            if live.iter().any(|l| l.addr == p) {
+            if live.contains(&p) {
                 targets.push(p);
             } else {
                 self.anti_entropy.forget(&p);
@@ -873,12 +868,12 @@ impl<P: Payload> Node<P> {
         }
         let came_up: Vec<SocketAddr> = std::mem::take(&mut self.came_up)
             .into_iter()
-            .filter(|a| live.iter().any(|l| l.addr == *a))
+            .filter(|a| live.binary_search(a).is_ok())
             .collect();
         let pick = if !came_up.is_empty() {
             Some(came_up[self.rng.random_range(0..came_up.len())])
         } else if !live.is_empty() {
-            Some(live[self.rng.random_range(0..live.len())].addr)
+            Some(live[self.rng.random_range(0..live.len())])
         } else {
             None
         };

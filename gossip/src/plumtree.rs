@@ -4,16 +4,28 @@
 //!
 //! Every node keeps a set of *neighbours* and, per origin replica (per tree root, as in
 //! riak_core's broadcast), the subset of them that is *lazy* for that root; the rest are
-//! *eager*. For a root not seen before only the node's own ranked links are eager (see
-//! [`Plumtree::eager`]): the other links start lazy, so a fresh origin does not flood. A delta delivered for the first time is pushed to the eager neighbours of its root
-//! and announced (IHAVE) to the lazy ones. A copy that arrives again means the root's eager
-//! graph has a cycle: the receiver PRUNEs that link to lazy for that root. An announcement for a
-//! delta that does not arrive within a timeout means a tree link is broken or slow: the
-//! receiver GRAFTs the announcer back to eager and gets the delta from it. Each root's eager
-//! links therefore converge to a spanning tree shaped by latency (the first copy wins), so each
-//! node receives each delta about once, and the lazy links keep a cheap repair path. One tree
-//! per root rather than the paper's single shared tree: with many concurrent writers a shared
-//! tree is pruned by every writer's duplicates until it falls apart, and lives on grafts.
+//! *eager*. For a root not seen before only the node's links in the *shared tree* are eager
+//! (see below and [`Plumtree::eager`]), so a fresh origin's first delta reaches each node about
+//! once, with no prune. A delta delivered for the first time is pushed to the eager neighbours
+//! of its root and announced (IHAVE) to the lazy ones. A copy that arrives again means the
+//! root's eager graph has a cycle: the receiver PRUNEs that link to lazy for that root. An
+//! announcement for a delta that does not arrive within a timeout means a tree link is broken or
+//! slow: the receiver GRAFTs the announcer back to eager and gets the delta from it. Each root's
+//! eager links therefore stay (or become) a spanning tree, so each node receives each delta
+//! about once, and the lazy links keep a cheap repair path. Prunes and grafts are per root
+//! rather than on the paper's single shared tree: with many concurrent writers a shared tree is
+//! pruned by every writer's duplicates until it falls apart, and lives on grafts.
+//!
+//! The shared tree: every node computes the same tree from the live membership, from addresses
+//! alone. Within a region, the members sorted by a hash of their address form a Cartesian tree
+//! on a second hash (a treap: expected depth O(log n), each member linked to its parent and at
+//! most two children, and a member coming or going changes O(1) links); each region's root links
+//! to every other region's root, so a delta crosses between two regions in one hop. Nodes whose
+//! views of the membership differ build slightly different trees: a link only one side has
+//! still carries pushes (the receiver makes the pusher eager), a missing one is repaired by
+//! grafts. Before it, a fresh origin's first delta went over every node's ranked links (the
+//! links' graph has cycles): at 300 nodes about four duplicates per delivery and as many PRUNEs,
+//! about 5,000 messages per delta.
 //!
 //! Stable trees: a node remembers, per root, its *parent* (the peer its tree link for that
 //! root comes from: the first to deliver, or the last one grafted) and never pushes the root's
@@ -24,17 +36,17 @@
 //! keeps the latency shape of its first deliveries (the paper's later "optimization" step, which
 //! swaps in faster links, is not done).
 //!
-//! Region awareness: the neighbours are chosen per node by a seeded rendezvous rank: the
-//! `local_links` best-ranked peers of its own region and the `remote_links` best-ranked peers
-//! of other regions. Within a region there are plenty of short links, while only a few
-//! long-lived links cross regions; after pruning, a delta typically crosses into each other
-//! region once. Ranks are stable, so links survive membership churn except when the peer
-//! itself leaves. Links are symmetric: a node tells each peer it links to (an empty IHAVE) and
-//! the peer links back, and a peer that pushes to us becomes our neighbour. (Linking back only
-//! on a push left a node that no peer ranks, and that never publishes, outside every tree: it
-//! got neither pushes nor announcements, only anti-entropy.) What the
-//! paper leaves to HyParView (a partial view) comes from foca's full membership here; the view
-//! stays small because only ranked peers become neighbours.
+//! Ranked links, for repair: each node also links to the `local_links` best-ranked peers of
+//! its own region and the `remote_links` best-ranked of other regions, by a seeded rendezvous
+//! rank. They are lazy for a root unless its tree makes them eager, and they are where
+//! announcements go (with the links pruned for that root): every node is announced to by the
+//! peers that rank it. Links are symmetric: a node tells each peer it links to (an empty IHAVE)
+//! and the peer links back, and a peer that pushes to us becomes our neighbour. What the paper
+//! leaves to HyParView (a partial view) comes from foca's full membership here; the view stays
+//! small because only tree and ranked links become neighbours. Membership changes are applied
+//! one peer at a time ([`Plumtree::peer_up`], [`Plumtree::remove_peer`]) and the links
+//! recomputed once per batch ([`Plumtree::relink`]), at a cost that does not grow with the
+//! cluster (except at a region's root).
 
 use crate::config::PlumtreeConfig;
 use crdt_types::{Dot, ReplicaId};
@@ -64,8 +76,24 @@ pub struct Plumtree {
     neighbours: BTreeSet<SocketAddr>,
     /// Peers that linked to us (linked back as soon as they are live members).
     linked_by: BTreeSet<SocketAddr>,
-    /// This node's own ranked links: eager for every root unless pruned.
+    /// Peers that pushed, grafted, pruned or announced to us: neighbours while they are live.
+    contacted: BTreeSet<SocketAddr>,
+    /// This node's links in the shared tree: eager for every root unless pruned.
     preferred: BTreeSet<SocketAddr>,
+    /// This node's own ranked links (lazy unless a root's tree makes them eager).
+    ranked: BTreeSet<SocketAddr>,
+    /// Every peer this node linked to as a ranked link since it last came up: they link back
+    /// and stay neighbours, so links stay symmetric when better-ranked peers turn up.
+    linked: BTreeSet<SocketAddr>,
+    /// This node's address and region, once known.
+    me: Option<(SocketAddr, String)>,
+    /// Every live peer's region (an index into `regions`).
+    peer_region: BTreeMap<SocketAddr, usize>,
+    /// Per region: its name and its live members, this node included, in shared-tree order.
+    regions: Vec<(String, Vec<TreeEntry>)>,
+    /// Live peers of this node's region, and of the others, by this node's rank.
+    ranked_local: BTreeSet<(u64, SocketAddr)>,
+    ranked_remote: BTreeSet<(u64, SocketAddr)>,
     /// Per root, the other neighbours that are eager: they pushed to us or grafted.
     eager_extra: BTreeMap<ReplicaId, BTreeSet<SocketAddr>>,
     lazy: BTreeMap<ReplicaId, BTreeSet<SocketAddr>>,
@@ -80,6 +108,32 @@ pub struct Plumtree {
 /// How many recent non-parent first deliveries are remembered for pruning.
 const FIRST_FROM_MEMORY: usize = 4096;
 
+/// A member's place in the shared tree: `(key, priority, address)`, both from the address
+/// alone, so every node computes the same tree from the same membership.
+type TreeEntry = (u64, u64, SocketAddr);
+
+fn tree_entry(addr: SocketAddr) -> TreeEntry {
+    (
+        addr_hash(&addr, 0x005e_ed0f_7ee5),
+        addr_hash(&addr, 0x0c0f_fee5),
+        addr,
+    )
+}
+
+/// A hash of the address's bytes (IP and port), mixed with `salt`.
+fn addr_hash(addr: &SocketAddr, salt: u64) -> u64 {
+    let mut h = splitmix(salt ^ 0x9e37_79b9_7f4a_7c15);
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => h = splitmix(h ^ u64::from(u32::from(ip))),
+        std::net::IpAddr::V6(ip) => {
+            let v = u128::from(ip);
+            h = splitmix(h ^ (v as u64));
+            h = splitmix(h ^ ((v >> 64) as u64));
+        }
+    }
+    splitmix(h ^ u64::from(addr.port()))
+}
+
 impl Plumtree {
     /// An overlay with no neighbours; `salt` (from the node's seed) makes the ranks differ
     /// between nodes.
@@ -89,7 +143,15 @@ impl Plumtree {
             salt,
             neighbours: BTreeSet::new(),
             linked_by: BTreeSet::new(),
+            contacted: BTreeSet::new(),
             preferred: BTreeSet::new(),
+            ranked: BTreeSet::new(),
+            linked: BTreeSet::new(),
+            me: None,
+            peer_region: BTreeMap::new(),
+            regions: Vec::new(),
+            ranked_local: BTreeSet::new(),
+            ranked_remote: BTreeSet::new(),
             eager_extra: BTreeMap::new(),
             lazy: BTreeMap::new(),
             parent: BTreeMap::new(),
@@ -100,16 +162,30 @@ impl Plumtree {
         }
     }
 
+    /// Every live peer (as reported by [`Plumtree::peer_up`]), in address order.
+    pub fn live_peers(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.peer_region.keys().copied()
+    }
+
+    /// This node's own ranked links (announced to, linked back by the peers).
+    pub fn ranked_links(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.ranked.iter().copied()
+    }
+
+    /// This node's links in the shared tree (eager for every root unless pruned).
+    pub fn tree_links(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.preferred.iter().copied()
+    }
+
     /// Every neighbour.
     pub fn neighbours(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.neighbours.iter().copied()
     }
 
-    /// The neighbours linked eagerly for `root` (the parent included): this node's own ranked
-    /// links (a few local, one or two remote) and the neighbours that pushed `root`'s deltas to
-    /// us or grafted them, less those pruned. A fresh origin's first deltas therefore travel a
-    /// sparse graph rather than every link (which flooded each origin's first deltas to every
-    /// neighbour until prunes trimmed the tree); the other links announce them lazily.
+    /// The neighbours linked eagerly for `root` (the parent included): this node's links in
+    /// the shared tree and the neighbours that pushed `root`'s deltas to us or grafted them,
+    /// less those pruned. A fresh origin's first deltas therefore travel the shared tree rather
+    /// than every link; the ranked links announce them lazily.
     pub fn eager(&self, root: ReplicaId) -> impl Iterator<Item = SocketAddr> + '_ {
         self.neighbours
             .iter()
@@ -137,58 +213,208 @@ impl Plumtree {
         self.parent.get(&root).copied()
     }
 
-    /// The neighbours that receive announcements of `root`'s deltas: every one not eager.
+    /// The neighbours that receive announcements of `root`'s deltas: those not eager among
+    /// this node's own ranked links and the links pruned for `root`. Every node is in the
+    /// shared tree and is announced to by the peers that rank it; other neighbours (peers
+    /// that linked to us, that once pushed to us, tree links of an older membership) are left
+    /// out: announcing to all of them took 15 to 20 announcements per delivery at 300 nodes,
+    /// as ranked links churn while membership forms and the links they leave stay.
     pub fn lazy(&self, root: ReplicaId) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.neighbours
-            .iter()
-            .copied()
-            .filter(move |a| !self.is_eager(*a, root))
+        self.neighbours.iter().copied().filter(move |a| {
+            !self.is_eager(*a, root) && (self.ranked.contains(a) || self.is_lazy_explicit(*a, root))
+        })
     }
 
     /// The rendezvous rank of a peer for this node (lower is preferred).
     fn rank(&self, addr: &SocketAddr) -> u64 {
-        let mut h = self.salt ^ 0x9e37_79b9_7f4a_7c15;
-        for b in addr.to_string().bytes() {
-            h = splitmix(h ^ u64::from(b));
-        }
-        h
+        addr_hash(addr, self.salt)
     }
 
-    /// Brings the neighbours in line with the live membership: peers that left are dropped,
-    /// and the best-ranked local and remote peers become neighbours.
-    pub fn rebalance(&mut self, my_region: &str, live: &[PeerInfo]) {
-        let alive: BTreeSet<SocketAddr> = live.iter().map(|p| p.addr).collect();
-        self.neighbours.retain(|a| alive.contains(a));
-        for l in self.lazy.values_mut() {
-            l.retain(|a| alive.contains(a));
+    /// This node's own address and region (the shared tree places it among its region's
+    /// members). Call once, before the first peer comes up.
+    pub fn set_local(&mut self, addr: SocketAddr, region: &str) {
+        if self.me.is_some() {
+            return;
         }
-        for e in self.eager_extra.values_mut() {
-            e.retain(|a| alive.contains(a));
+        let r = self.region_index(region);
+        let list = &mut self.regions[r].1;
+        let e = tree_entry(addr);
+        if let Err(at) = list.binary_search(&e) {
+            list.insert(at, e);
         }
-        self.parent.retain(|_, a| alive.contains(a));
-        let mut local: Vec<(u64, SocketAddr)> = Vec::new();
-        let mut remote: Vec<(u64, SocketAddr)> = Vec::new();
-        for p in live {
-            let entry = (self.rank(&p.addr), p.addr);
-            if p.region == my_region {
-                local.push(entry);
-            } else {
-                remote.push(entry);
+        self.me = Some((addr, region.to_owned()));
+    }
+
+    fn region_index(&mut self, region: &str) -> usize {
+        match self.regions.iter().position(|(name, _)| name == region) {
+            Some(i) => i,
+            None => {
+                self.regions.push((region.to_owned(), Vec::new()));
+                self.regions.len() - 1
             }
         }
-        local.sort_unstable();
-        remote.sort_unstable();
-        let wanted = local
+    }
+
+    /// A live member (alive or suspect) in `region`. Call [`Plumtree::relink`] after a batch
+    /// of changes.
+    pub fn peer_up(&mut self, addr: SocketAddr, region: &str) {
+        if self.me.as_ref().is_some_and(|(a, _)| *a == addr) {
+            return;
+        }
+        let r = self.region_index(region);
+        match self.peer_region.get(&addr) {
+            Some(&old) if old == r => return,
+            Some(_) => self.forget_member(&addr),
+            None => {}
+        }
+        self.peer_region.insert(addr, r);
+        let e = tree_entry(addr);
+        let list = &mut self.regions[r].1;
+        if let Err(at) = list.binary_search(&e) {
+            list.insert(at, e);
+        }
+        let local = self.me.as_ref().is_some_and(|(_, mine)| mine == region);
+        let entry = (self.rank(&addr), addr);
+        if local {
+            self.ranked_local.insert(entry);
+        } else {
+            self.ranked_remote.insert(entry);
+        }
+    }
+
+    fn forget_member(&mut self, addr: &SocketAddr) {
+        let Some(r) = self.peer_region.remove(addr) else {
+            return;
+        };
+        let e = tree_entry(*addr);
+        let list = &mut self.regions[r].1;
+        if let Ok(at) = list.binary_search(&e) {
+            list.remove(at);
+        }
+        let entry = (self.rank(addr), *addr);
+        self.ranked_local.remove(&entry);
+        self.ranked_remote.remove(&entry);
+    }
+
+    /// Recomputes this node's links after membership changes: its links in the shared tree
+    /// (eager by default), its ranked links, and the neighbours. Returns the ranked links that
+    /// are new, which the node tells so that they link back. Costs O(links) plus a walk of
+    /// the region's members next to this node in tree order, never a pass over the cluster
+    /// (except at a region's root, which looks up the other regions' roots).
+    pub fn relink(&mut self) -> Vec<SocketAddr> {
+        self.preferred = self.compute_tree_links();
+        let ranked: BTreeSet<SocketAddr> = self
+            .ranked_local
             .iter()
             .take(self.config.local_links)
-            .chain(remote.iter().take(self.config.remote_links));
-        self.preferred = wanted.map(|(_, a)| *a).collect();
-        self.neighbours.extend(self.preferred.iter().copied());
-        for addr in &self.linked_by {
-            if alive.contains(addr) {
-                self.neighbours.insert(*addr);
+            .chain(self.ranked_remote.iter().take(self.config.remote_links))
+            .map(|(_, a)| *a)
+            .collect();
+        let new: Vec<SocketAddr> = ranked.difference(&self.linked).copied().collect();
+        self.linked.extend(new.iter().copied());
+        self.ranked = ranked;
+        let live = &self.peer_region;
+        self.neighbours = self
+            .preferred
+            .iter()
+            .chain(self.linked.iter())
+            .chain(self.linked_by.iter().filter(|a| live.contains_key(a)))
+            .chain(self.contacted.iter().filter(|a| live.contains_key(a)))
+            .copied()
+            .collect();
+        new
+    }
+
+    /// This node's links in the shared tree. Within a region, the members sorted by key form
+    /// a Cartesian tree on their priorities (a treap: expected depth O(log n), and a member
+    /// coming or going changes O(1) links); each region's root links to every other region's
+    /// root. Keys and priorities come from addresses only, so nodes with the same view of
+    /// the membership build the same tree, and a fresh origin's first delta reaches every node
+    /// once without any prune.
+    fn compute_tree_links(&self) -> BTreeSet<SocketAddr> {
+        let mut out = BTreeSet::new();
+        let Some((me, region)) = &self.me else {
+            return out;
+        };
+        let Some((r, list)) = self
+            .regions
+            .iter()
+            .enumerate()
+            .find(|(_, (name, _))| name == region)
+            .map(|(i, (_, l))| (i, l))
+        else {
+            return out;
+        };
+        let Ok(i) = list.binary_search(&tree_entry(*me)) else {
+            return out;
+        };
+        let prio = |j: usize| (list[j].1, list[j].0);
+        let mine = prio(i);
+        // Walk left, then right, to the first higher-priority member; the highest member
+        // passed on each side is a child.
+        let mut left = None;
+        let mut left_child: Option<usize> = None;
+        for j in (0..i).rev() {
+            if prio(j) > mine {
+                left = Some(j);
+                break;
+            }
+            if left_child.is_none_or(|c| prio(j) > prio(c)) {
+                left_child = Some(j);
             }
         }
+        let mut right = None;
+        let mut right_child: Option<usize> = None;
+        for j in i + 1..list.len() {
+            if prio(j) > mine {
+                right = Some(j);
+                break;
+            }
+            if right_child.is_none_or(|c| prio(j) > prio(c)) {
+                right_child = Some(j);
+            }
+        }
+        let parent = match (left, right) {
+            (Some(l), Some(r)) => Some(if prio(l) < prio(r) { l } else { r }),
+            (l, r) => l.or(r),
+        };
+        for j in [parent, left_child, right_child].into_iter().flatten() {
+            out.insert(list[j].2);
+        }
+        if parent.is_none() {
+            for (k, (_, other)) in self.regions.iter().enumerate() {
+                if k == r {
+                    continue;
+                }
+                if let Some(top) = other.iter().max_by_key(|e| (e.1, e.0)) {
+                    out.insert(top.2);
+                }
+            }
+        }
+        out
+    }
+
+    /// Brings the links in line with a full list of the live peers (tests and callers that
+    /// do not track changes): peers not listed are dropped, the others come up.
+    pub fn rebalance(&mut self, my_region: &str, live: &[PeerInfo]) {
+        if self.me.is_none() {
+            // Tests that never placed this node: an address no peer has.
+            self.set_local(SocketAddr::from(([0, 0, 0, 0], 0)), my_region);
+        }
+        let alive: BTreeSet<SocketAddr> = live.iter().map(|p| p.addr).collect();
+        let gone: Vec<SocketAddr> = self
+            .peer_region
+            .keys()
+            .filter(|a| !alive.contains(a))
+            .copied()
+            .collect();
+        for a in gone {
+            self.remove_peer(&a);
+        }
+        for p in live {
+            self.peer_up(p.addr, &p.region);
+        }
+        self.relink();
     }
 
     /// `from` linked to us (an empty IHAVE): link back, eager for every root that has not
@@ -199,11 +425,23 @@ impl Plumtree {
         self.neighbours.insert(from);
     }
 
+    /// `peer` took part in dissemination with us: it is a neighbour. Returns whether it was
+    /// not one before.
+    fn contact(&mut self, peer: SocketAddr) -> bool {
+        self.contacted.insert(peer);
+        self.neighbours.insert(peer)
+    }
+
     /// A peer left: forget it, and its announcements.
     pub fn remove_peer(&mut self, addr: &SocketAddr) {
+        self.forget_member(addr);
         self.neighbours.remove(addr);
-        self.linked_by.remove(addr);
+        // `linked_by` is kept: if only this node saw the peer down, the peer does not link
+        // again when it is back, and a down peer is not a neighbour anyway.
+        self.contacted.remove(addr);
         self.preferred.remove(addr);
+        self.ranked.remove(addr);
+        self.linked.remove(addr);
         for e in self.eager_extra.values_mut() {
             e.remove(addr);
         }
@@ -258,7 +496,7 @@ impl Plumtree {
         } else {
             from
         };
-        let was_eager = self.neighbours.insert(victim) || !self.is_lazy_explicit(victim, root);
+        let was_eager = self.contact(victim) || !self.is_lazy_explicit(victim, root);
         self.lazy.entry(root).or_default().insert(victim);
         if let Some(e) = self.eager_extra.get_mut(&root) {
             e.remove(&victim);
@@ -271,7 +509,7 @@ impl Plumtree {
     }
 
     fn make_eager(&mut self, peer: SocketAddr, root: ReplicaId) {
-        self.neighbours.insert(peer);
+        self.contact(peer);
         if let Some(l) = self.lazy.get_mut(&root) {
             l.remove(&peer);
         }
@@ -283,7 +521,7 @@ impl Plumtree {
     /// `from` asked us to stop pushing `root`'s deltas eagerly. If it was our parent for that
     /// root, the root has no parent until the next first delivery or graft.
     pub fn on_prune(&mut self, from: SocketAddr, root: ReplicaId) {
-        self.neighbours.insert(from);
+        self.contact(from);
         self.lazy.entry(root).or_default().insert(from);
         if let Some(e) = self.eager_extra.get_mut(&root) {
             e.remove(&from);
@@ -301,7 +539,7 @@ impl Plumtree {
     /// `from` announced a delta we have not delivered: remember it and, if it is the first
     /// announcement, start the graft timer. Returns false when the table is full.
     pub fn on_ihave(&mut self, now: i64, from: SocketAddr, dot: Dot) -> bool {
-        if self.neighbours.insert(from) {
+        if self.contact(from) {
             self.lazy.entry(dot.replica).or_default().insert(from);
         }
         if let Some(m) = self.missing.get_mut(&dot) {
@@ -408,16 +646,112 @@ mod tests {
         let mut pt = Plumtree::new(cfg, 42);
         let live = peers(&["eu", "eu", "eu", "us", "us", "ap"]);
         pt.rebalance("eu", &live);
-        let eager: Vec<_> = pt.eager(ROOT).collect();
-        assert_eq!(eager.len(), 3);
-        let local = eager.iter().filter(|a| a.port() <= 3).count();
+        let ranked: Vec<_> = pt.ranked_links().collect();
+        assert_eq!(ranked.len(), 3);
+        let local = ranked.iter().filter(|a| a.port() <= 3).count();
         assert_eq!(local, 2);
+        // Ranked links are neighbours, announced to, and not eager unless in the tree.
+        for a in &ranked {
+            assert!(pt.neighbours().any(|n| n == *a));
+            let in_tree = pt.tree_links().any(|t| t == *a);
+            assert_eq!(pt.eager(ROOT).any(|e| e == *a), in_tree);
+            assert_eq!(pt.lazy(ROOT).any(|l| l == *a), !in_tree);
+        }
+    }
+
+    /// Every member's overlay, built from the same membership: `(address, region)` pairs.
+    fn cluster(members: &[(SocketAddr, &str)]) -> Vec<Plumtree> {
+        members
+            .iter()
+            .enumerate()
+            .map(|(i, (me, region))| {
+                let mut pt = Plumtree::new(Config::lan(10).plumtree, i as u64);
+                pt.set_local(*me, region);
+                for (a, r) in members {
+                    pt.peer_up(*a, r);
+                }
+                pt.relink();
+                pt
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_shared_tree_spans_the_cluster_whatever_the_membership_order() {
+        let regions = ["eu", "us", "ap"];
+        let mut members: Vec<(SocketAddr, &str)> = (1..=60)
+            .map(|p| (addr(p), regions[p as usize % 3]))
+            .collect();
+        let pts = cluster(&members);
+        let index = |a: SocketAddr| members.iter().position(|(m, _)| *m == a).unwrap();
+        let mut edges = BTreeSet::new();
+        for (i, pt) in pts.iter().enumerate() {
+            for t in pt.tree_links() {
+                let j = index(t);
+                // Symmetric: the other end links back.
+                assert!(pts[j].tree_links().any(|b| b == members[i].0), "{i} -> {j}");
+                edges.insert((i.min(j), i.max(j)));
+            }
+            // Bounded degree: parent, two children, and the other regions' roots.
+            assert!(pt.tree_links().count() < 3 + regions.len());
+        }
+        // A tree in each region, plus every pair of region roots: n - 1 edges and the
+        // (R - 1)(R - 2) / 2 that close cycles among the roots; every member reached.
+        let r = regions.len();
+        assert_eq!(edges.len(), members.len() - 1 + (r - 1) * (r - 2) / 2);
+        let mut seen = BTreeSet::from([0usize]);
+        let mut todo = vec![0usize];
+        while let Some(i) = todo.pop() {
+            for t in pts[i].tree_links() {
+                if seen.insert(index(t)) {
+                    todo.push(index(t));
+                }
+            }
+        }
+        assert_eq!(seen.len(), members.len());
+        // The same tree whatever order members came up in.
+        members.reverse();
+        let again = cluster(&members);
+        for (k, pt) in again.iter().enumerate() {
+            let orig = &pts[members.len() - 1 - k];
+            assert_eq!(
+                pt.tree_links().collect::<Vec<_>>(),
+                orig.tree_links().collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn a_member_leaving_changes_few_tree_links() {
+        let members: Vec<(SocketAddr, &str)> = (1..=100).map(|p| (addr(p), "eu")).collect();
+        let before = cluster(&members);
+        let gone = addr(50);
+        let after: Vec<Plumtree> = before
+            .iter()
+            .cloned()
+            .map(|mut pt| {
+                pt.remove_peer(&gone);
+                pt.relink();
+                pt
+            })
+            .collect();
+        let changed = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| {
+                b.me.as_ref().is_some_and(|(m, _)| *m != gone)
+                    && b.tree_links().filter(|t| *t != gone).collect::<Vec<_>>()
+                        != a.tree_links().collect::<Vec<_>>()
+            })
+            .count();
+        assert!(changed <= 3, "{changed} members changed links");
     }
 
     #[test]
     fn prunes_are_per_root() {
+        // Alone in its region, this node is its root and links to both peers' regions.
         let mut pt = Plumtree::new(Config::lan(3).plumtree, 1);
-        pt.rebalance("eu", &peers(&["eu", "eu"]));
+        pt.rebalance("eu", &peers(&["us", "ap"]));
         let d = Dot::new(ROOT, 1);
         pt.on_first_delivery(addr(2), &d);
         assert_eq!(pt.on_duplicate(addr(1), &d), Some(addr(1)));
@@ -430,7 +764,7 @@ mod tests {
     #[test]
     fn a_late_copy_from_the_parent_prunes_the_shortcut_instead() {
         let mut pt = Plumtree::new(Config::lan(4).plumtree, 1);
-        pt.rebalance("eu", &peers(&["eu", "eu", "eu"]));
+        pt.rebalance("eu", &peers(&["us", "ap", "sa"]));
         pt.on_first_delivery(addr(1), &Dot::new(ROOT, 1));
         assert_eq!(pt.parent(ROOT), Some(addr(1)));
         assert!(pt.push_targets(ROOT).all(|a| a != addr(1)));
