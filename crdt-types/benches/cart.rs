@@ -195,6 +195,7 @@ fn workload(items: u64) -> Workload {
 }
 
 /// Merges `deltas` in order into `cart`, folding the delivered vector in every 64 deltas.
+#[inline(never)]
 fn merge_all(mut cart: Cart, deltas: Vec<Cart>, delivered: &[(usize, VersionVector)]) -> Cart {
     let mut next = delivered.iter().peekable();
     for (i, d) in deltas.into_iter().enumerate() {
@@ -204,6 +205,19 @@ fn merge_all(mut cart: Cart, deltas: Vec<Cart>, delivered: &[(usize, VersionVect
         }
     }
     cart
+}
+
+/// The `crdts` side of [`merge_all`]: applies `ops` in order, by move, to `map`. Never
+/// inlined, so a profiler can name it (as `merge_all`).
+#[inline(never)]
+fn crdts_apply_all(
+    mut map: CrdtsCart,
+    ops: Vec<crdts::map::Op<String, PNCounter<u64>, u64>>,
+) -> CrdtsCart {
+    for op in ops {
+        map.apply(op);
+    }
+    map
 }
 
 fn bench_merges(c: &mut Criterion) {
@@ -235,12 +249,7 @@ fn bench_merges(c: &mut Criterion) {
         group.bench_function(format!("crdts/{items}_items"), |b| {
             b.iter_batched(
                 || (w.crdts_base.clone(), w.crdts_ops.clone()),
-                |(mut map, ops)| {
-                    for op in ops {
-                        map.apply(op);
-                    }
-                    map
-                },
+                |(map, ops)| crdts_apply_all(map, ops),
                 BatchSize::LargeInput,
             )
         });
@@ -407,7 +416,26 @@ fn print_sizes() {
     println!();
 }
 
+/// Profiling aid: with `CART_PROFILE=<items>` set, the binary only builds that workload and
+/// merges it (and applies the `crdts` ops) `CART_PROFILE_RUNS` times (default 4), for
+/// `valgrind --tool=callgrind --toggle-collect='*merge_all*'` (or `'*crdts_apply_all*'` for
+/// the `crdts` side): instructions per merge are the collected total over `runs * 20,000`.
+fn profile(items: u64) {
+    let w = workload(items);
+    let runs: usize =
+        std::env::var("CART_PROFILE_RUNS").map_or(4, |r| r.parse().expect("a number"));
+    for _ in 0..runs {
+        black_box(merge_all(w.base.clone(), w.deltas.clone(), &w.delivered));
+        black_box(crdts_apply_all(w.crdts_base.clone(), w.crdts_ops.clone()));
+    }
+    println!("merged {runs} x {DELTAS} deltas into a cart of {items} items");
+}
+
 fn main() {
+    if let Ok(items) = std::env::var("CART_PROFILE") {
+        profile(items.parse().expect("CART_PROFILE=<items>"));
+        return;
+    }
     print_sizes();
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(500))

@@ -114,14 +114,14 @@ impl CausalContext {
                 raised = true;
             }
         }
+        if raised {
+            self.normalize();
+        }
         if other.cloud.len() <= 8 {
-            if raised {
-                self.normalize();
-            }
             for d in &other.cloud {
                 self.insert(*d);
             }
-        } else {
+        } else if !self.covers_cloud(other) {
             let mine = std::mem::take(&mut self.cloud);
             let mut merged = SmallVec::with_capacity(mine.len() + other.cloud.len());
             let (mut a, mut b) = (
@@ -145,6 +145,23 @@ impl CausalContext {
             self.cloud = merged;
             self.normalize();
         }
+    }
+
+    /// Whether every cloud dot of `other` is already in `self`: one pass over both clouds
+    /// (both sorted), so a remove delta's many dots, already seen, cost no rebuild.
+    fn covers_cloud(&self, other: &CausalContext) -> bool {
+        let mut mine = self.cloud.iter().peekable();
+        let mut top = (None, 0);
+        other.cloud.iter().all(|d| {
+            if top.0 != Some(d.replica) {
+                top = (Some(d.replica), self.vv.get(d.replica));
+            }
+            if d.counter <= top.1 {
+                return true;
+            }
+            while mine.next_if(|m| *m < d).is_some() {}
+            mine.peek() == Some(&d)
+        })
     }
 
     /// Re-establishes the canonical form after the vector grew or the cloud was rebuilt:

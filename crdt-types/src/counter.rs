@@ -1,6 +1,6 @@
 //! `Counter`: the embedded counter of the cart, one entry per increment dot.
 
-use crate::{Causal, CausalContext, Dot, DotFun, DotStore, Tag};
+use crate::{Causal, CausalContext, Dot, DotFun, DotStore, Drops, Tag};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -68,14 +68,18 @@ impl DotStore for Counter {
         self.0.contains_dot(dot)
     }
 
+    fn holds_any(&self, dots: &[Dot]) -> bool {
+        self.0.holds_any(dots)
+    }
+
     fn join_store(
         &mut self,
         ctx: &CausalContext,
         other: Self,
         other_ctx: &CausalContext,
-        may_drop: bool,
+        drops: Drops<'_>,
     ) {
-        self.0.join_store(ctx, other.0, other_ctx, may_drop);
+        self.0.join_store(ctx, other.0, other_ctx, drops);
     }
 
     fn remove_covered(&mut self, ctx: &CausalContext) {

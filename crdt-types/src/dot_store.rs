@@ -40,17 +40,28 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
     /// The store part of the causal join of `(self, ctx)` and `(other, other_ctx)`; the caller
     /// joins the contexts afterwards. `other` is taken by move so nothing is cloned.
     ///
-    /// `may_drop` is false when `other_ctx` covers no dot outside `other`: then nothing of
-    /// `self` can be removed and entries `other` does not mention are left untouched, which
-    /// makes merging a small delta into a large state cost O(delta), not O(state). (A dot
-    /// lives at one place forever: the key path of the operation that minted it.)
+    /// `drops` says what of `self` the join removes (see [`Drops`]). With
+    /// [`Drops::Nothing`], entries `other` does not mention are left untouched, and with
+    /// [`Drops::These`] only the entries holding those dots are looked for, which makes
+    /// merging a small delta into a large state cost O(delta), not O(state). (A dot lives at
+    /// one place forever: the key path of the operation that minted it.)
     fn join_store(
         &mut self,
         ctx: &CausalContext,
         other: Self,
         other_ctx: &CausalContext,
-        may_drop: bool,
+        drops: Drops<'_>,
     );
+
+    /// Whether the store holds any of `dots` (a few, sorted): one pass over a small store.
+    fn holds_any(&self, dots: &[Dot]) -> bool {
+        dots.iter().any(|d| self.contains_dot(d))
+    }
+
+    /// How many of `dots` (sorted, distinct) the store holds.
+    fn count_held(&self, dots: &[Dot]) -> usize {
+        dots.iter().filter(|d| self.contains_dot(d)).count()
+    }
 
     /// Removes every dot `ctx` covers: the join with `(empty, ctx)`.
     fn remove_covered(&mut self, ctx: &CausalContext);
@@ -61,6 +72,30 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
         self.for_each_dot(&mut |d| cc.insert(d));
         cc
     }
+}
+
+/// What of the receiving store a causal join removes: the dots it holds that the other
+/// context covers and the other store lacks. [`Causal`](crate::Causal) works it out from the
+/// dots its store holds when the other context is small (a delta's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drops<'a> {
+    /// Nothing: every dot the other side removes is already gone here.
+    Nothing,
+    /// At most these dots, sorted: the receiver holds them and the other side removes them.
+    These(&'a [Dot]),
+    /// Not worked out (a large context, a full state's): any dot the other context covers
+    /// and the other store lacks.
+    Unknown,
+}
+
+/// The number of dots in both sorted, distinct sequences: one pass over both.
+fn count_common<'a>(mine: impl Iterator<Item = &'a Dot>, dots: &[Dot]) -> usize {
+    let mut dots = dots.iter().peekable();
+    mine.filter(|d| {
+        while dots.next_if(|o| *o < *d).is_some() {}
+        dots.peek() == Some(d)
+    })
+    .count()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -139,16 +174,31 @@ impl DotStore for DotSet {
         self.contains(dot)
     }
 
+    fn holds_any(&self, dots: &[Dot]) -> bool {
+        self.0.iter().any(|d| dots.contains(d))
+    }
+
+    fn count_held(&self, dots: &[Dot]) -> usize {
+        count_common(self.0.iter(), dots)
+    }
+
     fn join_store(
         &mut self,
         ctx: &CausalContext,
         other: Self,
         other_ctx: &CausalContext,
-        may_drop: bool,
+        drops: Drops<'_>,
     ) {
-        if may_drop {
-            self.0
-                .retain(|d| !other_ctx.contains(d) || other.0.binary_search(d).is_ok());
+        match drops {
+            Drops::Nothing => {}
+            Drops::These(dots) => {
+                if count_common(self.0.iter(), dots) > 0 {
+                    self.0.retain(|d| dots.binary_search(d).is_err());
+                }
+            }
+            Drops::Unknown => self
+                .0
+                .retain(|d| !other_ctx.contains(d) || other.0.binary_search(d).is_ok()),
         }
         for d in other.0 {
             if let Err(i) = self.0.binary_search(&d)
@@ -287,23 +337,42 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
         self.get(dot).is_some()
     }
 
+    fn holds_any(&self, dots: &[Dot]) -> bool {
+        self.0.iter().any(|(d, _)| dots.contains(d))
+    }
+
+    fn count_held(&self, dots: &[Dot]) -> usize {
+        count_common(self.0.iter().map(|(d, _)| d), dots)
+    }
+
     fn join_store(
         &mut self,
         ctx: &CausalContext,
         other: Self,
         other_ctx: &CausalContext,
-        may_drop: bool,
+        drops: Drops<'_>,
     ) {
-        if may_drop {
-            self.0.retain(|(d, _)| {
+        match drops {
+            Drops::Nothing => {}
+            Drops::These(dots) => {
+                if count_common(self.0.iter().map(|(d, _)| d), dots) > 0 {
+                    self.0.retain(|(d, _)| dots.binary_search(d).is_err());
+                }
+            }
+            Drops::Unknown => self.0.retain(|(d, _)| {
                 !other_ctx.contains(d) || other.0.binary_search_by(|(o, _)| o.cmp(d)).is_ok()
-            });
+            }),
         }
         for (d, v) in other.0 {
             match self.0.binary_search_by(|(s, _)| s.cmp(&d)) {
                 Ok(i) => debug_assert_eq!(self.0[i].1, v, "dot {d:?} carries two values"),
                 Err(i) => {
                     if !ctx.contains(&d) {
+                        if self.0.len() == self.0.capacity() {
+                            // A counter that outgrows its inline entry usually gets a few
+                            // more: one heap block of four rather than two, then four.
+                            self.0.reserve(self.0.len().max(3));
+                        }
                         self.0.insert(i, (d, v));
                     }
                 }
@@ -480,42 +549,6 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
     pub fn clear_delta(&self) -> Causal<Self> {
         Causal::new(DotMap::default(), self.dots())
     }
-
-    /// Whether every dot `other_ctx` removes and this store holds is under a key `other`
-    /// lists: then keys `other` does not list need no visit. Answers only for small contexts
-    /// (a delta's); a large one (a full state's) gets `false` and the caller scans.
-    fn removals_located(
-        &self,
-        ctx: &CausalContext,
-        other: &Self,
-        other_ctx: &CausalContext,
-    ) -> bool {
-        const MAX_ENUMERATED: u64 = 64;
-        if other_ctx.dot_count() > MAX_ENUMERATED {
-            return false;
-        }
-        // The values of this store under the keys `other` lists (usually one: no allocation).
-        let single;
-        let many: Vec<&V>;
-        let listed: &[&V] = match other.0.as_slice() {
-            [(k, _)] => {
-                single = self.raw_get(k).map(|(_, v)| v);
-                single.as_slice()
-            }
-            entries => {
-                many = entries
-                    .iter()
-                    .filter_map(|(k, _)| self.raw_get(k).map(|(_, v)| v))
-                    .collect();
-                &many
-            }
-        };
-        other_ctx.dots().all(|d| {
-            listed.iter().any(|v| v.contains_dot(&d))
-                || !ctx.contains(&d)
-                || other.0.iter().any(|(_, ov)| ov.contains_dot(&d))
-        })
-    }
 }
 
 impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
@@ -537,14 +570,22 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
         self.0.iter().any(|(_, v)| v.contains_dot(dot))
     }
 
+    fn holds_any(&self, dots: &[Dot]) -> bool {
+        self.0.iter().any(|(_, v)| v.holds_any(dots))
+    }
+
+    fn count_held(&self, dots: &[Dot]) -> usize {
+        self.0.iter().map(|(_, v)| v.count_held(dots)).sum()
+    }
+
     fn join_store(
         &mut self,
         ctx: &CausalContext,
         other: Self,
         other_ctx: &CausalContext,
-        may_drop: bool,
+        drops: Drops<'_>,
     ) {
-        if may_drop && !self.removals_located(ctx, &other, other_ctx) {
+        if drops == Drops::Unknown {
             // Keys only `self` has: joined with `(empty, other_ctx)`.
             let listed = &other;
             self.0.retain_mut(|(k, v)| {
@@ -554,11 +595,16 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
                 !v.is_empty()
             });
         }
+        // With `Drops::These`, how many of those dots are under keys `other` lists.
+        let mut located = 0;
         for (k, v) in other.0 {
             match self.find(&k) {
                 Ok(i) => {
                     let mine = &mut self.0[i].1;
-                    mine.join_store(ctx, v, other_ctx, may_drop);
+                    if let Drops::These(dots) = drops {
+                        located += mine.count_held(dots);
+                    }
+                    mine.join_store(ctx, v, other_ctx, drops);
                     if mine.is_empty() {
                         self.0.remove(i);
                     }
@@ -569,6 +615,24 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
                     if !v.is_empty() {
                         self.0.insert(i, (k, v));
                     }
+                }
+            }
+        }
+        if let Drops::These(dots) = drops
+            && located < dots.len()
+        {
+            // Some are under keys `other` does not list (a wrong hint, or a `clear`, which
+            // lists none). The listed keys no longer hold any: read every key for these few
+            // dots, then change the keys that hold one.
+            let holders: SmallVec<[usize; 4]> = (self.0.iter().enumerate())
+                .filter(|(_, (_, v))| v.holds_any(dots))
+                .map(|(i, _)| i)
+                .collect();
+            for &i in holders.iter().rev() {
+                let v = &mut self.0[i].1;
+                v.remove_covered(other_ctx);
+                if v.is_empty() {
+                    self.0.remove(i);
                 }
             }
         }

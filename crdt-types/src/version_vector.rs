@@ -3,20 +3,37 @@
 use crate::{Dot, ReplicaId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 
 /// A map from replica to the highest sequence number `n` such that events `1..=n` of that
 /// replica are all included. Absent replicas are 0.
 ///
-/// Zero entries are never stored (decoding drops them too), so equal vectors are equal
-/// values and encode to equal bytes.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Kept as a vector sorted by replica: a vector covers a handful of replicas, where binary
+/// search over contiguous pairs beats a tree's nodes, and an empty one owns no heap block.
+/// Encoded as a map, like the `BTreeMap` it decodes through. Zero entries are never stored
+/// (decoding drops them too), so equal vectors are equal values and encode to equal bytes.
+#[derive(Clone, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(from = "BTreeMap<ReplicaId, u64>")]
-pub struct VersionVector(BTreeMap<ReplicaId, u64>);
+pub struct VersionVector(Vec<(ReplicaId, u64)>);
 
 impl From<BTreeMap<ReplicaId, u64>> for VersionVector {
-    fn from(mut entries: BTreeMap<ReplicaId, u64>) -> Self {
-        entries.retain(|_, c| *c > 0);
-        VersionVector(entries)
+    fn from(entries: BTreeMap<ReplicaId, u64>) -> Self {
+        VersionVector(entries.into_iter().filter(|&(_, c)| c > 0).collect())
+    }
+}
+
+impl Serialize for VersionVector {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // As the `BTreeMap` it decodes from.
+        serializer.collect_map(self.0.iter().map(|(r, c)| (r, c)))
+    }
+}
+
+impl fmt::Debug for VersionVector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(r, c)| (r, c)))
+            .finish()
     }
 }
 
@@ -26,9 +43,14 @@ impl VersionVector {
         Self::default()
     }
 
+    /// The index of `replica`'s entry, or where it would be inserted.
+    fn find(&self, replica: ReplicaId) -> Result<usize, usize> {
+        self.0.binary_search_by(|(r, _)| r.cmp(&replica))
+    }
+
     /// The highest contiguous counter of `replica` (0 if none).
     pub fn get(&self, replica: ReplicaId) -> u64 {
-        self.0.get(&replica).copied().unwrap_or(0)
+        self.find(replica).map_or(0, |i| self.0[i].1)
     }
 
     /// Raises the entry of `replica` to at least `counter`.
@@ -36,18 +58,21 @@ impl VersionVector {
         if counter == 0 {
             return;
         }
-        let e = self.0.entry(replica).or_insert(0);
-        if *e < counter {
-            *e = counter;
+        match self.find(replica) {
+            Ok(i) => self.0[i].1 = self.0[i].1.max(counter),
+            Err(i) => self.0.insert(i, (replica, counter)),
         }
     }
 
     /// Sets the entry of `replica` exactly (0 removes it).
     pub fn set(&mut self, replica: ReplicaId, counter: u64) {
-        if counter == 0 {
-            self.0.remove(&replica);
-        } else {
-            self.0.insert(replica, counter);
+        match (self.find(replica), counter) {
+            (Ok(i), 0) => {
+                self.0.remove(i);
+            }
+            (Ok(i), _) => self.0[i].1 = counter,
+            (Err(_), 0) => {}
+            (Err(i), _) => self.0.insert(i, (replica, counter)),
         }
     }
 
@@ -58,14 +83,14 @@ impl VersionVector {
 
     /// Pointwise maximum.
     pub fn join(&mut self, other: &VersionVector) {
-        for (&r, &c) in &other.0 {
+        for &(r, c) in &other.0 {
             self.raise(r, c);
         }
     }
 
     /// Pointwise minimum over the replicas of `self` (a replica absent from `other` drops to 0).
     pub fn meet(&mut self, other: &VersionVector) {
-        self.0.retain(|r, c| {
+        self.0.retain_mut(|(r, c)| {
             *c = (*c).min(other.get(*r));
             *c > 0
         });
@@ -73,12 +98,12 @@ impl VersionVector {
 
     /// Whether every entry of `self` is <= the entry in `other`.
     pub fn le(&self, other: &VersionVector) -> bool {
-        self.0.iter().all(|(&r, &c)| c <= other.get(r))
+        self.0.iter().all(|&(r, c)| c <= other.get(r))
     }
 
     /// Iterates `(replica, counter)` in replica order.
     pub fn iter(&self) -> impl Iterator<Item = (ReplicaId, u64)> + '_ {
-        self.0.iter().map(|(&r, &c)| (r, c))
+        self.0.iter().copied()
     }
 
     /// Number of replicas with a non-zero entry.
@@ -93,7 +118,7 @@ impl VersionVector {
 
     /// The number of dots the vector covers (the sum of its entries), saturating.
     pub fn dot_count(&self) -> u64 {
-        self.0.values().fold(0u64, |n, &c| n.saturating_add(c))
+        self.0.iter().fold(0u64, |n, &(_, c)| n.saturating_add(c))
     }
 }
 

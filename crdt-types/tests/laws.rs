@@ -532,3 +532,24 @@ proptest! {
         prop_assert_eq!(decoded, compacted);
     }
 }
+
+/// A delta's key is only a hint of where its removals live: a remove that names the wrong key
+/// (here a buggy peer that minted the same dot under another sku) still removes the dot
+/// wherever the receiver holds it, as the full-state join does.
+#[test]
+fn a_remove_naming_the_wrong_key_still_removes_the_dots_it_covers() {
+    let (mut honest, mut buggy) = (Replica::new(7), Replica::new(7));
+    let mut receiver = Cart::new();
+    receiver.add(honest.tag(), "apple", 2).expect("valid add");
+    let mut peer = Cart::new();
+    peer.add(buggy.tag(), "pear", 3).expect("valid add");
+    let remove = peer.remove("pear").expect("valid remove");
+
+    let mut by_delta = receiver.clone();
+    by_delta.join(remove);
+    let mut by_state = receiver.clone();
+    by_state.join(peer);
+    assert_eq!(by_delta.quantity("apple"), 0);
+    assert_eq!(by_delta, by_state);
+    assert!(by_delta.view().items.is_empty());
+}
