@@ -16,15 +16,18 @@
 //! target/release/loadgen-http --clients 64 --duration-secs 10
 //! ```
 
+mod shared;
+
 use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use shared::{Spread, lock, percentile};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// HTTP load generator for a three-process loopback cluster.
@@ -205,30 +208,6 @@ fn start_node(
         }),
         _ => Err(format!("unparsable ready line: {ready}")),
     }
-}
-
-/// A tiny xorshift generator: clients need spread, not quality.
-struct Spread(u64);
-
-impl Spread {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound.max(1)
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1e3
 }
 
 /// The cumulative buckets of the replication lag histogram in a `/metrics` text.
@@ -538,57 +517,39 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("loadgen-http: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let json_path = args.json.clone();
-    let report = match runtime.block_on(run(args)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("loadgen-http: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let f = |k: &str| report[k].as_f64().unwrap_or(f64::NAN);
-    println!(
-        "{:.0} acknowledged cart writes/s over HTTP ({} keep-alive clients, {:.1} s measured, {} errors)",
-        f("writes_per_s"),
-        report["clients"],
-        f("duration_s"),
-        report["write_errors"]
-    );
-    println!(
-        "ack latency      p50 {:.2} ms  p99 {:.2} ms   ({:.0} ops per commit, {:.2} ms per commit)",
-        f("ack_latency_p50_ms"),
-        f("ack_latency_p99_ms"),
-        f("ops_per_commit"),
-        f("commit_ms_avg")
-    );
-    println!(
-        "apply lag        p50 {:.2} ms  p99 {:.2} ms   (origin HLC stamp to replica commit, {} deltas, replicas' histograms)",
-        f("apply_lag_p50_ms"),
-        f("apply_lag_p99_ms"),
-        report["apply_lag_samples"]
-    );
-    println!(
-        "visibility lag   p50 {:.2} ms  p99 {:.2} ms   (origin 200 to GET on a replica, {} probes)",
-        f("visibility_lag_p50_ms"),
-        f("visibility_lag_p99_ms"),
-        report["visibility_lag_samples"]
-    );
-    if let Some(path) = json_path {
-        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-        if let Err(e) = std::fs::write(&path, text) {
-            eprintln!("loadgen-http: {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    }
-    ExitCode::SUCCESS
+    let json = args.json.clone();
+    shared::main(
+        "loadgen-http",
+        json,
+        || run(args),
+        |report| {
+            let f = |k: &str| shared::num(report, k);
+            println!(
+                "{:.0} acknowledged cart writes/s over HTTP ({} keep-alive clients, {:.1} s measured, {} errors)",
+                f("writes_per_s"),
+                report["clients"],
+                f("duration_s"),
+                report["write_errors"]
+            );
+            println!(
+                "ack latency      p50 {:.2} ms  p99 {:.2} ms   ({:.0} ops per commit, {:.2} ms per commit)",
+                f("ack_latency_p50_ms"),
+                f("ack_latency_p99_ms"),
+                f("ops_per_commit"),
+                f("commit_ms_avg")
+            );
+            println!(
+                "apply lag        p50 {:.2} ms  p99 {:.2} ms   (origin HLC stamp to replica commit, {} deltas, replicas' histograms)",
+                f("apply_lag_p50_ms"),
+                f("apply_lag_p99_ms"),
+                report["apply_lag_samples"]
+            );
+            println!(
+                "visibility lag   p50 {:.2} ms  p99 {:.2} ms   (origin 200 to GET on a replica, {} probes)",
+                f("visibility_lag_p50_ms"),
+                f("visibility_lag_p99_ms"),
+                report["visibility_lag_samples"]
+            );
+        },
+    )
 }

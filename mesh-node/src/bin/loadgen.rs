@@ -12,16 +12,19 @@
 //! cargo run --release -p mesh-node --bin loadgen -- --writers 512 --duration-secs 10
 //! ```
 
+mod shared;
+
 use clap::Parser;
 use mesh_node::certs::{TlsIdentity, write_cluster_certs};
 use mesh_node::{ChangeFilter, Kind, MemberStatus, Mesh, loopback_gossip_config};
+use shared::{Spread, lock, percentile};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Load generator for a three-node loopback cluster.
@@ -90,22 +93,6 @@ struct Samples {
     latencies: Mutex<Vec<Duration>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A tiny xorshift generator: writers need spread, not quality.
-struct Spread(u64);
-
-impl Spread {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound.max(1)
-    }
-}
-
 async fn start_node(
     data: &Path,
     certs: &Path,
@@ -130,14 +117,6 @@ async fn start_node(
         .start()
         .await
         .map_err(|e| e.to_string())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1e3
 }
 
 async fn run(args: Args) -> Result<serde_json::Value, String> {
@@ -339,6 +318,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let json = args.json.clone();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -346,55 +326,36 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let json_path = args.json.clone();
-    let report = match runtime.block_on(run(args)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let f = |k: &str| report[k].as_f64().unwrap_or(f64::NAN);
-    println!(
-        "{:.0} acknowledged cart writes/s ({} writers, {:.1} s measured, {} errors)",
-        f("writes_per_s"),
-        report["writers"],
-        f("duration_s"),
-        report["write_errors"]
-    );
-    println!(
-        "ack latency     p50 {:.2} ms  p99 {:.2} ms   ({:.0} ops per commit, {:.2} ms per commit)",
-        f("ack_latency_p50_ms"),
-        f("ack_latency_p99_ms"),
-        f("ops_per_commit"),
-        f("commit_ms_avg")
-    );
-    let replicas = report["nodes"].as_u64().unwrap_or(1).saturating_sub(1);
-    if replicas > 0 {
-        println!(
-            "replication lag p50 {:.2} ms  p99 {:.2} ms   ({} samples x {replicas} nodes, {} missing)",
-            f("replication_lag_p50_ms"),
-            f("replication_lag_p99_ms"),
-            report["lag_samples"],
-            report["lag_samples_missing"]
-        );
-    }
-    if let Some(path) = json_path {
-        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-        if let Err(e) = std::fs::write(&path, text) {
-            eprintln!("loadgen: {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    }
-    ExitCode::SUCCESS
+    shared::main(
+        "loadgen",
+        json,
+        || run(args),
+        |report| {
+            let f = |k: &str| shared::num(report, k);
+            println!(
+                "{:.0} acknowledged cart writes/s ({} writers, {:.1} s measured, {} errors)",
+                f("writes_per_s"),
+                report["writers"],
+                f("duration_s"),
+                report["write_errors"]
+            );
+            println!(
+                "ack latency     p50 {:.2} ms  p99 {:.2} ms   ({:.0} ops per commit, {:.2} ms per commit)",
+                f("ack_latency_p50_ms"),
+                f("ack_latency_p99_ms"),
+                f("ops_per_commit"),
+                f("commit_ms_avg")
+            );
+            let replicas = report["nodes"].as_u64().unwrap_or(1).saturating_sub(1);
+            if replicas > 0 {
+                println!(
+                    "replication lag p50 {:.2} ms  p99 {:.2} ms   ({} samples x {replicas} nodes, {} missing)",
+                    f("replication_lag_p50_ms"),
+                    f("replication_lag_p99_ms"),
+                    report["lag_samples"],
+                    report["lag_samples_missing"]
+                );
+            }
+        },
+    )
 }
