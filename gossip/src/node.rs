@@ -726,12 +726,7 @@ impl<P: Payload> Node<P> {
         let mut copy = delta.clone();
         copy.hops = delta.hops.saturating_add(1);
         let size = copy.encoded_len();
-        let root = delta.origin;
-        let eager: Vec<SocketAddr> = self
-            .plumtree
-            .push_targets(root)
-            .filter(|a| Some(*a) != except)
-            .collect();
+        let (eager, lazy) = self.plumtree.targets(delta.origin, except);
         for peer in eager {
             if self
                 .outbox
@@ -742,11 +737,6 @@ impl<P: Payload> Node<P> {
                 self.stats.dropped_backpressure += 1;
             }
         }
-        let lazy: Vec<SocketAddr> = self
-            .plumtree
-            .lazy(root)
-            .filter(|a| Some(*a) != except)
-            .collect();
         if lazy.is_empty() {
             return;
         }

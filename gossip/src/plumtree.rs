@@ -202,6 +202,37 @@ impl Plumtree {
                     .is_some_and(|e| e.contains(&peer)))
     }
 
+    /// Where a delta of `root` goes, in one pass over the neighbours: the peers it is pushed
+    /// to ([`Plumtree::push_targets`]) and those it is announced to ([`Plumtree::lazy`]), both
+    /// without `except` (the peer it came from).
+    pub fn targets(
+        &self,
+        root: ReplicaId,
+        except: Option<SocketAddr>,
+    ) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+        let parent = self.parent.get(&root).copied();
+        let lazy = self.lazy.get(&root);
+        let extra = self.eager_extra.get(&root);
+        let mut push = Vec::with_capacity(self.preferred.len());
+        let mut announce = Vec::new();
+        for &a in &self.neighbours {
+            if Some(a) == except {
+                continue;
+            }
+            let pruned = lazy.is_some_and(|l| l.contains(&a));
+            let eager =
+                !pruned && (self.preferred.contains(&a) || extra.is_some_and(|e| e.contains(&a)));
+            if eager {
+                if Some(a) != parent {
+                    push.push(a);
+                }
+            } else if pruned || self.ranked.contains(&a) {
+                announce.push(a);
+            }
+        }
+        (push, announce)
+    }
+
     /// The eager neighbours a delta of `root` is pushed to: not its parent, which is upstream.
     pub fn push_targets(&self, root: ReplicaId) -> impl Iterator<Item = SocketAddr> + '_ {
         let parent = self.parent.get(&root).copied();
@@ -509,13 +540,15 @@ impl Plumtree {
     }
 
     fn make_eager(&mut self, peer: SocketAddr, root: ReplicaId) {
-        self.contact(peer);
         if let Some(l) = self.lazy.get_mut(&root) {
             l.remove(&peer);
         }
-        if !self.preferred.contains(&peer) {
-            self.eager_extra.entry(root).or_default().insert(peer);
+        if self.preferred.contains(&peer) {
+            // A tree link: a neighbour, eager for every root it was not pruned for.
+            return;
         }
+        self.contact(peer);
+        self.eager_extra.entry(root).or_default().insert(peer);
     }
 
     /// `from` asked us to stop pushing `root`'s deltas eagerly. If it was our parent for that
