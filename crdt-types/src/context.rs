@@ -66,12 +66,11 @@ impl CausalContext {
 
     /// Records `dot` as seen.
     pub fn insert(&mut self, dot: Dot) {
-        let top = self.vv.get(dot.replica);
+        let top = self.vv.advance(dot);
         if dot.counter <= top {
             return;
         }
         if dot.counter == top + 1 {
-            self.vv.set(dot.replica, dot.counter);
             self.fold(dot.replica);
         } else if let Err(i) = self.cloud.binary_search(&dot) {
             self.cloud.insert(i, dot);

@@ -191,11 +191,12 @@ impl DotStore for DotSet {
     ) {
         match drops {
             Drops::Nothing => {}
-            Drops::These(dots) => {
-                if count_common(self.0.iter(), dots) > 0 {
-                    self.0.retain(|d| dots.binary_search(d).is_err());
-                }
-            }
+            Drops::These(dots) => match count_common(self.0.iter(), dots) {
+                0 => {}
+                // Usually a remove covers every dot seen: nothing to keep.
+                n if n == self.0.len() => self.0.clear(),
+                _ => self.0.retain(|d| dots.binary_search(d).is_err()),
+            },
             Drops::Unknown => self
                 .0
                 .retain(|d| !other_ctx.contains(d) || other.0.binary_search(d).is_ok()),
@@ -354,11 +355,12 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
     ) {
         match drops {
             Drops::Nothing => {}
-            Drops::These(dots) => {
-                if count_common(self.0.iter().map(|(d, _)| d), dots) > 0 {
-                    self.0.retain(|(d, _)| dots.binary_search(d).is_err());
-                }
-            }
+            Drops::These(dots) => match count_common(self.0.iter().map(|(d, _)| d), dots) {
+                0 => {}
+                // Usually a remove covers every entry seen: nothing to keep.
+                n if n == self.0.len() => self.0.clear(),
+                _ => self.0.retain(|(d, _)| dots.binary_search(d).is_err()),
+            },
             Drops::Unknown => self.0.retain(|(d, _)| {
                 !other_ctx.contains(d) || other.0.binary_search_by(|(o, _)| o.cmp(d)).is_ok()
             }),
@@ -369,9 +371,9 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
                 Err(i) => {
                     if !ctx.contains(&d) {
                         if self.0.len() == self.0.capacity() {
-                            // A counter that outgrows its inline entry usually gets a few
-                            // more: one heap block of four rather than two, then four.
-                            self.0.reserve(self.0.len().max(3));
+                            // A counter that outgrows its inline entry usually gets several
+                            // more: one heap block of eight rather than two, four, then eight.
+                            self.0.reserve(self.0.len().max(7));
                         }
                         self.0.insert(i, (d, v));
                     }

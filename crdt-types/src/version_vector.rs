@@ -76,6 +76,26 @@ impl VersionVector {
         }
     }
 
+    /// Raises the entry of `dot`'s replica to `dot.counter` if that is the next counter, and
+    /// returns the entry as it was: one search for what `get` then `set` would do.
+    pub(crate) fn advance(&mut self, dot: Dot) -> u64 {
+        match self.find(dot.replica) {
+            Ok(i) => {
+                let top = self.0[i].1;
+                if dot.counter == top + 1 {
+                    self.0[i].1 = dot.counter;
+                }
+                top
+            }
+            Err(i) => {
+                if dot.counter == 1 {
+                    self.0.insert(i, (dot.replica, 1));
+                }
+                0
+            }
+        }
+    }
+
     /// Whether `dot` is included.
     pub fn contains(&self, dot: &Dot) -> bool {
         dot.counter <= self.get(dot.replica)
