@@ -114,7 +114,11 @@ fn an_impostor_is_refused_and_changes_nothing() {
     net.write(1, "real", 1);
     net.run_for(2_000);
     assert!(net.all_have("real", &BTreeSet::from([1])));
-    assert!(net.nodes.iter().all(|n| n.store.values("forged").is_empty()));
+    assert!(
+        net.nodes
+            .iter()
+            .all(|n| n.store.values("forged").is_empty())
+    );
     assert!(
         net.nodes[0]
             .node
