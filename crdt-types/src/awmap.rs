@@ -14,12 +14,18 @@ use std::fmt;
 /// [`DotSet`]: crate::DotSet
 /// [`DotFun`]: crate::DotFun
 /// [`Counter`]: crate::Counter
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(bound(
-    serialize = "K: Serialize, V: Serialize",
+    serialize = "K: Serialize, V: Serialize + DotStore",
     deserialize = "K: Deserialize<'de> + Ord + Clone + fmt::Debug, V: Deserialize<'de> + DotStore"
 ))]
 pub struct AwMap<K, V>(Causal<DotMap<K, V>>);
+
+impl<K: fmt::Debug, V: DotStore> fmt::Debug for AwMap<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AwMap").field(&self.0).finish()
+    }
+}
 
 impl<K: Ord + Clone + fmt::Debug, V: DotStore> PartialEq for AwMap<K, V> {
     fn eq(&self, other: &Self) -> bool {

@@ -12,6 +12,7 @@
 //! is how maps nest.
 
 use crate::{Causal, CausalContext, Dot, Tag};
+use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use smallvec::{SmallVec, smallvec};
 use std::collections::BTreeMap;
@@ -397,45 +398,99 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 /// add-wins map, the cart (`DotMap<String, Counter>`) and of nested maps.
 ///
 /// A key is present exactly while its value holds a dot; a removed key leaves nothing behind
-/// in a state: no tombstones. A *delta* made by [`DotMap::remove_delta`] or
-/// [`DotMap::update_delta`] may list its key with an empty value: a hint telling the receiver
-/// where the dots it removes live, so the join need not scan every key (see
-/// [`DotStore::join_store`]). Joins never keep empty values, so a state built by joins holds
-/// none and equal states encode to equal bytes; equality and hashing ignore them anyway. The
-/// receiver checks every hint against its own store, so a wrong hint costs a scan, never
-/// correctness.
+/// in what a state encodes, compares or hashes: no tombstones. A *delta* made by
+/// [`DotMap::remove_delta`] or [`DotMap::update_delta`] may list its key with an empty value: a
+/// hint telling the receiver where the dots it removes live, so the join need not scan every
+/// key (see [`DotStore::join_store`]). Such a map keeps its hints (they are encoded) and drops
+/// the empty values its joins make. Any other map (a state) keeps the entry of a key its joins
+/// empty as a free slot, reused when the key comes back, so removing and re-adding an item does
+/// not shift every entry after it twice; slots are never encoded and are dropped when they
+/// outnumber the keys present. Equal states encode to equal bytes; equality and hashing ignore
+/// empty values. The receiver checks every hint against its own store, so a wrong hint costs a
+/// scan, never correctness.
 ///
 /// Kept as a vector sorted by key: a delta holds one key, stored inline (no heap block; a
 /// tree node would cost a large allocation per delta), and a cart holds tens of items, where
 /// binary search over contiguous entries beats a tree. Encoded as a map, like a `BTreeMap`.
 #[derive(Clone)]
-pub struct DotMap<K, V>(SmallVec<[(K, V); 1]>);
+pub struct DotMap<K, V>(SmallVec<[(K, V); 1]>, Empties);
+
+/// What the empty values of a [`DotMap`] are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Empties {
+    /// Free slots left by joins (this many), never encoded.
+    Slots(usize),
+    /// A delta's hints, encoded.
+    Hints,
+}
 
 impl<K, V> Default for DotMap<K, V> {
     fn default() -> Self {
-        DotMap(SmallVec::new())
+        DotMap(SmallVec::new(), Empties::Slots(0))
     }
 }
 
-impl<K: Serialize, V: Serialize> Serialize for DotMap<K, V> {
+impl<K, V: DotStore> DotMap<K, V> {
+    /// The entries as encoded and shown: all of a delta's, a state's present ones.
+    fn shown(&self) -> impl Iterator<Item = (&K, &V)> {
+        let hints = self.1 == Empties::Hints;
+        self.0
+            .iter()
+            .filter(move |(_, v)| hints || !v.is_empty())
+            .map(|(k, v)| (k, v))
+    }
+
+    /// The entry at `i` was just emptied by a join: drop it (a delta's) or keep it as a slot
+    /// (a state's; see [`DotMap::trim_slots`]).
+    fn emptied(&mut self, i: usize) {
+        match &mut self.1 {
+            Empties::Hints => {
+                self.0.remove(i);
+            }
+            Empties::Slots(n) => *n += 1,
+        }
+    }
+
+    /// Drops every slot once they outnumber the keys present.
+    fn trim_slots(&mut self) {
+        if let Empties::Slots(n) = self.1
+            && n * 2 > self.0.len()
+        {
+            self.0.retain_mut(|(_, v)| !v.is_empty());
+            self.1 = Empties::Slots(0);
+        }
+    }
+}
+
+impl<K: Serialize, V: Serialize + DotStore> Serialize for DotMap<K, V> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+        // With its length up front, as a `BTreeMap` is (bincode needs it).
+        let mut map = serializer.serialize_map(Some(self.shown().count()))?;
+        for (k, v) in self.shown() {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
     }
 }
 
-impl<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>> Deserialize<'de> for DotMap<K, V> {
+impl<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de> + DotStore> Deserialize<'de>
+    for DotMap<K, V>
+{
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // Through a BTreeMap: sorted and free of duplicate keys whatever the input.
         let entries = BTreeMap::<K, V>::deserialize(deserializer)?;
-        Ok(DotMap(entries.into_iter().collect()))
+        let empties = if entries.values().any(V::is_empty) {
+            Empties::Hints
+        } else {
+            Empties::Slots(0)
+        };
+        Ok(DotMap(entries.into_iter().collect(), empties))
     }
 }
 
-impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for DotMap<K, V> {
+impl<K: fmt::Debug, V: DotStore> fmt::Debug for DotMap<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| (k, v)))
-            .finish()
+        f.debug_map().entries(self.shown()).finish()
     }
 }
 
@@ -529,7 +584,7 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
         let empty = V::default();
         let current = self.raw_get(&key).map_or(&empty, |(_, v)| v);
         let (store, context) = op(current, tag).into_parts();
-        Causal::new(DotMap(smallvec![(key, store)]), context)
+        Causal::new(DotMap(smallvec![(key, store)], Empties::Hints), context)
     }
 
     /// The delta of removing `key` as observed: covers the dots under it, adds none (and
@@ -540,9 +595,10 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
         Q: Ord + ?Sized,
     {
         match self.raw_get(key) {
-            Some((k, v)) if !v.is_empty() => {
-                Causal::new(DotMap(smallvec![(k.clone(), V::default())]), v.dots())
-            }
+            Some((k, v)) if !v.is_empty() => Causal::new(
+                DotMap(smallvec![(k.clone(), V::default())], Empties::Hints),
+                v.dots(),
+            ),
             _ => Causal::default(),
         }
     }
@@ -588,7 +644,7 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
         drops: Drops<'_>,
     ) {
         if drops == Drops::Unknown {
-            // Keys only `self` has: joined with `(empty, other_ctx)`.
+            // Keys only `self` has: joined with `(empty, other_ctx)`. Drops the slots too.
             let listed = &other;
             self.0.retain_mut(|(k, v)| {
                 if listed.find(k).is_err() {
@@ -596,6 +652,9 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
                 }
                 !v.is_empty()
             });
+            if let Empties::Slots(n) = &mut self.1 {
+                *n = 0;
+            }
         }
         // With `Drops::These`, how many of those dots are under keys `other` lists.
         let mut located = 0;
@@ -606,9 +665,19 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
                     if let Drops::These(dots) = drops {
                         located += mine.count_held(dots);
                     }
+                    let was_slot = mine.is_empty();
                     mine.join_store(ctx, v, other_ctx, drops);
-                    if mine.is_empty() {
-                        self.0.remove(i);
+                    match (was_slot, mine.is_empty()) {
+                        (false, true) => self.emptied(i),
+                        (true, false) => {
+                            if let Empties::Slots(n) = &mut self.1 {
+                                *n = n.saturating_sub(1);
+                            }
+                        }
+                        (true, true) if self.1 == Empties::Hints => {
+                            self.0.remove(i);
+                        }
+                        _ => {}
                     }
                 }
                 Err(i) => {
@@ -634,10 +703,11 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
                 let v = &mut self.0[i].1;
                 v.remove_covered(other_ctx);
                 if v.is_empty() {
-                    self.0.remove(i);
+                    self.emptied(i);
                 }
             }
         }
+        self.trim_slots();
     }
 
     fn remove_covered(&mut self, ctx: &CausalContext) {
@@ -645,5 +715,8 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
             v.remove_covered(ctx);
             !v.is_empty()
         });
+        if let Empties::Slots(n) = &mut self.1 {
+            *n = 0;
+        }
     }
 }

@@ -350,3 +350,51 @@ fn a_forged_change_that_makes_automerge_panic_is_refused_and_the_document_stays_
     let back: Document = wire::decode(&wire::encode(&doc).unwrap()).unwrap();
     assert_eq!(back.to_json(), serde_json::json!({"a": 1, "b": 2}));
 }
+
+/// A state keeps the entry of a removed item as a free slot for when it comes back: the slot
+/// is not encoded, compared, hashed or shown, while a remove delta still names its item.
+#[test]
+fn a_removed_items_slot_is_invisible_and_reused() {
+    use crdt_types::Lattice;
+    let mut r = Replica::new(3);
+    let mut origin = Cart::new();
+    let deltas = [
+        origin.add(r.tag(), "apple", 1).unwrap(),
+        origin.add(r.tag(), "pear", 2).unwrap(),
+        origin.remove("pear").unwrap(),
+    ];
+    let mut receiver = Cart::new();
+    for d in deltas.iter().cloned() {
+        receiver.join(d);
+    }
+    // The same state, decoded (so no slot).
+    let plain: Cart = wire::decode(&wire::encode(&receiver).unwrap()).unwrap();
+    assert_eq!(receiver, plain);
+    assert_eq!(
+        wire::encode(&receiver).unwrap(),
+        wire::encode(&plain).unwrap()
+    );
+    assert_eq!(format!("{receiver:?}"), format!("{plain:?}"));
+    let remove = wire::encode(&deltas[2]).unwrap();
+    assert!(
+        remove.windows(4).any(|w| w == b"pear"),
+        "the remove names its item"
+    );
+    assert!(
+        !wire::encode(&receiver)
+            .unwrap()
+            .windows(4)
+            .any(|w| w == b"pear")
+    );
+
+    let mut again = origin.clone();
+    let add = again.add(r.tag(), "pear", 4).unwrap();
+    receiver.join(add.clone());
+    let mut plain_again = plain;
+    plain_again.join(add);
+    assert_eq!(receiver.quantity("pear"), 4);
+    assert_eq!(
+        wire::encode(&receiver).unwrap(),
+        wire::encode(&plain_again).unwrap()
+    );
+}
