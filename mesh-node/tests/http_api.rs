@@ -330,6 +330,61 @@ async fn bad_cart_input_is_a_400_naming_the_field_and_changes_nothing() {
     );
 }
 
+/// `bytes` letters that do not compress (a document's encoding is compressed).
+fn noise(seed: u64, bytes: usize) -> String {
+    let mut x = seed | 1;
+    (0..bytes)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_object_past_the_size_limit_is_a_400_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = solo(dir.path(), "");
+    let c = node.client();
+    // Documents grown 900 KB at a time, each body under the 1 MiB limit: accepted up to the
+    // per-object limit (2 MiB encoded), then refused with a JSON 400 naming the limit.
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for i in 0..8u64 {
+        let field = format!("f{i}");
+        let edits = json!([{"op": "set", "path": [field.clone()], "value": noise(i + 1, 900_000)}]);
+        let r = c.json("POST", "/v1/docs/d/changes", edits).await;
+        match r.status {
+            200 => acked.push((field, i + 1)),
+            400 => {
+                refused = Some(r.error());
+                break;
+            }
+            other => panic!(
+                "status {other}: {}",
+                r.error_or_body().chars().take(200).collect::<String>()
+            ),
+        }
+    }
+    let refused = refused.expect("a write past the object limit is refused");
+    assert!(refused.contains("limit"), "{refused}");
+    assert!(!acked.is_empty());
+    // The node keeps serving, and the document keeps every acknowledged write.
+    let r = c
+        .json("POST", "/v1/carts/c/items", json!({"sku": "a", "qty": 1}))
+        .await;
+    assert_eq!(r.status, 200);
+    let doc = c.get("/v1/docs/d").await.json();
+    for (field, seed) in &acked {
+        assert!(
+            doc[field.as_str()] == json!(noise(*seed, 900_000)),
+            "{field}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn bodies_over_the_limit_are_a_413_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
