@@ -205,6 +205,7 @@ impl Cart {
 }
 
 impl Lattice for Cart {
+    #[inline]
     fn join(&mut self, other: Self) {
         self.0.join(other.0);
     }

@@ -148,8 +148,9 @@ impl<S: DotStore> Lattice for Causal<S> {
     fn join(&mut self, other: Self) {
         let Causal { store, context, .. } = other;
         // `other` can remove something only if its context names a dot its store lacks.
-        let removes = context.dot_count() > store.dot_count() as u64;
-        let small = context.dot_count() <= MAX_ENUMERATED;
+        let named = context.dot_count();
+        let removes = named > store.dot_count() as u64;
+        let small = named <= MAX_ENUMERATED;
         // For a small context: the dots of `other`'s store, and those this store holds that
         // `other` removes (found with the held-dot index, so a stale remove finds none).
         let mut theirs: SmallVec<[Dot; 2]> = SmallVec::new();
