@@ -221,6 +221,7 @@ fn record_node(mesh: &Mesh, stats: &NodeStats, store_bytes: u64) {
         counter!("statemesh_deltas_refused_total", "reason" => reason).absolute(n);
     }
     counter!("statemesh_gossip_malformed_total").absolute(g.malformed + g.membership_errors);
+    counter!("statemesh_gossip_refused_identity_total").absolute(g.refused_identity);
     for (reason, n) in [
         ("backpressure", g.dropped_backpressure),
         ("unencodable", g.dropped_unencodable),
@@ -361,6 +362,10 @@ fn describe() {
     describe_counter!(
         "statemesh_gossip_malformed_total",
         "Received gossip messages that did not decode or validate."
+    );
+    describe_counter!(
+        "statemesh_gossip_refused_identity_total",
+        "Received gossip messages refused because they claim another node's identity than the peer's certificate names."
     );
     describe_counter!(
         "statemesh_gossip_dropped_total",
