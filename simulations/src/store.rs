@@ -8,7 +8,31 @@
 
 use crdt_types::{ApplyError, CausalContext, Key, Object, ObjectDelta, Stamp, VersionVector};
 use gossip::{StateBatch, StateSource};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// FNV-1a: the key map is looked up once per applied delta and never iterated, so neither a
+/// DoS-resistant hash nor its order matters here.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
 
 /// A bug planted in the store on purpose (tests only), to show the checkers catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +43,7 @@ pub enum PlantedBug {
 }
 
 struct Entry {
+    key: Key,
     object: Object,
     changed: u64,
 }
@@ -26,10 +51,15 @@ struct Entry {
 /// The store of one replica.
 #[derive(Default)]
 pub struct Store {
-    /// Looked up only, never iterated: state transfers walk `by_change`.
-    objects: HashMap<Key, Entry>,
-    /// Change counter -> key, for [`StateSource::changed_since`].
-    by_change: BTreeMap<u64, Key>,
+    /// Key -> index in `entries`. Looked up only, never iterated: state transfers walk
+    /// `by_change`.
+    slots: HashMap<Key, usize, BuildHasherDefault<Fnv>>,
+    /// Every key ever written here, in the order of its first write; never removed.
+    entries: Vec<Entry>,
+    /// (change counter, index in `entries`) in counter order, for
+    /// [`StateSource::changed_since`]. Appended on every change; a pair whose entry has
+    /// changed since is stale and skipped, and dropped once stale pairs outnumber the keys.
+    by_change: Vec<(u64, usize)>,
     next_change: u64,
     /// Every delta applied here (own included): what a restart hands back to gossip.
     delivered: CausalContext,
@@ -50,7 +80,7 @@ impl Store {
 
     /// The state of `key`, if it was ever written.
     pub fn get(&self, key: &Key) -> Option<&Object> {
-        self.objects.get(key).map(|e| &e.object)
+        self.slots.get(key).map(|&i| &self.entries[i].object)
     }
 
     /// Every delta applied here, as persisted.
@@ -63,31 +93,39 @@ impl Store {
         self.last_stamp
     }
 
-    fn bump(&mut self, key: &Key) {
+    /// Records entry `i` as changed now.
+    fn bump(&mut self, i: usize) {
         self.next_change += 1;
         let change = self.next_change;
-        let entry = self.objects.get_mut(key).expect("bumped key exists");
-        let old = std::mem::replace(&mut entry.changed, change);
-        self.by_change.remove(&old);
-        self.by_change.insert(change, key.clone());
+        self.entries[i].changed = change;
+        if self.by_change.len() >= 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.by_change.retain(|&(c, j)| entries[j].changed == c);
+        }
+        self.by_change.push((change, i));
     }
 
-    fn entry(&mut self, key: &Key) -> &mut Object {
-        &mut self
-            .objects
-            .entry(key.clone())
-            .or_insert_with(|| Entry {
-                object: Object::new(key.kind),
-                changed: 0,
-            })
-            .object
+    /// The index of `key`'s entry, created empty if new (the key is cloned only then).
+    fn slot(&mut self, key: &Key) -> usize {
+        if let Some(&i) = self.slots.get(key) {
+            return i;
+        }
+        let i = self.entries.len();
+        self.entries.push(Entry {
+            key: key.clone(),
+            object: Object::new(key.kind),
+            changed: 0,
+        });
+        self.slots.insert(key.clone(), i);
+        i
     }
 
     /// Runs a local mutation on `key` (created empty if new) and records its stamp. The
     /// closure returns the delta it made, which the caller then publishes.
     pub fn write<T>(&mut self, key: &Key, stamp: Stamp, f: impl FnOnce(&mut Object) -> T) -> T {
-        let out = f(self.entry(key));
-        self.bump(key);
+        let i = self.slot(key);
+        let out = f(&mut self.entries[i].object);
+        self.bump(i);
         self.last_stamp = self.last_stamp.max(Some(stamp));
         out
     }
@@ -137,16 +175,11 @@ impl Store {
             });
         }
         let bug = self.bug;
+        let i = self.slot(key);
         let Store {
-            objects, delivered, ..
+            entries, delivered, ..
         } = self;
-        let object = &mut objects
-            .entry(key.clone())
-            .or_insert_with(|| Entry {
-                object: Object::new(key.kind),
-                changed: 0,
-            })
-            .object;
+        let object = &mut entries[i].object;
         let doomed = match (bug, &*object, &delta) {
             (Some(PlantedBug::RemoveDropsUnseenDots), Object::Cart(mine), ObjectDelta::Cart(d)) => {
                 // Items the delta removes: it has seen some of our entries of them but
@@ -169,8 +202,36 @@ impl Store {
                 let _ = cart.remove(&sku);
             }
         }
-        object.compact(delivered.vv());
-        self.bump(key);
+        if let Object::Cart(cart) = object {
+            // `compact_stable` only raises the entries of replicas the key's context already
+            // mentions and the delivered vector is ahead on. Find those in one walk of both
+            // sorted vectors and fold with just them (usually none, then nothing to do)
+            // instead of searching the key's context for every replica of the cluster. Same
+            // result.
+            let ctx = cart.context();
+            let all = delivered.vv();
+            let mut stable = VersionVector::new();
+            let mut ahead = all.iter().peekable();
+            for (r, c) in ctx.vv().iter() {
+                while ahead.next_if(|&(dr, _)| dr < r).is_some() {}
+                if let Some(&(dr, n)) = ahead.peek()
+                    && dr == r
+                    && n > c
+                {
+                    stable.raise(r, n);
+                }
+            }
+            for d in ctx.cloud() {
+                let n = all.get(d.replica);
+                if n > ctx.vv().get(d.replica) {
+                    stable.raise(d.replica, n);
+                }
+            }
+            if !stable.is_empty() {
+                object.compact(&stable);
+            }
+        }
+        self.bump(i);
         Ok(())
     }
 
@@ -187,8 +248,11 @@ impl StateSource<ObjectDelta> for Store {
         let mut entries = Vec::new();
         let mut bytes = 0;
         let mut next_cursor = cursor;
-        let mut range = self.by_change.range(cursor + 1..);
-        for (&change, key) in range.by_ref() {
+        let start = self.by_change.partition_point(|&(c, _)| c <= cursor);
+        let live = self.by_change[start..]
+            .iter()
+            .filter(|&&(c, j)| self.entries[j].changed == c);
+        for &(change, i) in live {
             if !entries.is_empty() && bytes >= byte_budget {
                 return StateBatch {
                     entries,
@@ -196,7 +260,7 @@ impl StateSource<ObjectDelta> for Store {
                     done: false,
                 };
             }
-            let object = &self.objects[key].object;
+            let Entry { key, object, .. } = &self.entries[i];
             let delta = object.to_delta();
             bytes += delta.encoded_len() + key.id.len();
             entries.push((key.clone(), delta));
@@ -207,5 +271,57 @@ impl StateSource<ObjectDelta> for Store {
             next_cursor,
             done: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crdt_types::Kind;
+
+    /// Keys in ascending order of their last change, as `changed_since` must return them.
+    fn expected(last: &[(Key, u64)], cursor: u64) -> Vec<Key> {
+        let mut v: Vec<&(Key, u64)> = last.iter().filter(|(_, c)| *c > cursor).collect();
+        v.sort_by_key(|(_, c)| *c);
+        v.into_iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    #[test]
+    fn changed_since_walks_keys_by_last_change_across_log_compactions() {
+        let mut store = Store::new();
+        let keys: Vec<Key> = (0..7)
+            .map(|i| Key::new(Kind::Cart, format!("k{i}")))
+            .collect();
+        let mut last: Vec<(Key, u64)> = Vec::new();
+        let stamp = Stamp {
+            hlc: 1,
+            replica: crdt_types::ReplicaId(1),
+        };
+        for step in 0u64..600 {
+            let key = &keys[((step * step + 3 * step) % 7) as usize];
+            store.write(key, stamp, |_| ());
+            match last.iter_mut().find(|(k, _)| k == key) {
+                Some(e) => e.1 = step + 1,
+                None => last.push((key.clone(), step + 1)),
+            }
+            for cursor in [0, step / 2, step] {
+                let all = store.changed_since(cursor, usize::MAX);
+                assert!(all.done);
+                let got: Vec<Key> = all.entries.into_iter().map(|(k, _)| k).collect();
+                assert_eq!(got, expected(&last, cursor), "step {step} cursor {cursor}");
+                // One entry per batch with no budget: the cursors chain to the same walk.
+                let (mut c, mut walked) = (cursor, Vec::new());
+                loop {
+                    let b = store.changed_since(c, 0);
+                    walked.extend(b.entries.into_iter().map(|(k, _)| k));
+                    c = b.next_cursor;
+                    if b.done {
+                        break;
+                    }
+                }
+                assert_eq!(walked, expected(&last, cursor));
+            }
+        }
+        assert!(store.by_change.len() < 2 * keys.len() + 64 + 1);
     }
 }
