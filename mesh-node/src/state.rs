@@ -190,22 +190,36 @@ impl State {
     /// The slot of `key` (created empty if new), marked changed and moved to a fresh change
     /// cursor.
     fn touch(&mut self, key: &Key) -> &mut Slot {
+        // Called for every applied delta: the key is cloned only where it is not held yet.
         let cursor = self.next_cursor;
         self.next_cursor += 1;
-        let slot = self.objects.entry(key.clone()).or_insert_with(|| Slot {
-            object: Arc::new(Object::new(key.kind)),
-            change: 0,
-            bytes: 0,
-        });
         if !self.batch.contains(key) {
             self.batch.insert(key.clone());
-            self.unsaved.insert(key.clone());
+            if !self.unsaved.contains(key) {
+                self.unsaved.insert(key.clone());
+            }
         }
-        if slot.change != 0 {
-            self.changes.remove(&slot.change);
+        if !self.objects.contains_key(key) {
+            self.objects.insert(
+                key.clone(),
+                Slot {
+                    object: Arc::new(Object::new(key.kind)),
+                    change: 0,
+                    bytes: 0,
+                },
+            );
         }
+        let Some(slot) = self.objects.get_mut(key) else {
+            unreachable!("the slot was just inserted");
+        };
+        // The key moves to the fresh cursor (its entry's key is reused, not cloned again).
+        let moved = match slot.change {
+            0 => None,
+            old => self.changes.remove(&old),
+        };
         slot.change = cursor;
-        self.changes.insert(cursor, key.clone());
+        self.changes
+            .insert(cursor, moved.unwrap_or_else(|| key.clone()));
         slot
     }
 
@@ -251,8 +265,9 @@ impl State {
         }
         let current = self.objects.get(key);
         if current.map_or(0, |s| s.bytes).saturating_add(added) <= MEASURE_BYTES {
-            self.object_mut(key).apply(delta)?;
-            self.add_bytes(key, added);
+            let slot = self.touch(key);
+            Arc::make_mut(&mut slot.object).apply(delta)?;
+            slot.bytes = slot.bytes.saturating_add(added);
             return Ok(());
         }
         // Near a limit: join into a copy and measure it before keeping it.
@@ -430,6 +445,26 @@ mod tests {
         state
             .get(&Key::new(Kind::Cart, "c"))
             .map(|s| (*s.object).clone())
+    }
+
+    #[test]
+    fn a_key_changed_again_moves_to_the_newest_cursor_once() {
+        let mut state = State::from_loaded(&mut loaded(Vec::new()));
+        let (a, b) = (Key::new(Kind::Cart, "a"), Key::new(Kind::Cart, "b"));
+        state.object_mut(&a);
+        state.object_mut(&b);
+        state.object_mut(&a);
+        state.object_mut(&a);
+        assert_eq!(state.changes.len(), 2);
+        let all = state.changed_since(0, usize::MAX);
+        let keys: Vec<&Key> = all.entries.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, [&b, &a]);
+        assert_eq!(all.next_cursor, state.next_cursor() - 1);
+        assert_eq!(state.get(&a).map(|s| s.change), Some(all.next_cursor));
+        let mut batch: Vec<Key> = state.end_batch().into_iter().map(|(k, _)| k).collect();
+        batch.sort_by(|x, y| x.id.cmp(&y.id));
+        assert_eq!(batch, [a, b]);
+        assert_eq!(state.unsaved(), 2);
     }
 
     #[test]
