@@ -232,12 +232,14 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
 
     tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
     let before = origin.stats();
+    let replicas_before: Vec<_> = nodes[1..].iter().map(|n| n.stats().gossip).collect();
     measuring.store(true, Ordering::SeqCst);
     let window = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.duration_secs)).await;
     measuring.store(false, Ordering::SeqCst);
     let elapsed = window.elapsed();
     let after = origin.stats();
+    let replicas_after: Vec<_> = nodes[1..].iter().map(|n| n.stats().gossip).collect();
     stop.store(true, Ordering::SeqCst);
     for w in writers {
         w.await.map_err(|e| e.to_string())?;
@@ -288,6 +290,13 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let writes = measured.load(Ordering::Relaxed);
     let commits = after.commits - before.commits;
     let ops = after.local_ops - before.local_ops;
+    // Gossip messages a replica handled per delta it was sent (the core's stats are refreshed
+    // once a second, so this is approximate).
+    let (mut gossip_messages, mut gossip_deltas) = (0, 0);
+    for (b, a) in replicas_before.iter().zip(&replicas_after) {
+        gossip_messages += a.received_gossip.messages - b.received_gossip.messages;
+        gossip_deltas += a.delivered - b.delivered;
+    }
     Ok(serde_json::json!({
         "mode": "embedded",
         "nodes": args.nodes,
@@ -313,6 +322,8 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         "replication_lag_per_node": per_node,
         "transport_dropped": after.transport_dropped,
         "gossip_dropped_backpressure": after.gossip.dropped_backpressure,
+        "replica_gossip_messages": gossip_messages,
+        "replica_deltas_delivered": gossip_deltas,
     }))
 }
 
@@ -354,6 +365,10 @@ fn main() -> ExitCode {
                     f("replication_lag_p99_ms"),
                     report["lag_samples"],
                     report["lag_samples_missing"]
+                );
+                println!(
+                    "replicas        {} deltas delivered in {} gossip messages received",
+                    report["replica_deltas_delivered"], report["replica_gossip_messages"]
                 );
             }
         },
