@@ -151,18 +151,8 @@ async fn a_node_with_a_certificate_from_a_foreign_ca_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = dir.path().join("certs");
     let foreign = dir.path().join("foreign");
-    write_cluster_certs(&certs, &["node-a", "node-b"]).expect("certs");
     write_cluster_certs(&foreign, &["node-c"]).expect("foreign certs");
-    let a = builder(dir.path(), &certs, "node-a", "eu")
-        .start()
-        .await
-        .expect("a");
-    let b = builder(dir.path(), &certs, "node-b", "us")
-        .seeds([a.local_addr()])
-        .start()
-        .await
-        .expect("b");
-    all_alive(&[&a, &b]).await;
+    let (a, b) = start_pair(dir.path(), &certs).await;
     let x = builder(dir.path(), &foreign, "node-c", "ap")
         .seeds([a.local_addr(), b.local_addr()])
         .start()

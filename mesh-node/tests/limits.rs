@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use mesh_node::certs::write_cluster_certs;
 use mesh_node::{DocEdit, InvalidInput, MAX_OBJECT_BYTES, Mesh, MeshError, PathSegment};
 use std::time::Duration;
 
@@ -115,17 +114,7 @@ async fn concurrent_growth_past_the_storage_limit_is_refused_on_the_replica_not_
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = dir.path().join("certs");
-    write_cluster_certs(&certs, &["node-a", "node-b"]).expect("certs");
-    let a = builder(dir.path(), &certs, "node-a", "eu")
-        .start()
-        .await
-        .expect("a");
-    let b = builder(dir.path(), &certs, "node-b", "us")
-        .seeds([a.local_addr()])
-        .start()
-        .await
-        .expect("b");
-    all_alive(&[&a, &b]).await;
+    let (a, b) = start_pair(dir.path(), &certs).await;
 
     // Cut the two apart, then grow the same document to near the local limit on each side.
     a.faults().block(b.local_addr());

@@ -45,6 +45,23 @@ pub fn builder(data: &Path, certs: &Path, id: &str, region: &str) -> MeshBuilder
         .gossip_config(loopback_gossip_config(3))
 }
 
+/// Writes certificates for `node-a` and `node-b` into `certs`, starts `node-a` (eu) and
+/// `node-b` (us, seeded with a) with their data under `data`, and waits until both are alive.
+pub async fn start_pair(data: &Path, certs: &Path) -> (Mesh, Mesh) {
+    mesh_node::certs::write_cluster_certs(certs, &["node-a", "node-b"]).expect("certs");
+    let a = builder(data, certs, "node-a", "eu")
+        .start()
+        .await
+        .expect("a");
+    let b = builder(data, certs, "node-b", "us")
+        .seeds([a.local_addr()])
+        .start()
+        .await
+        .expect("b");
+    all_alive(&[&a, &b]).await;
+    (a, b)
+}
+
 /// Polls `check` every 20 ms until it holds, failing the test after [`WAIT`].
 pub async fn eventually<F: FnMut() -> bool>(what: &str, mut check: F) {
     let deadline = Instant::now() + WAIT;
