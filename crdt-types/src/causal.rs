@@ -154,7 +154,7 @@ impl<S: DotStore> Lattice for Causal<S> {
         // For a small context: the dots of `other`'s store, and those this store holds that
         // `other` removes (found with the held-dot index, so a stale remove finds none).
         let mut theirs: SmallVec<[Dot; 2]> = SmallVec::new();
-        let mut doomed: SmallVec<[Dot; 4]> = SmallVec::new();
+        let mut doomed: SmallVec<[Dot; 16]> = SmallVec::new();
         if small {
             store.for_each_dot(&mut |d| theirs.push(d));
             if removes {
@@ -170,18 +170,16 @@ impl<S: DotStore> Lattice for Causal<S> {
             // Rebuilt from the joined store when next needed.
             self.held = None;
         }
-        // The dots of `other`'s store this side has not seen are the ones the join adds.
-        // Without removals, `other`'s context is exactly its store's dots, so the number of
-        // dots the context join adds tells whether they all are.
+        // The dots of `other`'s store this side has not seen are the ones the join adds to
+        // the held-dot index (a delta's one or two: a lookup each).
+        let added: SmallVec<[Dot; 2]> = match &self.held {
+            Some(_) => (theirs.iter().copied())
+                .filter(|d| !self.context.contains(d))
+                .collect(),
+            None => SmallVec::new(),
+        };
+        #[cfg(debug_assertions)]
         let seen = self.context.dot_count();
-        let mut added: Option<SmallVec<[Dot; 2]>> = None;
-        if removes && self.held.is_some() {
-            added = Some(
-                (theirs.iter().copied())
-                    .filter(|d| !self.context.contains(d))
-                    .collect(),
-            );
-        }
         let drops = match (removes, small) {
             (false, _) => Drops::Nothing,
             (true, false) => Drops::Unknown,
@@ -197,15 +195,7 @@ impl<S: DotStore> Lattice for Causal<S> {
             for d in &doomed {
                 held.remove(d);
             }
-            let now_seen = self.context.dot_count();
-            match added {
-                Some(added) => held.extend(added),
-                None if now_seen == u64::MAX => self.held = None,
-                None if now_seen - seen == theirs.len() as u64 => held.extend(theirs),
-                None if now_seen == seen => {}
-                // Some new, some not (a partly duplicated delta): rebuilt when next needed.
-                None => self.held = None,
-            }
+            held.extend(added);
         }
         #[cfg(debug_assertions)]
         {

@@ -116,34 +116,45 @@ impl CausalContext {
         if raised {
             self.normalize();
         }
-        if other.cloud.len() <= 8 {
-            for d in &other.cloud {
-                self.insert(*d);
+        match other.cloud.len() {
+            0 => {}
+            // A delta's one dot: usually new, one insert.
+            1 => self.insert(other.cloud[0]),
+            // A remove's dots: usually all seen already (one pass), else a few inserts.
+            n if self.covers_cloud(other) => debug_assert!(n > 1),
+            n if n <= 8 => {
+                for d in &other.cloud {
+                    self.insert(*d);
+                }
             }
-        } else if !self.covers_cloud(other) {
-            let mine = std::mem::take(&mut self.cloud);
-            let mut merged = SmallVec::with_capacity(mine.len() + other.cloud.len());
-            let (mut a, mut b) = (
-                mine.into_iter().peekable(),
-                other.cloud.iter().copied().peekable(),
-            );
-            loop {
-                let next = match (a.peek(), b.peek()) {
-                    (Some(x), Some(y)) if x < y => a.next(),
-                    (Some(x), Some(y)) if x > y => b.next(),
-                    (Some(_), Some(_)) => {
-                        b.next();
-                        a.next()
-                    }
-                    (Some(_), None) => a.next(),
-                    (None, Some(_)) => b.next(),
-                    (None, None) => break,
-                };
-                merged.extend(next);
-            }
-            self.cloud = merged;
-            self.normalize();
+            _ => self.merge_cloud(other),
         }
+    }
+
+    /// Merges a large `other` cloud into this one linearly, then re-normalises.
+    fn merge_cloud(&mut self, other: &CausalContext) {
+        let mine = std::mem::take(&mut self.cloud);
+        let mut merged = SmallVec::with_capacity(mine.len() + other.cloud.len());
+        let (mut a, mut b) = (
+            mine.into_iter().peekable(),
+            other.cloud.iter().copied().peekable(),
+        );
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x < y => a.next(),
+                (Some(x), Some(y)) if x > y => b.next(),
+                (Some(_), Some(_)) => {
+                    b.next();
+                    a.next()
+                }
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => break,
+            };
+            merged.extend(next);
+        }
+        self.cloud = merged;
+        self.normalize();
     }
 
     /// Whether every cloud dot of `other` is already in `self`: one pass over both clouds

@@ -395,7 +395,7 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 // DotMap
 
 /// A map from keys to dot stores: the store of an add-wins set (`DotMap<T, DotSet>`), an
-/// add-wins map, the cart (`DotMap<String, Counter>`) and of nested maps.
+/// add-wins map, the cart (`DotMap<Sku, Counter>`, its keys inline strings) and of nested maps.
 ///
 /// A key is present exactly while its value holds a dot; a removed key leaves nothing behind
 /// in what a state encodes, compares or hashes: no tombstones. A *delta* made by

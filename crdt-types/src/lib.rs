@@ -33,6 +33,7 @@ mod object;
 mod pncounter;
 mod replica;
 mod session;
+mod sku;
 mod stamp;
 mod tag;
 mod version_vector;
