@@ -66,14 +66,35 @@ impl CausalContext {
 
     /// Records `dot` as seen.
     pub fn insert(&mut self, dot: Dot) {
+        self.insert_new(dot);
+    }
+
+    /// Records `dot` as seen and tells whether it was new: one search for what `contains`
+    /// then `insert` would do.
+    pub(crate) fn insert_new(&mut self, dot: Dot) -> bool {
         let top = self.vv.advance(dot);
         if dot.counter <= top {
-            return;
+            return false;
         }
         if dot.counter == top + 1 {
             self.fold(dot.replica);
-        } else if let Err(i) = self.cloud.binary_search(&dot) {
-            self.cloud.insert(i, dot);
+            return true;
+        }
+        match self.cloud.binary_search(&dot) {
+            Ok(_) => false,
+            Err(i) => {
+                self.cloud.insert(i, dot);
+                true
+            }
+        }
+    }
+
+    /// The one dot of a context that names exactly one (`dot_count() == 1`).
+    pub(crate) fn only_dot(&self) -> Option<Dot> {
+        match (self.vv.iter().next(), self.cloud.as_slice()) {
+            (Some((r, 1)), []) if self.vv.len() == 1 => Some(Dot::new(r, 1)),
+            (None, [d]) => Some(*d),
+            _ => None,
         }
     }
 
