@@ -126,7 +126,11 @@ impl Cart {
             return self.remove(sku);
         }
         self.check_dot(tag)?;
-        let observed = self.0.store().get(&Sku::from(sku)).map_or(0, Counter::value);
+        let observed = self
+            .0
+            .store()
+            .get(&Sku::from(sku))
+            .map_or(0, Counter::value);
         let amount = (i128::from(q) - i128::from(observed))
             .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
         if amount == 0 {

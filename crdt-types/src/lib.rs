@@ -25,6 +25,7 @@ mod dot;
 mod dot_store;
 mod gcounter;
 mod key;
+mod key_index;
 mod lattice;
 mod lww;
 mod max_register;

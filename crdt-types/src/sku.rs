@@ -36,6 +36,14 @@ fn word(bytes: &[u8; INLINE], at: usize) -> u64 {
 }
 
 impl Sku {
+    /// The sku's bytes.
+    fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Heap(s) => s.as_bytes(),
+        }
+    }
+
     /// The sku as a string.
     pub(crate) fn as_str(&self) -> &str {
         match &self.0 {
@@ -68,12 +76,11 @@ impl Ord for Sku {
             // Zero padding sorts below every byte, so equal padded words mean one sku is a
             // prefix of the other (or they are equal): the shorter sorts first, as in `str`.
             // The third word overlaps the second; its first two bytes are equal by then.
-            (Repr::Inline { len: a, bytes: x }, Repr::Inline { len: b, bytes: y }) => {
-                (word(x, 0).cmp(&word(y, 0)))
-                    .then_with(|| word(x, 8).cmp(&word(y, 8)))
-                    .then_with(|| word(x, INLINE - 8).cmp(&word(y, INLINE - 8)))
-                    .then_with(|| a.cmp(b))
-            }
+            (Repr::Inline { len: a, bytes: x }, Repr::Inline { len: b, bytes: y }) => (word(x, 0)
+                .cmp(&word(y, 0)))
+            .then_with(|| word(x, 8).cmp(&word(y, 8)))
+            .then_with(|| word(x, INLINE - 8).cmp(&word(y, INLINE - 8)))
+            .then_with(|| a.cmp(b)),
             _ => cmp_long(self, other),
         }
     }
@@ -102,8 +109,10 @@ impl Eq for Sku {}
 
 impl Hash for Sku {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        // As the `String` it replaces.
-        self.as_str().hash(state);
+        // As the `String` it replaces (`str` writes its bytes then 0xff), without checking
+        // the UTF-8 again.
+        state.write(self.as_bytes());
+        state.write_u8(0xff);
     }
 }
 
@@ -142,10 +151,25 @@ mod tests {
     #[test]
     fn orders_and_compares_as_str() {
         let words = [
-            "", "a", "a\u{0}", "a\u{0}\u{0}", "ab", "b", "sku-00009", "sku-00010", "sku-0001",
-            "0123456789abcdefghijkl", "0123456789abcdefghijk", "0123456789abcdefghijkm",
-            "0123456789abcdefghijklm", "0123456789abcdefghijkla", "0123456789abcdefghijk\u{0}",
-            "0123456789abcdefghijkl\u{0}", "ü", "zzzzzzzzzzzzzzzzzzzzzzzzzz", "zzzzzzzzzzzzzzzzzzzzzz",
+            "",
+            "a",
+            "a\u{0}",
+            "a\u{0}\u{0}",
+            "ab",
+            "b",
+            "sku-00009",
+            "sku-00010",
+            "sku-0001",
+            "0123456789abcdefghijkl",
+            "0123456789abcdefghijk",
+            "0123456789abcdefghijkm",
+            "0123456789abcdefghijklm",
+            "0123456789abcdefghijkla",
+            "0123456789abcdefghijk\u{0}",
+            "0123456789abcdefghijkl\u{0}",
+            "ü",
+            "zzzzzzzzzzzzzzzzzzzzzzzzzz",
+            "zzzzzzzzzzzzzzzzzzzzzz",
         ];
         for a in words {
             let sa = Sku::from(a);
