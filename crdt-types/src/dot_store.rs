@@ -413,8 +413,9 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 /// Kept as a vector sorted by key: a delta holds one key, stored inline (no heap block; a
 /// tree node would cost a large allocation per delta), and a cart holds tens of items, where
 /// binary search over contiguous entries beats a tree. A state of many keys also keeps a hash
-/// index of their positions (`KeyIndex`, built on its first join and dropped whenever entries
-/// move), so a join finds the key a delta names in one probe. Encoded as a map, like a
+/// index of their positions (`KeyIndex`, built on its first join, kept up to date when a key
+/// is inserted, dropped when entries are removed), so a join finds the key a delta names in
+/// one probe. Encoded as a map, like a
 /// `BTreeMap`.
 #[derive(Clone)]
 pub struct DotMap<K, V>(SmallVec<[(K, V); 1]>, Empties, Option<KeyIndex>);
@@ -703,7 +704,9 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
                     v.remove_covered(ctx);
                     if !v.is_empty() {
                         self.0.insert(i, (k, v));
-                        self.2 = None;
+                        if let Some(index) = &mut self.2 {
+                            index.inserted(&self.0, i);
+                        }
                     }
                 }
             }

@@ -1,5 +1,6 @@
 //! `KeyIndex`: where each key of a large sorted map sits, by hash, so a join finds the entry a
-//! delta names in one probe instead of a binary search. Never encoded, compared or hashed.
+//! delta names in one probe instead of a binary search. Never encoded, compared or hashed; it
+//! holds positions only, never keys or values.
 
 use std::hash::{Hash, Hasher};
 
@@ -11,8 +12,8 @@ const EMPTY: u32 = u32::MAX;
 
 /// An open-addressing table of entry positions, at most half full, probed linearly; a hit is
 /// confirmed by comparing the key at that position, so a stale index can only miss, never
-/// mislead. The map drops it whenever entries move (a key inserted or removed) and rebuilds
-/// it on its next join.
+/// mislead. The map follows an inserted key ([`KeyIndex::inserted`]), drops the index when
+/// entries are removed (rare: a slot trim, a delta's hint) and rebuilds it on its next join.
 #[derive(Clone, Debug)]
 pub(crate) struct KeyIndex {
     slots: Box<[u32]>,
@@ -74,6 +75,28 @@ impl KeyIndex {
         KeyIndex { slots }
     }
 
+    /// Follows the insertion of the entry at `i` (the ones from `i` on moved up by one):
+    /// `entries` is the slice after it. One pass over the table, cheaper than the entries'
+    /// own move; rebuilt (larger) once the table would be more than half full.
+    pub(crate) fn inserted<K: Hash, V>(&mut self, entries: &[(K, V)], i: usize) {
+        if entries.len() * 2 > self.slots.len() {
+            *self = Self::build(entries);
+            return;
+        }
+        let at = i as u32;
+        for s in self.slots.iter_mut() {
+            if *s != EMPTY && *s >= at {
+                *s += 1;
+            }
+        }
+        let mask = self.slots.len() - 1;
+        let mut j = hash_of(&entries[i].0) as usize & mask;
+        while self.slots[j] != EMPTY {
+            j = (j + 1) & mask;
+        }
+        self.slots[j] = at;
+    }
+
     /// The position of `key` in `entries` (the slice the index was built from), if present.
     pub(crate) fn find<K: Hash + Eq, V>(&self, entries: &[(K, V)], key: &K) -> Option<usize> {
         let mask = self.slots.len() - 1;
@@ -102,6 +125,25 @@ mod tests {
         }
         assert_eq!(index.find(&entries, &"sku-040".to_owned()), None);
         assert_eq!(index.find(&entries, &String::new()), None);
+        // Followed through insertions, before, between and after the keys, past its size.
+        let mut grown = entries.clone();
+        let mut index = KeyIndex::build(&grown);
+        for (n, key) in [
+            "sku-", "sku-0005", "sku-999", "a", "sku-0200", "z", "sku-012",
+        ]
+        .iter()
+        .cycle()
+        .zip(0..40)
+        .map(|(k, n)| (n, format!("{k}{n}")))
+        {
+            let i = grown.partition_point(|(k, _)| *k < key);
+            grown.insert(i, (key, n));
+            index.inserted(&grown, i);
+            for (i, (k, _)) in grown.iter().enumerate() {
+                assert_eq!(index.find(&grown, k), Some(i), "{k} after {n} insertions");
+            }
+        }
+        let index = KeyIndex::build(&entries);
         // Built for other positions (a stale index): a key that moved is missed, never
         // reported where another key sits.
         let shifted: Vec<(String, u32)> = entries[1..].to_vec();
