@@ -3,6 +3,7 @@
 use crate::{Causal, CausalContext, DeltaCrdt, DotMap, DotStore, Lattice, Tag, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::hash::Hash;
 
 /// An add-wins map from keys to embedded causal CRDTs (any [`DotStore`]: a [`DotSet`] flag,
 /// a [`DotFun`] register, a [`Counter`], or another [`DotMap`] for nesting).
@@ -17,7 +18,7 @@ use std::fmt;
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound(
     serialize = "K: Serialize, V: Serialize + DotStore",
-    deserialize = "K: Deserialize<'de> + Ord + Clone + fmt::Debug, V: Deserialize<'de> + DotStore"
+    deserialize = "K: Deserialize<'de> + Ord + Hash + Clone + fmt::Debug, V: Deserialize<'de> + DotStore"
 ))]
 pub struct AwMap<K, V>(Causal<DotMap<K, V>>);
 
@@ -27,15 +28,15 @@ impl<K: fmt::Debug, V: DotStore> fmt::Debug for AwMap<K, V> {
     }
 }
 
-impl<K: Ord + Clone + fmt::Debug, V: DotStore> PartialEq for AwMap<K, V> {
+impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> PartialEq for AwMap<K, V> {
     fn eq(&self, other: &Self) -> bool {
         self.0 == other.0
     }
 }
 
-impl<K: Ord + Clone + fmt::Debug, V: DotStore> Eq for AwMap<K, V> {}
+impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> Eq for AwMap<K, V> {}
 
-impl<K: Ord + std::hash::Hash + Clone + fmt::Debug, V: DotStore + std::hash::Hash> std::hash::Hash
+impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore + std::hash::Hash> std::hash::Hash
     for AwMap<K, V>
 {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
@@ -43,13 +44,13 @@ impl<K: Ord + std::hash::Hash + Clone + fmt::Debug, V: DotStore + std::hash::Has
     }
 }
 
-impl<K: Ord + Clone + fmt::Debug, V: DotStore> Default for AwMap<K, V> {
+impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> Default for AwMap<K, V> {
     fn default() -> Self {
         AwMap(Causal::default())
     }
 }
 
-impl<K: Ord + Clone + fmt::Debug, V: DotStore> AwMap<K, V> {
+impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> AwMap<K, V> {
     /// The empty map.
     pub fn new() -> Self {
         Self::default()
@@ -127,7 +128,7 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> AwMap<K, V> {
     }
 }
 
-impl<K: Ord + Clone + fmt::Debug, V: DotStore> Lattice for AwMap<K, V> {
+impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> Lattice for AwMap<K, V> {
     fn join(&mut self, other: Self) {
         self.0.join(other.0);
     }
@@ -135,7 +136,7 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> Lattice for AwMap<K, V> {
 
 impl<K, V> DeltaCrdt for AwMap<K, V>
 where
-    K: Ord + Clone + fmt::Debug + Serialize,
+    K: Ord + Hash + Clone + fmt::Debug + Serialize,
     V: DotStore + Serialize,
 {
 }

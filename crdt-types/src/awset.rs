@@ -3,6 +3,7 @@
 use crate::{Causal, CausalContext, DeltaCrdt, DotMap, DotSet, Lattice, Tag, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::hash::Hash;
 
 /// An add-wins set: an element is present while some add of it has not been observed by a
 /// remove. A remove covers the adds it saw; a concurrent add survives. Removed elements
@@ -12,31 +13,31 @@ use std::fmt;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(bound(
     serialize = "T: Serialize",
-    deserialize = "T: Deserialize<'de> + Ord + Clone + fmt::Debug"
+    deserialize = "T: Deserialize<'de> + Ord + Hash + Clone + fmt::Debug"
 ))]
 pub struct AwSet<T>(Causal<DotMap<T, DotSet>>);
 
-impl<T: Ord + Clone + fmt::Debug> PartialEq for AwSet<T> {
+impl<T: Ord + Hash + Clone + fmt::Debug> PartialEq for AwSet<T> {
     fn eq(&self, other: &Self) -> bool {
         self.0 == other.0
     }
 }
 
-impl<T: Ord + Clone + fmt::Debug> Eq for AwSet<T> {}
+impl<T: Ord + Hash + Clone + fmt::Debug> Eq for AwSet<T> {}
 
-impl<T: Ord + std::hash::Hash + Clone + fmt::Debug> std::hash::Hash for AwSet<T> {
+impl<T: Ord + Hash + Clone + fmt::Debug> std::hash::Hash for AwSet<T> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.0.hash(state);
     }
 }
 
-impl<T: Ord + Clone + fmt::Debug> Default for AwSet<T> {
+impl<T: Ord + Hash + Clone + fmt::Debug> Default for AwSet<T> {
     fn default() -> Self {
         AwSet(Causal::default())
     }
 }
 
-impl<T: Ord + Clone + fmt::Debug> AwSet<T> {
+impl<T: Ord + Hash + Clone + fmt::Debug> AwSet<T> {
     /// The empty set.
     pub fn new() -> Self {
         Self::default()
@@ -104,10 +105,10 @@ impl<T: Ord + Clone + fmt::Debug> AwSet<T> {
     }
 }
 
-impl<T: Ord + Clone + fmt::Debug> Lattice for AwSet<T> {
+impl<T: Ord + Hash + Clone + fmt::Debug> Lattice for AwSet<T> {
     fn join(&mut self, other: Self) {
         self.0.join(other.0);
     }
 }
 
-impl<T: Ord + Clone + fmt::Debug + Serialize> DeltaCrdt for AwSet<T> {}
+impl<T: Ord + Hash + Clone + fmt::Debug + Serialize> DeltaCrdt for AwSet<T> {}

@@ -1,5 +1,6 @@
 //! `Cart`: the shopping cart of CONTRACT §1, an add-wins observed-remove map `sku -> Counter`.
 
+use crate::sku::Sku;
 use crate::{
     Causal, CausalContext, Counter, DeltaCrdt, Dot, DotMap, IdError, Lattice, Tag, VersionVector,
     validate_id,
@@ -43,8 +44,9 @@ pub enum CartError {
 ///   only its own increments; `clear` does so for every item.
 ///
 /// Each mutator returns its delta, itself a `Cart`, merged anywhere with [`Lattice::join`].
+/// Skus are kept inline (`Sku`), so a delta of one item owns no heap block for its key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Cart(Causal<DotMap<String, Counter>>);
+pub struct Cart(Causal<DotMap<Sku, Counter>>);
 
 /// One visible line of a cart.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,7 +88,7 @@ impl Cart {
         Ok(())
     }
 
-    fn apply_local(&mut self, delta: Causal<DotMap<String, Counter>>) -> Cart {
+    fn apply_local(&mut self, delta: Causal<DotMap<Sku, Counter>>) -> Cart {
         self.0.join(delta.clone());
         Cart(delta)
     }
@@ -103,7 +105,7 @@ impl Cart {
         let delta = self
             .0
             .store()
-            .update_delta(tag, sku.to_owned(), |counter, tag| {
+            .update_delta(tag, Sku::from(sku), |counter, tag| {
                 if counter.value() > 0 {
                     counter.increment_delta(tag, amount)
                 } else {
@@ -124,7 +126,11 @@ impl Cart {
             return self.remove(sku);
         }
         self.check_dot(tag)?;
-        let observed = self.0.store().get(sku).map_or(0, Counter::value);
+        let observed = self
+            .0
+            .store()
+            .get(&Sku::from(sku))
+            .map_or(0, Counter::value);
         let amount = (i128::from(q) - i128::from(observed))
             .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
         if amount == 0 {
@@ -133,7 +139,7 @@ impl Cart {
         let delta = self
             .0
             .store()
-            .update_delta(tag, sku.to_owned(), |counter, tag| {
+            .update_delta(tag, Sku::from(sku), |counter, tag| {
                 counter.increment_delta(tag, amount)
             });
         Ok(self.apply_local(delta))
@@ -142,7 +148,7 @@ impl Cart {
     /// Removes `sku` as observed and returns the delta (empty if the cart has no entry for it).
     pub fn remove(&mut self, sku: &str) -> Result<Cart, CartError> {
         validate_id(sku)?;
-        let delta = self.0.store().remove_delta(sku);
+        let delta = self.0.store().remove_delta(&Sku::from(sku));
         Ok(self.apply_local(delta))
     }
 
@@ -156,7 +162,7 @@ impl Cart {
     pub fn quantity(&self, sku: &str) -> u64 {
         self.0
             .store()
-            .get(sku)
+            .get(&Sku::from(sku))
             .map_or(0, |c| u64::try_from(c.value()).unwrap_or(0))
     }
 
@@ -165,7 +171,7 @@ impl Cart {
         self.0.store().iter().filter_map(|(sku, c)| {
             let qty = u64::try_from(c.value()).ok().filter(|&q| q > 0)?;
             Some(Item {
-                sku: sku.clone(),
+                sku: sku.as_str().to_owned(),
                 qty,
             })
         })

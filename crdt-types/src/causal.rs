@@ -140,6 +140,32 @@ impl<S: DotStore> Causal<S> {
     }
 }
 
+impl<S: DotStore> Causal<S> {
+    /// The join with `(store, context)` where `context` names exactly `dot`, the one dot
+    /// `store` holds (no removal): seen already, nothing changes (a duplicate, or an entry removed
+    /// here since); otherwise the entry is added, in one context search.
+    fn join_one(&mut self, store: S, context: &CausalContext, dot: Dot) {
+        if !self.context.insert_new(dot) {
+            return;
+        }
+        // This side's context did not hold the only dot `store` has, which is all a store
+        // join consults it for: an empty one gives the same result.
+        self.store
+            .join_store(&CausalContext::new(), store, context, Drops::Nothing);
+        if let Some(held) = &mut self.held {
+            held.insert(dot);
+        }
+        #[cfg(debug_assertions)]
+        if let Some(held) = &self.held {
+            let mut actual = HeldDots::default();
+            self.store.for_each_dot(&mut |d| {
+                actual.insert(d);
+            });
+            debug_assert!(*held == actual, "the held-dot index drifted");
+        }
+    }
+}
+
 /// Contexts of up to this many dots (a delta's) are read dot by dot to work out what a join
 /// removes; a larger one (a full state's) makes the join read the whole store.
 const MAX_ENUMERATED: u64 = 64;
@@ -151,10 +177,18 @@ impl<S: DotStore> Lattice for Causal<S> {
         let named = context.dot_count();
         let removes = named > store.dot_count() as u64;
         let small = named <= MAX_ENUMERATED;
+        if !removes
+            && named == 1
+            && let Some(dot) = context.only_dot()
+        {
+            // Most deltas: one operation's one entry, e.g. a cart add; `store` holds `dot`.
+            self.join_one(store, &context, dot);
+            return;
+        }
         // For a small context: the dots of `other`'s store, and those this store holds that
         // `other` removes (found with the held-dot index, so a stale remove finds none).
         let mut theirs: SmallVec<[Dot; 2]> = SmallVec::new();
-        let mut doomed: SmallVec<[Dot; 4]> = SmallVec::new();
+        let mut doomed: SmallVec<[Dot; 16]> = SmallVec::new();
         if small {
             store.for_each_dot(&mut |d| theirs.push(d));
             if removes {
@@ -170,18 +204,16 @@ impl<S: DotStore> Lattice for Causal<S> {
             // Rebuilt from the joined store when next needed.
             self.held = None;
         }
-        // The dots of `other`'s store this side has not seen are the ones the join adds.
-        // Without removals, `other`'s context is exactly its store's dots, so the number of
-        // dots the context join adds tells whether they all are.
+        // The dots of `other`'s store this side has not seen are the ones the join adds to
+        // the held-dot index (a delta's one or two: a lookup each).
+        let added: SmallVec<[Dot; 2]> = match &self.held {
+            Some(_) => (theirs.iter().copied())
+                .filter(|d| !self.context.contains(d))
+                .collect(),
+            None => SmallVec::new(),
+        };
+        #[cfg(debug_assertions)]
         let seen = self.context.dot_count();
-        let mut added: Option<SmallVec<[Dot; 2]>> = None;
-        if removes && self.held.is_some() {
-            added = Some(
-                (theirs.iter().copied())
-                    .filter(|d| !self.context.contains(d))
-                    .collect(),
-            );
-        }
         let drops = match (removes, small) {
             (false, _) => Drops::Nothing,
             (true, false) => Drops::Unknown,
@@ -197,15 +229,7 @@ impl<S: DotStore> Lattice for Causal<S> {
             for d in &doomed {
                 held.remove(d);
             }
-            let now_seen = self.context.dot_count();
-            match added {
-                Some(added) => held.extend(added),
-                None if now_seen == u64::MAX => self.held = None,
-                None if now_seen - seen == theirs.len() as u64 => held.extend(theirs),
-                None if now_seen == seen => {}
-                // Some new, some not (a partly duplicated delta): rebuilt when next needed.
-                None => self.held = None,
-            }
+            held.extend(added);
         }
         #[cfg(debug_assertions)]
         {

@@ -66,14 +66,35 @@ impl CausalContext {
 
     /// Records `dot` as seen.
     pub fn insert(&mut self, dot: Dot) {
+        self.insert_new(dot);
+    }
+
+    /// Records `dot` as seen and tells whether it was new: one search for what `contains`
+    /// then `insert` would do.
+    pub(crate) fn insert_new(&mut self, dot: Dot) -> bool {
         let top = self.vv.advance(dot);
         if dot.counter <= top {
-            return;
+            return false;
         }
         if dot.counter == top + 1 {
             self.fold(dot.replica);
-        } else if let Err(i) = self.cloud.binary_search(&dot) {
-            self.cloud.insert(i, dot);
+            return true;
+        }
+        match self.cloud.binary_search(&dot) {
+            Ok(_) => false,
+            Err(i) => {
+                self.cloud.insert(i, dot);
+                true
+            }
+        }
+    }
+
+    /// The one dot of a context that names exactly one (`dot_count() == 1`).
+    pub(crate) fn only_dot(&self) -> Option<Dot> {
+        match (self.vv.iter().next(), self.cloud.as_slice()) {
+            (Some((r, 1)), []) if self.vv.len() == 1 => Some(Dot::new(r, 1)),
+            (None, [d]) => Some(*d),
+            _ => None,
         }
     }
 
@@ -116,34 +137,45 @@ impl CausalContext {
         if raised {
             self.normalize();
         }
-        if other.cloud.len() <= 8 {
-            for d in &other.cloud {
-                self.insert(*d);
+        match other.cloud.len() {
+            0 => {}
+            // A delta's one dot: usually new, one insert.
+            1 => self.insert(other.cloud[0]),
+            // A remove's dots: usually all seen already (one pass), else a few inserts.
+            n if self.covers_cloud(other) => debug_assert!(n > 1),
+            n if n <= 8 => {
+                for d in &other.cloud {
+                    self.insert(*d);
+                }
             }
-        } else if !self.covers_cloud(other) {
-            let mine = std::mem::take(&mut self.cloud);
-            let mut merged = SmallVec::with_capacity(mine.len() + other.cloud.len());
-            let (mut a, mut b) = (
-                mine.into_iter().peekable(),
-                other.cloud.iter().copied().peekable(),
-            );
-            loop {
-                let next = match (a.peek(), b.peek()) {
-                    (Some(x), Some(y)) if x < y => a.next(),
-                    (Some(x), Some(y)) if x > y => b.next(),
-                    (Some(_), Some(_)) => {
-                        b.next();
-                        a.next()
-                    }
-                    (Some(_), None) => a.next(),
-                    (None, Some(_)) => b.next(),
-                    (None, None) => break,
-                };
-                merged.extend(next);
-            }
-            self.cloud = merged;
-            self.normalize();
+            _ => self.merge_cloud(other),
         }
+    }
+
+    /// Merges a large `other` cloud into this one linearly, then re-normalises.
+    fn merge_cloud(&mut self, other: &CausalContext) {
+        let mine = std::mem::take(&mut self.cloud);
+        let mut merged = SmallVec::with_capacity(mine.len() + other.cloud.len());
+        let (mut a, mut b) = (
+            mine.into_iter().peekable(),
+            other.cloud.iter().copied().peekable(),
+        );
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x < y => a.next(),
+                (Some(x), Some(y)) if x > y => b.next(),
+                (Some(_), Some(_)) => {
+                    b.next();
+                    a.next()
+                }
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => break,
+            };
+            merged.extend(next);
+        }
+        self.cloud = merged;
+        self.normalize();
     }
 
     /// Whether every cloud dot of `other` is already in `self`: one pass over both clouds

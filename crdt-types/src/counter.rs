@@ -72,6 +72,10 @@ impl DotStore for Counter {
         self.0.holds_any(dots)
     }
 
+    fn count_held(&self, dots: &[Dot]) -> usize {
+        self.0.count_held(dots)
+    }
+
     fn join_store(
         &mut self,
         ctx: &CausalContext,

@@ -11,6 +11,7 @@
 //! They compose: a map's `update_delta` runs the value's mutator and wraps its result, which
 //! is how maps nest.
 
+use crate::key_index::{INDEXED_FROM, KeyIndex};
 use crate::{Causal, CausalContext, Dot, Tag};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
@@ -395,7 +396,7 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 // DotMap
 
 /// A map from keys to dot stores: the store of an add-wins set (`DotMap<T, DotSet>`), an
-/// add-wins map, the cart (`DotMap<String, Counter>`) and of nested maps.
+/// add-wins map, the cart (`DotMap<Sku, Counter>`, its keys inline strings) and of nested maps.
 ///
 /// A key is present exactly while its value holds a dot; a removed key leaves nothing behind
 /// in what a state encodes, compares or hashes: no tombstones. A *delta* made by
@@ -411,9 +412,13 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 ///
 /// Kept as a vector sorted by key: a delta holds one key, stored inline (no heap block; a
 /// tree node would cost a large allocation per delta), and a cart holds tens of items, where
-/// binary search over contiguous entries beats a tree. Encoded as a map, like a `BTreeMap`.
+/// binary search over contiguous entries beats a tree. A state of many keys also keeps a hash
+/// index of their positions (`KeyIndex`, built on its first join, kept up to date when a key
+/// is inserted, dropped when entries are removed), so a join finds the key a delta names in
+/// one probe. Encoded as a map, like a
+/// `BTreeMap`.
 #[derive(Clone)]
-pub struct DotMap<K, V>(SmallVec<[(K, V); 1]>, Empties);
+pub struct DotMap<K, V>(SmallVec<[(K, V); 1]>, Empties, Option<KeyIndex>);
 
 /// What the empty values of a [`DotMap`] are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -426,7 +431,7 @@ enum Empties {
 
 impl<K, V> Default for DotMap<K, V> {
     fn default() -> Self {
-        DotMap(SmallVec::new(), Empties::Slots(0))
+        DotMap(SmallVec::new(), Empties::Slots(0), None)
     }
 }
 
@@ -446,6 +451,7 @@ impl<K, V: DotStore> DotMap<K, V> {
         match &mut self.1 {
             Empties::Hints => {
                 self.0.remove(i);
+                self.2 = None;
             }
             Empties::Slots(n) => *n += 1,
         }
@@ -458,6 +464,7 @@ impl<K, V: DotStore> DotMap<K, V> {
         {
             self.0.retain_mut(|(_, v)| !v.is_empty());
             self.1 = Empties::Slots(0);
+            self.2 = None;
         }
     }
 }
@@ -484,7 +491,7 @@ impl<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de> + DotStore> Deserialize
         } else {
             Empties::Slots(0)
         };
-        Ok(DotMap(entries.into_iter().collect(), empties))
+        Ok(DotMap(entries.into_iter().collect(), empties, None))
     }
 }
 
@@ -573,7 +580,7 @@ impl<K: Ord, V: DotStore> DotMap<K, V> {
     }
 }
 
-impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
+impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
     /// The delta of an operation on the value under `key`: `op` gets the current value (empty
     /// if absent) and the tag, and returns the value's delta, which is wrapped under `key`
     /// (even if empty: then it is the hint of where the delta's removals live).
@@ -584,7 +591,10 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
         let empty = V::default();
         let current = self.raw_get(&key).map_or(&empty, |(_, v)| v);
         let (store, context) = op(current, tag).into_parts();
-        Causal::new(DotMap(smallvec![(key, store)], Empties::Hints), context)
+        Causal::new(
+            DotMap(smallvec![(key, store)], Empties::Hints, None),
+            context,
+        )
     }
 
     /// The delta of removing `key` as observed: covers the dots under it, adds none (and
@@ -596,7 +606,7 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
     {
         match self.raw_get(key) {
             Some((k, v)) if !v.is_empty() => Causal::new(
-                DotMap(smallvec![(k.clone(), V::default())], Empties::Hints),
+                DotMap(smallvec![(k.clone(), V::default())], Empties::Hints, None),
                 v.dots(),
             ),
             _ => Causal::default(),
@@ -609,7 +619,7 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
     }
 }
 
-impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
+impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
     fn is_empty(&self) -> bool {
         DotMap::is_empty(self)
     }
@@ -655,11 +665,19 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
             if let Empties::Slots(n) = &mut self.1 {
                 *n = 0;
             }
+            self.2 = None;
+        }
+        if self.2.is_none() && self.0.len() >= INDEXED_FROM && self.1 != Empties::Hints {
+            self.2 = Some(KeyIndex::build(&self.0));
         }
         // With `Drops::These`, how many of those dots are under keys `other` lists.
         let mut located = 0;
         for (k, v) in other.0 {
-            match self.find(&k) {
+            let found = match &self.2 {
+                Some(index) => index.find(&self.0, &k).ok_or(()),
+                None => Err(()),
+            };
+            match found.or_else(|()| self.find(&k)) {
                 Ok(i) => {
                     let mine = &mut self.0[i].1;
                     if let Drops::These(dots) = drops {
@@ -676,6 +694,7 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
                         }
                         (true, true) if self.1 == Empties::Hints => {
                             self.0.remove(i);
+                            self.2 = None;
                         }
                         _ => {}
                     }
@@ -685,6 +704,9 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
                     v.remove_covered(ctx);
                     if !v.is_empty() {
                         self.0.insert(i, (k, v));
+                        if let Some(index) = &mut self.2 {
+                            index.inserted(&self.0, i);
+                        }
                     }
                 }
             }
@@ -708,15 +730,25 @@ impl<K: Ord + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
             }
         }
         self.trim_slots();
+        #[cfg(debug_assertions)]
+        if let Some(index) = &self.2 {
+            for (i, (k, _)) in self.0.iter().enumerate() {
+                debug_assert_eq!(index.find(&self.0, k), Some(i), "the key index drifted");
+            }
+        }
     }
 
     fn remove_covered(&mut self, ctx: &CausalContext) {
+        let before = self.0.len();
         self.0.retain_mut(|(_, v)| {
             v.remove_covered(ctx);
             !v.is_empty()
         });
         if let Empties::Slots(n) = &mut self.1 {
             *n = 0;
+        }
+        if self.0.len() != before {
+            self.2 = None;
         }
     }
 }

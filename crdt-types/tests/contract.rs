@@ -22,6 +22,49 @@ fn items(cart: &Cart) -> Vec<(String, u64)> {
 // ---------------------------------------------------------------------------------------------
 // Cart
 
+/// A cart of many items (enough for the receiving state to index its keys), changed by three
+/// replicas that catch up with each other now and then: every delta merged in the order made
+/// gives the same cart as the three full states joined, whatever keys come and go.
+#[test]
+fn a_large_cart_merged_delta_by_delta_equals_the_joined_states() {
+    let mut replicas = [Replica::new(11), Replica::new(12), Replica::new(13)];
+    let mut carts = [Cart::new(), Cart::new(), Cart::new()];
+    let mut receiver = Cart::new();
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    for i in 0..3000 {
+        let r = next(3) as usize;
+        // 60 skus, fresh ones now and then (inserted keys move the others), some clears.
+        let sku = format!("sku-{:02}", next(40) + (i / 1000) * 10);
+        let delta = match next(20) {
+            0..=11 => carts[r].add(replicas[r].tag(), &sku, 1 + next(3)).unwrap(),
+            12..=15 => carts[r]
+                .set_quantity(replicas[r].tag(), &sku, next(4))
+                .unwrap(),
+            16..=18 => carts[r].remove(&sku).unwrap(),
+            _ if i % 7 == 0 => carts[r].clear(),
+            _ => carts[r].remove(&sku).unwrap(),
+        };
+        receiver.join(delta);
+        if i % 50 == 49 {
+            let other = (r + 1) % 3;
+            let state = carts[other].clone();
+            carts[r].join(state);
+        }
+    }
+    let mut states = carts[0].clone();
+    states.join(carts[1].clone());
+    states.join(carts[2].clone());
+    assert!(receiver.items().count() >= 16, "the cart stayed large");
+    assert_eq!(receiver, states);
+    assert_eq!(items(&receiver), items(&states));
+}
+
 #[test]
 fn concurrent_adds_sum() {
     let (mut ra, mut rb) = (Replica::new(1), Replica::new(2));

@@ -1,0 +1,202 @@
+//! `Sku`: the key of a cart item, a short string stored inline and compared as integers.
+
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+/// Skus up to this many bytes live inside the key, with no heap block (the key is then as
+/// large as a `String`: 24 bytes).
+const INLINE: usize = 22;
+
+/// A cart item's sku: UTF-8, up to [`INLINE`] bytes inline (most skus), longer ones on the
+/// heap. A cart delta is one item, so an inline key is what spares it a heap block to
+/// allocate when decoded and to free once merged; two inline keys compare as three pairs of
+/// big-endian words, with no pointer to follow and no `memcmp` call.
+///
+/// Ordered, encoded, hashed and shown exactly as the `String` it holds, so a cart's order,
+/// bytes and hash do not depend on this representation.
+#[derive(Clone)]
+pub(crate) struct Sku(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// `bytes[..len]` is the sku, the rest zeros.
+    Inline { len: u8, bytes: [u8; INLINE] },
+    /// Longer than [`INLINE`] bytes.
+    Heap(Box<str>),
+}
+
+/// The big-endian word of `bytes[at..at + 8]`: comparing such words compares the bytes.
+#[inline]
+fn word(bytes: &[u8; INLINE], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_be_bytes(w)
+}
+
+impl Sku {
+    /// The sku's bytes.
+    fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Heap(s) => s.as_bytes(),
+        }
+    }
+
+    /// The sku as a string.
+    pub(crate) fn as_str(&self) -> &str {
+        match &self.0 {
+            // Only ever built from a `&str` (below), so always valid UTF-8.
+            Repr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            Repr::Heap(s) => s,
+        }
+    }
+}
+
+impl From<&str> for Sku {
+    fn from(s: &str) -> Self {
+        match u8::try_from(s.len()) {
+            Ok(len) if s.len() <= INLINE => {
+                let mut bytes = [0u8; INLINE];
+                bytes[..s.len()].copy_from_slice(s.as_bytes());
+                Sku(Repr::Inline { len, bytes })
+            }
+            _ => Sku(Repr::Heap(s.into())),
+        }
+    }
+}
+
+impl Ord for Sku {
+    #[inline]
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (&self.0, &other.0) {
+            // Zero padding sorts below every byte, so equal padded words mean one sku is a
+            // prefix of the other (or they are equal): the shorter sorts first, as in `str`.
+            // The third word overlaps the second; its first two bytes are equal by then.
+            (Repr::Inline { len: a, bytes: x }, Repr::Inline { len: b, bytes: y }) => (word(x, 0)
+                .cmp(&word(y, 0)))
+            .then_with(|| word(x, 8).cmp(&word(y, 8)))
+            .then_with(|| word(x, INLINE - 8).cmp(&word(y, INLINE - 8)))
+            .then_with(|| a.cmp(b)),
+            _ => cmp_long(self, other),
+        }
+    }
+}
+
+/// [`Sku::cmp`] when either sku is on the heap: as strings.
+#[cold]
+#[inline(never)]
+fn cmp_long(a: &Sku, b: &Sku) -> Ordering {
+    a.as_str().cmp(b.as_str())
+}
+
+impl PartialOrd for Sku {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Sku {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Sku {}
+
+impl Hash for Sku {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As the `String` it replaces (`str` writes its bytes then 0xff), without checking
+        // the UTF-8 again.
+        state.write(self.as_bytes());
+        state.write_u8(0xff);
+    }
+}
+
+impl fmt::Debug for Sku {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for Sku {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Sku {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Sku;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Sku, E> {
+                Ok(Sku::from(s))
+            }
+        }
+        deserializer.deserialize_str(Visit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_and_compares_as_str() {
+        let words = [
+            "",
+            "a",
+            "a\u{0}",
+            "a\u{0}\u{0}",
+            "ab",
+            "b",
+            "sku-00009",
+            "sku-00010",
+            "sku-0001",
+            "0123456789abcdefghijkl",
+            "0123456789abcdefghijk",
+            "0123456789abcdefghijkm",
+            "0123456789abcdefghijklm",
+            "0123456789abcdefghijkla",
+            "0123456789abcdefghijk\u{0}",
+            "0123456789abcdefghijkl\u{0}",
+            "ü",
+            "zzzzzzzzzzzzzzzzzzzzzzzzzz",
+            "zzzzzzzzzzzzzzzzzzzzzz",
+        ];
+        for a in words {
+            let sa = Sku::from(a);
+            assert_eq!(sa.as_str(), a);
+            for b in words {
+                let sb = Sku::from(b);
+                assert_eq!(sa.cmp(&sb), a.cmp(b), "{a:?} vs {b:?}");
+                assert_eq!(sa == sb, a == b, "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn hashes_encodes_and_decodes_as_string() {
+        use std::collections::hash_map::DefaultHasher;
+        for s in ["apple", "0123456789abcdefghijklmnopq"] {
+            let hash = |v: &dyn Fn(&mut DefaultHasher)| {
+                let mut h = DefaultHasher::new();
+                v(&mut h);
+                h.finish()
+            };
+            let sku = Sku::from(s);
+            assert_eq!(hash(&|h| sku.hash(h)), hash(&|h| s.to_owned().hash(h)));
+            let bytes = crate::wire::encode(&sku).expect("encodes");
+            assert_eq!(bytes, crate::wire::encode(&s.to_owned()).expect("encodes"));
+            let back: Sku = crate::wire::decode(&bytes).expect("decodes");
+            assert_eq!(back.as_str(), s);
+        }
+    }
+}
