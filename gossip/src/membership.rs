@@ -294,6 +294,20 @@ impl Membership {
         self.drain(now)
     }
 
+    /// Adds members known from outside SWIM (see [`crate::Node::add_known_members`]) as
+    /// alive, without broadcasting them. Our own address is skipped: foca would take an
+    /// identity at it for a stale life of ours and declare it down.
+    pub(crate) fn add_known(&mut self, now: i64, members: Vec<Identity>) -> Drained {
+        let me = self.foca.identity().addr;
+        let updates = members
+            .into_iter()
+            .filter(|m| m.addr != me)
+            .map(Member::alive);
+        let r = self.foca.apply_many(updates, false, &mut self.runtime);
+        self.count(r);
+        self.drain(now)
+    }
+
     pub(crate) fn leave(&mut self, now: i64) -> Drained {
         let r = self.foca.leave_cluster(&mut self.runtime);
         self.count(r);
