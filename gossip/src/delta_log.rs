@@ -563,6 +563,57 @@ mod tests {
     }
 
     #[test]
+    fn out_of_order_inserts_are_kept_in_sequence_order() {
+        let mut log = DeltaLog::new(100, 1 << 20);
+        for s in [5, 3, 4, 1, 2] {
+            log.insert(delta(1, s), 0);
+            log.insert(delta(2, 6 - s), 0);
+        }
+        assert_eq!(log.insert(delta(1, 3), 0), 0);
+        assert_eq!(log.len(), 10);
+        let dots: Vec<(u64, u64)> = log.iter().map(|d| (d.origin.0, d.seq)).collect();
+        let mut sorted = dots.clone();
+        sorted.sort();
+        assert_eq!(dots, sorted);
+        assert!((1..=5).all(|s| log.get(&Dot::new(ReplicaId(1), s)).is_some()));
+        assert!(log.get(&Dot::new(ReplicaId(1), 6)).is_none());
+    }
+
+    #[test]
+    fn eviction_skips_entries_trimmed_or_marked_since_they_were_queued() {
+        // Many trims and marks leave stale pairs in the eviction queues (and compact them);
+        // eviction still takes the oldest marked entry, then the oldest unmarked one.
+        let mut log = DeltaLog::new(50, 1 << 20);
+        for s in 1..=3_000 {
+            log.insert(delta(1, s), 0);
+            if s % 10 == 0 {
+                log.trim_stable(&[(ReplicaId(1), s - 5)].into_iter().collect());
+            }
+        }
+        assert_eq!(log.evicted_for_capacity(), 0);
+        assert_eq!(log.len(), 5);
+        for s in 1..=45 {
+            log.insert(delta(2, s), 0);
+        }
+        log.mark_stable(&[(ReplicaId(2), 40)].into_iter().collect());
+        log.insert(delta(3, 1), 0);
+        // Over the bound by one: the oldest marked entry goes, not origin 1's older ones.
+        assert!(log.get(&Dot::new(ReplicaId(2), 1)).is_none());
+        assert!(log.get(&Dot::new(ReplicaId(1), 2_996)).is_some());
+        assert_eq!(log.evicted_unstable(), 0);
+        for s in 2..=41 {
+            log.insert(delta(3, s), 0);
+        }
+        // 40 marked entries evicted in all, then origin 1's oldest unmarked one.
+        assert!(log.get(&Dot::new(ReplicaId(2), 40)).is_none());
+        assert!(log.get(&Dot::new(ReplicaId(2), 41)).is_some());
+        assert!(log.get(&Dot::new(ReplicaId(1), 2_996)).is_none());
+        assert_eq!(log.evicted_unstable(), 1);
+        assert_eq!(log.evicted_for_capacity(), 41);
+        assert_eq!(log.len(), 50);
+    }
+
+    #[test]
     fn fresh_deltas_are_left_to_dissemination() {
         let mut log = DeltaLog::new(100, 1 << 20);
         log.insert(delta(1, 1), 10);
