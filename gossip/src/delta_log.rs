@@ -190,6 +190,11 @@ impl<P: Payload> DeltaLog<P> {
         let inserted = self.next_insert;
         self.next_insert += 1;
         let stable = dot.counter <= origin.stable_upto;
+        if origin.entries.capacity() == 0 {
+            // Room for exactly one: many origins (every node, in a large cluster) write once
+            // or rarely, and the first growth would make room for four 200-byte entries.
+            origin.entries.reserve_exact(1);
+        }
         origin.entries.insert(
             at,
             Entry {
