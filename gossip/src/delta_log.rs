@@ -18,7 +18,8 @@
 use crate::Payload;
 use crate::messages::Delta;
 use crdt_types::{CausalContext, Dot, ReplicaId, VersionVector};
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 /// What a peer can be sent, according to its digest (see [`DeltaLog::plan_for`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -40,17 +41,60 @@ struct Entry<P> {
     stable: bool,
 }
 
+/// One origin's part of the log: its entries in sequence order (deltas mostly arrive in
+/// order, so an insert is usually an append), how far they have been marked stable, and the
+/// floor.
+#[derive(Clone, Debug)]
+struct OriginLog<P> {
+    entries: VecDeque<Entry<P>>,
+    stable_upto: u64,
+    floor: u64,
+}
+
+impl<P> OriginLog<P> {
+    fn new() -> Self {
+        OriginLog {
+            entries: VecDeque::new(),
+            stable_upto: 0,
+            floor: 0,
+        }
+    }
+
+    /// Where the entry with sequence number `seq` is, or would be inserted.
+    fn position(&self, seq: u64) -> Result<usize, usize> {
+        match self.entries.back() {
+            Some(last) if last.delta.seq < seq => Err(self.entries.len()),
+            _ => self.entries.binary_search_by_key(&seq, |e| e.delta.seq),
+        }
+    }
+
+    fn get(&self, seq: u64) -> Option<&Entry<P>> {
+        self.position(seq).ok().map(|i| &self.entries[i])
+    }
+
+    /// The index of the first entry above `seq`.
+    fn first_above(&self, seq: u64) -> usize {
+        self.entries.partition_point(|e| e.delta.seq <= seq)
+    }
+}
+
 /// A bounded log of deltas keyed by dot.
+///
+/// Entries are kept per origin in sequence order. The eviction order (oldest first, marked
+/// entries before unmarked ones) is kept in two queues of `(insertion number, dot)` that are
+/// not updated when an entry leaves or is marked: a pair whose entry is gone, or no longer in
+/// that queue's state, is skipped when it comes up, and the queues are compacted once such
+/// stale pairs outnumber the live ones.
 #[derive(Clone, Debug)]
 pub struct DeltaLog<P> {
-    entries: BTreeMap<Dot, Entry<P>>,
-    /// Unmarked entries by insertion order.
-    by_age: BTreeMap<u64, Dot>,
-    /// Entries below the stable watermark, by insertion order: evicted first.
-    stable_by_age: BTreeMap<u64, Dot>,
-    /// Per origin, how far entries have been marked stable.
-    stable_upto: BTreeMap<ReplicaId, u64>,
-    floor: BTreeMap<ReplicaId, u64>,
+    origins: BTreeMap<ReplicaId, OriginLog<P>>,
+    /// Unmarked entries by insertion order (and stale pairs).
+    by_age: VecDeque<(u64, Dot)>,
+    /// Entries below the stable watermark, oldest inserted first (and stale pairs): evicted
+    /// first.
+    stable_by_age: BinaryHeap<Reverse<(u64, Dot)>>,
+    len: usize,
+    stable_len: usize,
     next_insert: u64,
     bytes: usize,
     max_entries: usize,
@@ -60,15 +104,18 @@ pub struct DeltaLog<P> {
     trimmed_stable: u64,
 }
 
+/// Stale pairs a queue may hold beyond its live ones before it is compacted.
+const STALE_SLACK: usize = 1024;
+
 impl<P: Payload> DeltaLog<P> {
     /// An empty log bounded to `max_entries` entries and `max_bytes` bytes of deltas.
     pub fn new(max_entries: usize, max_bytes: usize) -> Self {
         DeltaLog {
-            entries: BTreeMap::new(),
-            by_age: BTreeMap::new(),
-            stable_by_age: BTreeMap::new(),
-            stable_upto: BTreeMap::new(),
-            floor: BTreeMap::new(),
+            origins: BTreeMap::new(),
+            by_age: VecDeque::new(),
+            stable_by_age: BinaryHeap::new(),
+            len: 0,
+            stable_len: 0,
             next_insert: 0,
             bytes: 0,
             max_entries: max_entries.max(1),
@@ -113,36 +160,43 @@ impl<P: Payload> DeltaLog<P> {
         // at most `len()` steps.
         let mut best = 0;
         for d in delivered.cloud().filter(|d| d.replica == origin) {
-            if !self.entries.contains_key(d) {
+            if self.entry(d).is_none() {
                 best = best.max(d.counter);
             }
         }
         let mut s = delivered.vv().get(origin);
-        while s > best && self.entries.contains_key(&Dot::new(origin, s)) {
+        while s > best && self.entry(&Dot::new(origin, s)).is_some() {
             s -= 1;
         }
         best.max(s)
+    }
+
+    fn entry(&self, dot: &Dot) -> Option<&Entry<P>> {
+        self.origins.get(&dot.replica)?.get(dot.counter)
     }
 
     /// Adds a delta delivered at `now`, evicting the oldest entries if the log is over its
     /// bounds. Returns how many entries were evicted for capacity.
     pub fn insert(&mut self, delta: Delta<P>, now: i64) -> usize {
         let dot = delta.dot();
-        if self.entries.contains_key(&dot) {
+        let origin = self
+            .origins
+            .entry(dot.replica)
+            .or_insert_with(OriginLog::new);
+        let Err(at) = origin.position(dot.counter) else {
             return 0;
-        }
+        };
         let size = delta.encoded_len();
         let inserted = self.next_insert;
         self.next_insert += 1;
-        let stable = dot.counter <= self.stable_upto.get(&dot.replica).copied().unwrap_or(0);
-        if stable {
-            self.stable_by_age.insert(inserted, dot);
-        } else {
-            self.by_age.insert(inserted, dot);
+        let stable = dot.counter <= origin.stable_upto;
+        if origin.entries.capacity() == 0 {
+            // Room for exactly one: many origins (every node, in a large cluster) write once
+            // or rarely, and the first growth would make room for four 200-byte entries.
+            origin.entries.reserve_exact(1);
         }
-        self.bytes += size;
-        self.entries.insert(
-            dot,
+        origin.entries.insert(
+            at,
             Entry {
                 delta,
                 size,
@@ -151,80 +205,138 @@ impl<P: Payload> DeltaLog<P> {
                 stable,
             },
         );
+        if stable {
+            self.stable_by_age.push(Reverse((inserted, dot)));
+            self.stable_len += 1;
+        } else {
+            self.by_age.push_back((inserted, dot));
+        }
+        self.len += 1;
+        self.bytes += size;
         let mut evicted = 0;
-        while self.entries.len() > self.max_entries || self.bytes > self.max_bytes {
-            let oldest = match self.stable_by_age.pop_first() {
-                Some((_, d)) => d,
-                None => match self.by_age.pop_first() {
-                    Some((_, d)) => {
-                        self.evicted_unstable += 1;
-                        d
-                    }
-                    None => break,
-                },
+        while self.len > self.max_entries || self.bytes > self.max_bytes {
+            let Some(oldest) = self.pop_oldest() else {
+                break;
             };
             self.remove(&oldest);
             self.raise_floor(oldest.replica, oldest.counter);
             evicted += 1;
         }
+        self.compact_queues();
         self.evicted_for_capacity += evicted as u64;
         evicted
     }
 
+    /// The next entry to evict: the oldest marked one, else the oldest unmarked one (counted).
+    fn pop_oldest(&mut self) -> Option<Dot> {
+        while let Some(Reverse((inserted, dot))) = self.stable_by_age.pop() {
+            if self
+                .entry(&dot)
+                .is_some_and(|e| e.inserted == inserted && e.stable)
+            {
+                return Some(dot);
+            }
+        }
+        while let Some((inserted, dot)) = self.by_age.pop_front() {
+            if self
+                .entry(&dot)
+                .is_some_and(|e| e.inserted == inserted && !e.stable)
+            {
+                self.evicted_unstable += 1;
+                return Some(dot);
+            }
+        }
+        None
+    }
+
+    /// Drops the stale pairs of a queue once they outnumber its live ones.
+    fn compact_queues(&mut self) {
+        let unstable = self.len - self.stable_len;
+        if self.by_age.len() > 2 * unstable + STALE_SLACK {
+            let mut queue = std::mem::take(&mut self.by_age);
+            queue.retain(|(inserted, dot)| {
+                self.entry(dot)
+                    .is_some_and(|e| e.inserted == *inserted && !e.stable)
+            });
+            self.by_age = queue;
+        }
+        if self.stable_by_age.len() > 2 * self.stable_len + STALE_SLACK {
+            let mut heap = std::mem::take(&mut self.stable_by_age);
+            heap.retain(|Reverse((inserted, dot))| {
+                self.entry(dot)
+                    .is_some_and(|e| e.inserted == *inserted && e.stable)
+            });
+            self.stable_by_age = heap;
+        }
+    }
+
     fn remove(&mut self, dot: &Dot) -> Option<Entry<P>> {
-        let e = self.entries.remove(dot)?;
+        let origin = self.origins.get_mut(&dot.replica)?;
+        let i = origin.position(dot.counter).ok()?;
+        let e = origin.entries.remove(i)?;
+        self.forget(&e);
+        Some(e)
+    }
+
+    /// Counts an entry out of the log (its queue pair goes stale).
+    fn forget(&mut self, e: &Entry<P>) {
+        self.len -= 1;
         if e.stable {
-            self.stable_by_age.remove(&e.inserted);
-        } else {
-            self.by_age.remove(&e.inserted);
+            self.stable_len -= 1;
         }
         self.bytes -= e.size;
-        Some(e)
     }
 
     /// Marks every entry at or below the stable watermark (every live member has delivered
     /// it): marked entries are evicted first when the log is full.
     pub fn mark_stable(&mut self, watermark: &VersionVector) {
-        for (origin, upto) in watermark.iter() {
-            let from = self.stable_upto.get(&origin).copied().unwrap_or(0);
+        for (replica, upto) in watermark.iter() {
+            let origin = self.origins.entry(replica).or_insert_with(OriginLog::new);
+            let from = origin.stable_upto;
             if upto <= from {
                 continue;
             }
-            let dots: Vec<Dot> = self
-                .entries
-                .range(Dot::new(origin, from + 1)..=Dot::new(origin, upto))
-                .map(|(d, _)| *d)
-                .collect();
-            for d in dots {
-                if let Some(e) = self.entries.get_mut(&d)
-                    && !e.stable
-                {
+            let first = origin.first_above(from);
+            for e in origin.entries.range_mut(first..) {
+                if e.delta.seq > upto {
+                    break;
+                }
+                if !e.stable {
                     e.stable = true;
-                    self.by_age.remove(&e.inserted);
-                    self.stable_by_age.insert(e.inserted, d);
+                    self.stable_len += 1;
+                    self.stable_by_age
+                        .push(Reverse((e.inserted, Dot::new(replica, e.delta.seq))));
                 }
             }
-            self.stable_upto.insert(origin, upto);
+            origin.stable_upto = upto;
         }
+        self.compact_queues();
     }
 
     /// Drops every entry at or below the retention watermark: every member, live or down, has
     /// delivered it. Returns how many entries were dropped.
     pub fn trim_stable(&mut self, watermark: &VersionVector) -> usize {
         let mut dropped = 0;
-        for (origin, upto) in watermark.iter() {
-            let doomed: Vec<Dot> = self
-                .entries
-                .range(Dot::new(origin, 0)..=Dot::new(origin, upto))
-                .map(|(d, _)| *d)
-                .collect();
-            if let Some(top) = doomed.last() {
-                self.raise_floor(origin, top.counter);
+        for (replica, upto) in watermark.iter() {
+            let Some(origin) = self.origins.get_mut(&replica) else {
+                continue;
+            };
+            let mut doomed = Vec::new();
+            while origin.entries.front().is_some_and(|e| e.delta.seq <= upto) {
+                if let Some(e) = origin.entries.pop_front() {
+                    doomed.push(e);
+                }
             }
-            for d in &doomed {
-                self.remove(d);
+            if let Some(top) = doomed.last() {
+                origin.floor = origin.floor.max(top.delta.seq);
+            }
+            for e in &doomed {
+                self.forget(e);
             }
             dropped += doomed.len();
+        }
+        if dropped > 0 {
+            self.compact_queues();
         }
         self.trimmed_stable += dropped as u64;
         dropped
@@ -236,8 +348,8 @@ impl<P: Payload> DeltaLog<P> {
         if seq == 0 {
             return;
         }
-        let f = self.floor.entry(origin).or_insert(0);
-        *f = (*f).max(seq);
+        let o = self.origins.entry(origin).or_insert_with(OriginLog::new);
+        o.floor = o.floor.max(seq);
     }
 
     /// Raises every floor to `vv` (see [`DeltaLog::raise_floor`]).
@@ -249,7 +361,7 @@ impl<P: Payload> DeltaLog<P> {
 
     /// The logged delta with this dot.
     pub fn get(&self, dot: &Dot) -> Option<&Delta<P>> {
-        self.entries.get(dot).map(|e| &e.delta)
+        self.entry(dot).map(|e| &e.delta)
     }
 
     /// What a peer whose delivered context is `peer` should be sent, given our own delivered
@@ -281,15 +393,14 @@ impl<P: Payload> DeltaLog<P> {
             if mine.max_counter(origin) <= theirs {
                 continue;
             }
-            let floor = self.floor.get(&origin).copied().unwrap_or(0);
-            if theirs < floor && !plan.needs_state {
-                plan.needs_state = self.gap_below_floor(origin, theirs, floor, peer, mine);
+            let Some(log) = self.origins.get(&origin) else {
+                continue;
+            };
+            if theirs < log.floor && !plan.needs_state {
+                plan.needs_state = self.gap_below_floor(origin, theirs, log.floor, peer, mine);
             }
-            for (dot, e) in self
-                .entries
-                .range(Dot::new(origin, theirs + 1)..=Dot::new(origin, u64::MAX))
-            {
-                if peer.contains(dot) || e.at > settled_before {
+            for e in log.entries.range(log.first_above(theirs)..) {
+                if peer.contains(&e.delta.dot()) || e.at > settled_before {
                     continue;
                 }
                 if spent > 0 && spent + e.size > budget {
@@ -313,13 +424,13 @@ impl<P: Payload> DeltaLog<P> {
         peer: &CausalContext,
         mine: &CausalContext,
     ) -> bool {
-        if floor - theirs > self.entries.len() as u64 {
+        if floor - theirs > self.len as u64 {
             // More dots than the log has entries: some are certainly gone.
             return true;
         }
         (theirs + 1..=floor).any(|s| {
             let d = Dot::new(origin, s);
-            mine.contains(&d) && !peer.contains(&d) && !self.entries.contains_key(&d)
+            mine.contains(&d) && !peer.contains(&d) && self.entry(&d).is_none()
         })
     }
 }
@@ -327,12 +438,12 @@ impl<P: Payload> DeltaLog<P> {
 impl<P> DeltaLog<P> {
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// Whether the log is empty.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
     /// Bytes of deltas held.
@@ -358,7 +469,9 @@ impl<P> DeltaLog<P> {
 
     /// Iterates the entries in `(origin, seq)` order, e.g. for a driver that persists them.
     pub fn iter(&self) -> impl Iterator<Item = &Delta<P>> {
-        self.entries.values().map(|e| &e.delta)
+        self.origins
+            .values()
+            .flat_map(|o| o.entries.iter().map(|e| &e.delta))
     }
 }
 
@@ -452,6 +565,57 @@ mod tests {
         assert!(log.get(&Dot::new(ReplicaId(1), 1)).is_none());
         assert_eq!(log.evicted_unstable(), 1);
         assert_eq!(log.evicted_for_capacity(), 2);
+    }
+
+    #[test]
+    fn out_of_order_inserts_are_kept_in_sequence_order() {
+        let mut log = DeltaLog::new(100, 1 << 20);
+        for s in [5, 3, 4, 1, 2] {
+            log.insert(delta(1, s), 0);
+            log.insert(delta(2, 6 - s), 0);
+        }
+        assert_eq!(log.insert(delta(1, 3), 0), 0);
+        assert_eq!(log.len(), 10);
+        let dots: Vec<(u64, u64)> = log.iter().map(|d| (d.origin.0, d.seq)).collect();
+        let mut sorted = dots.clone();
+        sorted.sort();
+        assert_eq!(dots, sorted);
+        assert!((1..=5).all(|s| log.get(&Dot::new(ReplicaId(1), s)).is_some()));
+        assert!(log.get(&Dot::new(ReplicaId(1), 6)).is_none());
+    }
+
+    #[test]
+    fn eviction_skips_entries_trimmed_or_marked_since_they_were_queued() {
+        // Many trims and marks leave stale pairs in the eviction queues (and compact them);
+        // eviction still takes the oldest marked entry, then the oldest unmarked one.
+        let mut log = DeltaLog::new(50, 1 << 20);
+        for s in 1..=3_000 {
+            log.insert(delta(1, s), 0);
+            if s % 10 == 0 {
+                log.trim_stable(&[(ReplicaId(1), s - 5)].into_iter().collect());
+            }
+        }
+        assert_eq!(log.evicted_for_capacity(), 0);
+        assert_eq!(log.len(), 5);
+        for s in 1..=45 {
+            log.insert(delta(2, s), 0);
+        }
+        log.mark_stable(&[(ReplicaId(2), 40)].into_iter().collect());
+        log.insert(delta(3, 1), 0);
+        // Over the bound by one: the oldest marked entry goes, not origin 1's older ones.
+        assert!(log.get(&Dot::new(ReplicaId(2), 1)).is_none());
+        assert!(log.get(&Dot::new(ReplicaId(1), 2_996)).is_some());
+        assert_eq!(log.evicted_unstable(), 0);
+        for s in 2..=41 {
+            log.insert(delta(3, s), 0);
+        }
+        // 40 marked entries evicted in all, then origin 1's oldest unmarked one.
+        assert!(log.get(&Dot::new(ReplicaId(2), 40)).is_none());
+        assert!(log.get(&Dot::new(ReplicaId(2), 41)).is_some());
+        assert!(log.get(&Dot::new(ReplicaId(1), 2_996)).is_none());
+        assert_eq!(log.evicted_unstable(), 1);
+        assert_eq!(log.evicted_for_capacity(), 41);
+        assert_eq!(log.len(), 50);
     }
 
     #[test]

@@ -219,6 +219,9 @@ pub(crate) struct Membership {
     foca: Swim,
     runtime: AccumulatingRuntime<Identity>,
     timers: BTreeMap<(i64, u64), Timer<Identity>>,
+    /// The earliest key of `timers`, kept as it changes: the node asks for it after every
+    /// input, and finding the first key of a large map is a walk of cold nodes.
+    first_timer: Option<i64>,
     timer_seq: u64,
     members: BTreeMap<SocketAddr, MemberInfo>,
     /// The address of the member each replica id belongs to.
@@ -243,6 +246,7 @@ impl Membership {
             foca: Foca::new(identity, config, rng, WireCodec),
             runtime: AccumulatingRuntime::new(),
             timers: BTreeMap::new(),
+            first_timer: None,
             timer_seq: 0,
             members: BTreeMap::new(),
             by_replica: BTreeMap::new(),
@@ -294,6 +298,20 @@ impl Membership {
         self.drain(now)
     }
 
+    /// Adds members known from outside SWIM (see [`crate::Node::add_known_members`]) as
+    /// alive, without broadcasting them. Our own address is skipped: foca would take an
+    /// identity at it for a stale life of ours and declare it down.
+    pub(crate) fn add_known(&mut self, now: i64, members: Vec<Identity>) -> Drained {
+        let me = self.foca.identity().addr;
+        let updates = members
+            .into_iter()
+            .filter(|m| m.addr != me)
+            .map(Member::alive);
+        let r = self.foca.apply_many(updates, false, &mut self.runtime);
+        self.count(r);
+        self.drain(now)
+    }
+
     pub(crate) fn leave(&mut self, now: i64) -> Drained {
         let r = self.foca.leave_cluster(&mut self.runtime);
         self.count(r);
@@ -302,7 +320,7 @@ impl Membership {
 
     /// The earliest foca timer.
     pub(crate) fn next_deadline(&self) -> Option<i64> {
-        self.timers.keys().next().map(|(t, _)| *t)
+        self.first_timer
     }
 
     /// Fires every foca timer due at `now`.
@@ -313,6 +331,7 @@ impl Membership {
                 break;
             }
             let timer = entry.remove();
+            self.first_timer = self.timers.keys().next().map(|(t, _)| *t);
             let r = self.foca.handle_timer(timer, &mut self.runtime);
             self.count(r);
             let d = self.drain(now);
@@ -338,6 +357,7 @@ impl Membership {
             let at = now.saturating_add(duration_ms(after));
             self.timer_seq += 1;
             self.timers.insert((at, self.timer_seq), timer);
+            self.first_timer = Some(self.first_timer.map_or(at, |t| t.min(at)));
         }
         // Notifications are summarised by the table comparison below, except that a rename
         // (a new identity at a known address) is looked at in full there: the comparison's

@@ -55,3 +55,58 @@ fn members_come_up_get_suspected_go_down_and_leave() {
         );
     }
 }
+
+#[test]
+fn known_members_are_live_at_once_and_dissemination_reaches_them() {
+    use common::{GSet, T0};
+    use crdt_types::{Key, Kind, ReplicaId};
+    use gossip::{Event, Identity, Node, Restored};
+
+    let ids: Vec<Identity> = (0..4)
+        .map(|i| {
+            let region = if i % 2 == 0 { "eu" } else { "us" };
+            Identity::new(
+                format!("node-{i}"),
+                region,
+                addr(i),
+                ReplicaId(100 + i as u64),
+                T0 as u64,
+            )
+        })
+        .collect();
+    let mut nodes: Vec<Node<GSet>> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| Node::new(Config::wan(4), id.clone(), Restored::default(), i as u64))
+        .collect();
+    for n in &mut nodes {
+        n.add_known_members(T0, ids.iter().cloned());
+    }
+    for (i, n) in nodes.iter_mut().enumerate() {
+        // Every other node, alive, before any message was exchanged; never itself.
+        let listed: Vec<_> = n.members().map(|m| (m.identity.clone(), m.state)).collect();
+        let expected: Vec<_> = ids
+            .iter()
+            .filter(|id| id.addr != addr(i))
+            .map(|id| (id.clone(), MemberState::Alive))
+            .collect();
+        assert_eq!(listed, expected, "node {i}");
+        let ups = std::iter::from_fn(|| n.poll_event())
+            .filter(|e| matches!(e, Event::MemberUp(_)))
+            .count();
+        assert_eq!(ups, 3, "node {i}");
+        assert_eq!(n.stats().live_members, 3, "node {i}");
+    }
+    // A delta published right away is pushed over the tree the known members form.
+    let tag = nodes[0].next_tag(T0).expect("a tag");
+    nodes[0]
+        .publish(
+            T0,
+            Key::new(Kind::Cart, "k"),
+            GSet([1].into_iter().collect()),
+            tag,
+        )
+        .expect("published");
+    assert!(nodes[0].plumtree().tree_links().count() > 0);
+    assert!(nodes[0].stats().eager_sent > 0);
+}

@@ -50,9 +50,13 @@ struct Args {
     /// How long the workload runs, in virtual ms.
     #[arg(long, default_value_t = 20_000)]
     workload_ms: u64,
-    /// Time for membership to form before the first write, in virtual ms.
+    /// Time before the first write, in virtual ms.
     #[arg(long, default_value_t = 3_000)]
     warmup_ms: u64,
+    /// Start every initial node at once through the seeds, membership forming by gossip,
+    /// instead of with each other's identities (a cluster that has been running).
+    #[arg(long)]
+    cold_start: bool,
     /// When the fault starts, in ms after the workload starts (default: a quarter in).
     #[arg(long)]
     fault_start_ms: Option<u64>,
@@ -121,6 +125,7 @@ fn run(args: Args) -> Result<bool, String> {
     };
     cfg.timing = Timing {
         warmup_ms: args.warmup_ms,
+        cold_start: args.cold_start,
         workload_ms: args.workload_ms,
         fault_start_ms: args.fault_start_ms,
         heal_ms: args.heal_ms,

@@ -91,8 +91,14 @@ impl FromStr for Scenario {
 /// When things happen, relative to the start of the run. Every field has a CLI flag.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Timing {
-    /// Time for membership to form before the first write.
+    /// Time before the first write.
     pub warmup_ms: Millis,
+    /// Whether the initial nodes all join through the seeds at the start (a cold start of the
+    /// whole cluster, whose membership then forms by SWIM gossip: about a minute at 1000
+    /// nodes) instead of starting with each other's identities (a cluster that has been
+    /// running, membership formed). Nodes that restart or join later always go through the
+    /// seeds.
+    pub cold_start: bool,
     /// How long the workload runs.
     pub workload_ms: Millis,
     /// When the fault starts, counted from the start of the workload (default: a quarter in).
@@ -110,6 +116,7 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             warmup_ms: 3_000,
+            cold_start: false,
             workload_ms: 20_000,
             fault_start_ms: None,
             heal_ms: None,

@@ -211,8 +211,12 @@ impl Simulation {
     }
 
     fn schedule_start(&mut self) {
-        for slot in 0..self.nodes.len() {
-            self.start_node(slot);
+        if self.cfg.timing.cold_start {
+            for slot in 0..self.nodes.len() {
+                self.start_node(slot);
+            }
+        } else {
+            self.start_formed();
         }
         for (i, f) in self.plan.faults.iter().enumerate() {
             self.queue.push(f.at, Ev::Fault(i));
@@ -245,6 +249,37 @@ impl Simulation {
             &self.seeds,
         );
         self.drain(slot);
+    }
+
+    /// Starts every initial node knowing every other's identity, as the nodes of a cluster
+    /// that has been running do (`Timing::cold_start` off): each still announces itself to
+    /// its seeds, and SWIM's probes take over from there.
+    fn start_formed(&mut self) {
+        for slot in 0..self.nodes.len() {
+            let region_name = self.cfg.regions.name(self.nodes[slot].region).to_string();
+            self.nodes[slot].start(
+                self.now,
+                slot,
+                &self.gossip_config,
+                &region_name,
+                &self.rng,
+                &self.seeds,
+            );
+        }
+        let roster: Vec<gossip::Identity> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.gossip.as_ref().map(|g| g.identity().clone()))
+            .collect();
+        for n in &mut self.nodes {
+            let local = n.local_now(self.now);
+            if let Some(g) = n.gossip.as_mut() {
+                g.add_known_members(local, roster.iter().cloned());
+            }
+        }
+        for slot in 0..self.nodes.len() {
+            self.drain(slot);
+        }
     }
 
     /// Runs to convergence or the deadline and returns the report.
