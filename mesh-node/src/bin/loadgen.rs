@@ -29,6 +29,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// mimalloc rather than glibc's allocator: the engine, commit and network threads allocate
+/// and free on each other's behalf, which glibc's per-thread arenas handle poorly
+/// (BENCHMARKS "mesh-node").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Load generator for a three-node loopback cluster.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "loadgen", about)]
