@@ -79,7 +79,9 @@ pub(crate) struct Limits {
     pub(crate) checkpoint_keys: usize,
     /// ...or this long after the last one, if any key changed.
     pub(crate) checkpoint_interval: Duration,
-    /// Objects written per engine iteration while a checkpoint is in progress.
+    /// Objects the commit thread writes per checkpoint transaction, between log appends: a
+    /// log append that arrives meanwhile waits for the chunk, so this bounds the delay a
+    /// checkpoint adds to a commit.
     pub(crate) checkpoint_chunk: usize,
 }
 
@@ -91,7 +93,7 @@ impl Default for Limits {
             congestion_ms: 50,
             checkpoint_keys: 65_536,
             checkpoint_interval: Duration::from_secs(5),
-            checkpoint_chunk: 2048,
+            checkpoint_chunk: 256,
         }
     }
 }
