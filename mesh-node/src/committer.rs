@@ -37,7 +37,9 @@ pub(crate) enum Job {
 #[derive(Debug)]
 pub(crate) enum Done {
     /// One [`Job::Append`] is durable; the persisted change-cursor ceiling is now `ceiling`.
-    Appended { ceiling: u64 },
+    /// The segment comes back: the engine publishes its local deltas from it (no copy of them
+    /// waits for the commit) and reuses its allocations.
+    Appended { ceiling: u64, segment: Segment },
     /// The checkpoint in progress is complete.
     Checkpointed,
     /// A write failed; the thread stopped.
@@ -120,12 +122,12 @@ impl Committer {
             match job {
                 None => self.checkpoint_chunk(false)?,
                 Some(Job::Append {
-                    mut segment,
+                    segment,
                     peers,
                     next_cursor,
                 }) => {
                     let started = std::time::Instant::now();
-                    self.store.append(&mut segment, &peers, next_cursor)?;
+                    self.store.append(&segment, &peers, next_cursor)?;
                     let c = &self.shared.counters;
                     c.commits.fetch_add(1, Ordering::Relaxed);
                     c.commit_micros.fetch_add(
@@ -134,6 +136,7 @@ impl Committer {
                     );
                     let _ = self.done.send(Done::Appended {
                         ceiling: self.store.ceiling(),
+                        segment,
                     });
                 }
                 Some(Job::Checkpoint(snapshot)) => {

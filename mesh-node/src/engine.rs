@@ -8,7 +8,8 @@
 //! synced, the engine keeps applying what arrives into the next batch, and submits that batch
 //! as soon as the commit in flight is done. One loop iteration:
 //! 1. takes the commit thread's reports: a durable batch is installed in the read view, its
-//!    callers are answered, its local deltas published (never before they are durable), its
+//!    callers are answered, its local deltas published (never before they are durable) from
+//!    the segment the commit thread hands back and sent to the transport at once, its
 //!    subscribers notified;
 //! 2. fires due timers and handles frames, applying the events each one yields at once, so the
 //!    state always reflects everything the core counts as delivered. Frames of the anti-entropy
@@ -42,7 +43,7 @@ use crate::subscribe::{Change, ChangeSource};
 use crate::transport::{self, Inbound, SendOutcome, Transport};
 use crate::view::Committed;
 use crate::view::View;
-use crdt_types::{Key, Object, ObjectDelta, Tag};
+use crdt_types::{Key, Object, Tag};
 use gossip::{Event, MemberInfo};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -78,7 +79,9 @@ pub(crate) struct Limits {
     pub(crate) checkpoint_keys: usize,
     /// ...or this long after the last one, if any key changed.
     pub(crate) checkpoint_interval: Duration,
-    /// Objects written per engine iteration while a checkpoint is in progress.
+    /// Objects the commit thread writes per checkpoint transaction, between log appends: a
+    /// log append that arrives meanwhile waits for the chunk, so this bounds the delay a
+    /// checkpoint adds to a commit.
     pub(crate) checkpoint_chunk: usize,
 }
 
@@ -90,7 +93,7 @@ impl Default for Limits {
             congestion_ms: 50,
             checkpoint_keys: 65_536,
             checkpoint_interval: Duration::from_secs(5),
-            checkpoint_chunk: 2048,
+            checkpoint_chunk: 256,
         }
     }
 }
@@ -98,9 +101,10 @@ impl Default for Limits {
 /// A batch whose log segment is being committed: what to do once it is durable.
 struct InFlight {
     replies: Vec<(Reply, Result<Output, MeshError>)>,
-    publish: Vec<(Key, ObjectDelta, Tag)>,
+    /// Which of the segment's deltas are local ones, to publish once it is durable (ascending).
+    local: Vec<usize>,
     notify: Vec<Change>,
-    view: Vec<(Key, Committed)>,
+    view: Vec<(Arc<Key>, Committed)>,
 }
 
 /// Where the answer to a local operation goes.
@@ -169,7 +173,10 @@ pub(crate) struct Engine {
     pub(crate) congested: HashMap<SocketAddr, i64>,
     // The batch in progress.
     segment: Segment,
-    publish: Vec<(Key, ObjectDelta, Tag)>,
+    /// Which of `segment`'s deltas are local ones (published once the segment is durable).
+    local: Vec<usize>,
+    /// The last committed segment, emptied, for the next batch to reuse.
+    spare: Segment,
     replies: Vec<(Reply, Result<Output, MeshError>)>,
     notify: Vec<Change>,
     peers: Vec<KnownPeer>,
@@ -217,7 +224,8 @@ impl Engine {
             directory,
             congested: HashMap::new(),
             segment: Segment::default(),
-            publish: Vec::new(),
+            local: Vec::new(),
+            spare: Segment::default(),
             replies: Vec::new(),
             notify: Vec::new(),
             peers: Vec::new(),
@@ -384,6 +392,8 @@ impl Engine {
     /// submission of everything applied since the last one, transmits, checkpoint pacing.
     fn step(&mut self, frames: Vec<Inbound>, ops: Vec<PendingOp>) -> Result<(), StoreError> {
         let now = now_ms();
+        // What a finished commit published leaves before this batch's inputs are handled.
+        self.flush_transmits(now);
         self.drain_events();
         if self.node.poll_timeout().is_some_and(|t| t <= now) {
             self.node.handle_timeout(now);
@@ -448,17 +458,17 @@ impl Engine {
             || !cursor_covered_by(self.ceiling, self.state.next_cursor());
         let batch = InFlight {
             replies: std::mem::take(&mut self.replies),
-            publish: std::mem::take(&mut self.publish),
+            local: std::mem::take(&mut self.local),
             notify: std::mem::take(&mut self.notify),
             view: self.state.end_batch(),
         };
         self.batch_local = false;
         if !needs_commit {
-            self.complete(batch, now_ms());
+            self.complete(batch, None, now_ms());
             return;
         }
         let job = Job::Append {
-            segment: std::mem::take(&mut self.segment),
+            segment: std::mem::replace(&mut self.segment, std::mem::take(&mut self.spare)),
             peers: std::mem::take(&mut self.peers),
             next_cursor: self.state.next_cursor(),
         };
@@ -470,10 +480,10 @@ impl Engine {
     /// What the commit thread reports.
     fn finish(&mut self, done: Done) -> Result<(), StoreError> {
         match done {
-            Done::Appended { ceiling } => {
+            Done::Appended { ceiling, segment } => {
                 self.ceiling = ceiling;
                 if let Some(batch) = self.in_flight.take() {
-                    self.complete(batch, now_ms());
+                    self.complete(batch, Some(segment), now_ms());
                 }
                 Ok(())
             }
@@ -487,16 +497,28 @@ impl Engine {
     }
 
     /// A durable batch: installs it in the read view, answers the callers, publishes the local
-    /// deltas (never before they are durable), notifies subscribers.
-    fn complete(&mut self, batch: InFlight, now: i64) {
+    /// deltas of its `segment` (never before they are durable), notifies subscribers.
+    fn complete(&mut self, batch: InFlight, segment: Option<Segment>, now: i64) {
         self.shared.view.install(batch.view);
         for (reply, result) in batch.replies {
             let _ = reply.send(result);
         }
-        for (key, delta, tag) in batch.publish {
-            if let Err(e) = self.node.publish(now, key, MeshDelta(delta), tag) {
-                error!(error = %e, "the gossip core refused a local delta");
+        if let Some(mut segment) = segment {
+            let mut local = batch.local.iter().copied().peekable();
+            for (i, delta) in segment.deltas.drain(..).enumerate() {
+                if local.next_if_eq(&i).is_none() {
+                    continue;
+                }
+                let tag = Tag {
+                    dot: delta.dot(),
+                    stamp: delta.stamp,
+                };
+                if let Err(e) = self.node.publish(now, delta.key, delta.payload, tag) {
+                    error!(error = %e, "the gossip core refused a local delta");
+                }
             }
+            segment.clear();
+            self.spare = segment;
         }
         if self.shared.changes.receiver_count() > 0 {
             for change in batch.notify {
@@ -549,15 +571,15 @@ impl Engine {
         if let Some((tag, delta)) = applied.tagged {
             self.batch_local = true;
             self.state.record(&key, tag.dot, tag.stamp);
+            self.local.push(self.segment.deltas.len());
             self.segment.deltas.push(LoggedDelta {
                 origin: tag.dot.replica,
                 seq: tag.dot.counter,
                 stamp: tag.stamp,
                 hops: 0,
                 key: key.clone(),
-                payload: MeshDelta(delta.clone()),
+                payload: MeshDelta(delta),
             });
-            self.publish.push((key.clone(), delta, tag));
             self.notify.push(Change {
                 key,
                 source: ChangeSource::Local,

@@ -9,6 +9,12 @@ use mesh_node::settings::{RunArgs, Settings};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's allocator: the engine, commit and network threads allocate
+/// and free on each other's behalf, which glibc's per-thread arenas handle poorly
+/// (BENCHMARKS "mesh-node").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A statemesh node.
 #[derive(Debug, Parser)]
 #[command(name = "mesh-node", version, about)]

@@ -13,7 +13,7 @@ use crate::store::{Loaded, ObjectWrite, Segment};
 use crate::view::Committed;
 use crdt_types::{CausalContext, Dot, Key, Object, ObjectDelta, Stamp, VersionVector};
 use gossip::{StateBatch, StateSource};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Remote deltas and states are refused when they would make an object's encoding larger
@@ -28,11 +28,17 @@ const MEASURE_BYTES: usize = 256 << 10;
 /// One key's state and the cursor of its last change.
 #[derive(Clone, Debug)]
 pub(crate) struct Slot {
+    /// The key, shared with the key index and the read view (no copy of the id per change).
+    pub(crate) key: Arc<Key>,
     pub(crate) object: Arc<Object>,
     pub(crate) change: u64,
     /// An upper estimate of the object's encoded size: exact when last measured, plus the
     /// encoded size of every delta joined since.
     pub(crate) bytes: usize,
+    /// Whether the key is listed in the batch in progress.
+    in_batch: bool,
+    /// Whether the key is listed as changed since the last checkpoint snapshot.
+    unsaved: bool,
 }
 
 /// Why a remote delta or state was not joined.
@@ -54,7 +60,7 @@ pub(crate) enum JoinError {
 /// The objects of a checkpoint, taken between two batches, and the replica state they match.
 #[derive(Debug)]
 pub(crate) struct Snapshot {
-    pub(crate) objects: Vec<(Key, Arc<Object>, u64)>,
+    pub(crate) objects: Vec<(Arc<Key>, Arc<Object>, u64)>,
     pub(crate) applied: CausalContext,
     pub(crate) last_stamp: Option<Stamp>,
 }
@@ -74,57 +80,65 @@ impl Snapshot {
 }
 
 /// The replica state the engine owns (committed plus the batch in progress).
+///
+/// Slots live in a vector and are found by key once; the change index, the batch and the
+/// unsaved set hold slot numbers, so a change (run for every applied delta) copies no key and
+/// hashes it once.
 #[derive(Debug)]
 pub(crate) struct State {
-    objects: HashMap<Key, Slot>,
-    /// Change cursor to key: what [`StateSource::changed_since`] walks.
-    changes: BTreeMap<u64, Key>,
+    /// Key to slot number. Slots are never removed.
+    index: HashMap<Arc<Key>, usize>,
+    slots: Vec<Slot>,
+    /// The change index, what [`StateSource::changed_since`] walks: `(cursor, slot)` in cursor
+    /// order, appended to on every change. An entry whose slot has moved to a later cursor is
+    /// stale and skipped; stale entries are dropped once they outnumber the slots.
+    changes: Vec<(u64, usize)>,
     applied: CausalContext,
     last_stamp: Option<Stamp>,
     next_cursor: u64,
-    /// Keys changed by the batch in progress (installed in the read view after its commit).
-    batch: HashSet<Key>,
-    /// Keys changed since the last checkpoint snapshot.
-    unsaved: HashSet<Key>,
+    /// Slots changed by the batch in progress (installed in the read view after its commit).
+    batch: Vec<usize>,
+    /// Slots changed since the last checkpoint snapshot.
+    unsaved: Vec<usize>,
 }
 
 impl State {
     /// The state read back from the store: the checkpoint, then the log segments after it
     /// joined again (idempotent, so segments a later partial checkpoint holds are harmless).
     pub(crate) fn from_loaded(loaded: &mut Loaded) -> Self {
-        let mut objects = HashMap::with_capacity(loaded.objects.len());
-        let mut changes = BTreeMap::new();
-        for (key, (object, change)) in loaded.objects.drain() {
-            changes.insert(change, key.clone());
-            let bytes = object.encoded_len();
-            objects.insert(
-                key,
-                Slot {
-                    object: Arc::new(object),
-                    change,
-                    bytes,
-                },
-            );
-        }
         let mut state = State {
-            objects,
-            changes,
+            index: HashMap::with_capacity(loaded.objects.len()),
+            slots: Vec::with_capacity(loaded.objects.len()),
+            changes: Vec::with_capacity(loaded.objects.len()),
             applied: std::mem::take(&mut loaded.applied),
             last_stamp: loaded.last_stamp,
             next_cursor: loaded.next_cursor,
-            batch: HashSet::new(),
-            unsaved: HashSet::new(),
+            batch: Vec::new(),
+            unsaved: Vec::new(),
         };
+        for (key, (object, change)) in loaded.objects.drain() {
+            let bytes = object.encoded_len();
+            let n = state.insert_slot(key, Arc::new(object), bytes);
+            state.slots[n].change = change;
+            state.changes.push((change, n));
+        }
+        state.changes.sort_unstable();
         let replay = std::mem::take(&mut loaded.replay);
         let segments = replay.len();
         for segment in replay {
             state.replay(segment);
         }
-        let touched: Vec<Key> = state.unsaved.iter().cloned().collect();
+        let touched: Vec<Arc<Key>> = state
+            .unsaved
+            .iter()
+            .map(|&n| state.slots[n].key.clone())
+            .collect();
         for key in &touched {
             state.compact(key);
         }
-        state.batch.clear();
+        for n in std::mem::take(&mut state.batch) {
+            state.slots[n].in_batch = false;
+        }
         if segments > 0 {
             tracing::info!(
                 segments,
@@ -133,6 +147,22 @@ impl State {
             );
         }
         state
+    }
+
+    /// Adds a slot for a key not held yet; returns its number.
+    fn insert_slot(&mut self, key: Key, object: Arc<Object>, bytes: usize) -> usize {
+        let key = Arc::new(key);
+        let n = self.slots.len();
+        self.index.insert(key.clone(), n);
+        self.slots.push(Slot {
+            key,
+            object,
+            change: 0,
+            bytes,
+            in_batch: false,
+            unsaved: false,
+        });
+        n
     }
 
     fn replay(&mut self, segment: Segment) {
@@ -154,16 +184,20 @@ impl State {
     }
 
     /// Every key's committed form, for the read view at start-up.
-    pub(crate) fn snapshot_all(&self) -> HashMap<Key, Committed> {
-        self.objects
+    pub(crate) fn snapshot_all(&self) -> HashMap<Arc<Key>, Committed> {
+        self.slots
             .iter()
-            .map(|(k, s)| (k.clone(), Committed::of(&s.object)))
+            .map(|s| (s.key.clone(), Committed::of(&s.object)))
             .collect()
     }
 
     /// The slot of `key`, if it was ever written.
     pub(crate) fn get(&self, key: &Key) -> Option<&Slot> {
-        self.objects.get(key)
+        self.index.get(key).map(|&n| &self.slots[n])
+    }
+
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Slot> {
+        self.index.get(key).map(|&n| &mut self.slots[n])
     }
 
     /// Every delta applied here.
@@ -190,37 +224,35 @@ impl State {
     /// The slot of `key` (created empty if new), marked changed and moved to a fresh change
     /// cursor.
     fn touch(&mut self, key: &Key) -> &mut Slot {
-        // Called for every applied delta: the key is cloned only where it is not held yet.
+        // Called for every applied delta: one lookup, and the key is copied only when new.
+        let n = match self.index.get(key) {
+            Some(&n) => n,
+            None => self.insert_slot(key.clone(), Arc::new(Object::new(key.kind)), 0),
+        };
         let cursor = self.next_cursor;
         self.next_cursor += 1;
-        if !self.batch.contains(key) {
-            self.batch.insert(key.clone());
-            if !self.unsaved.contains(key) {
-                self.unsaved.insert(key.clone());
-            }
+        self.changes.push((cursor, n));
+        if self.changes.len() > 2 * self.slots.len() + 1024 {
+            self.drop_stale_changes();
         }
-        if !self.objects.contains_key(key) {
-            self.objects.insert(
-                key.clone(),
-                Slot {
-                    object: Arc::new(Object::new(key.kind)),
-                    change: 0,
-                    bytes: 0,
-                },
-            );
-        }
-        let Some(slot) = self.objects.get_mut(key) else {
-            unreachable!("the slot was just inserted");
-        };
-        // The key moves to the fresh cursor (its entry's key is reused, not cloned again).
-        let moved = match slot.change {
-            0 => None,
-            old => self.changes.remove(&old),
-        };
+        let slot = &mut self.slots[n];
         slot.change = cursor;
-        self.changes
-            .insert(cursor, moved.unwrap_or_else(|| key.clone()));
+        if !slot.in_batch {
+            slot.in_batch = true;
+            self.batch.push(n);
+        }
+        if !slot.unsaved {
+            slot.unsaved = true;
+            self.unsaved.push(n);
+        }
         slot
+    }
+
+    /// Drops the change-index entries of slots that moved to a later cursor since.
+    fn drop_stale_changes(&mut self) {
+        let slots = &self.slots;
+        self.changes
+            .retain(|&(cursor, n)| slots[n].change == cursor);
     }
 
     /// Records a delta's dot as applied and the stamp as seen, then folds the key's context
@@ -234,9 +266,9 @@ impl State {
     /// Folds the applied vector into `key`'s causal context. Not with the gossip core's
     /// delivered context, which runs ahead by events not applied yet.
     pub(crate) fn compact(&mut self, key: &Key) {
-        if let Some(slot) = self.objects.get_mut(key) {
-            let vv = self.applied.vv();
-            Arc::make_mut(&mut slot.object).compact(vv);
+        let vv = self.applied.vv();
+        if let Some(&n) = self.index.get(key) {
+            Arc::make_mut(&mut self.slots[n].object).compact(vv);
         }
     }
 
@@ -263,7 +295,7 @@ impl State {
                 max: MAX_STORED_OBJECT_BYTES,
             });
         }
-        let current = self.objects.get(key);
+        let current = self.get(key);
         if current.map_or(0, |s| s.bytes).saturating_add(added) <= MEASURE_BYTES {
             let slot = self.touch(key);
             Arc::make_mut(&mut slot.object).apply(delta)?;
@@ -286,12 +318,12 @@ impl State {
 
     /// The estimated encoded size of `key`'s object (0 for a key never written).
     pub(crate) fn bytes_of(&self, key: &Key) -> usize {
-        self.objects.get(key).map_or(0, |s| s.bytes)
+        self.get(key).map_or(0, |s| s.bytes)
     }
 
     /// Adds `bytes` to the size estimate of `key`'s object.
     pub(crate) fn add_bytes(&mut self, key: &Key, bytes: usize) {
-        if let Some(slot) = self.objects.get_mut(key) {
+        if let Some(slot) = self.get_mut(key) {
             slot.bytes = slot.bytes.saturating_add(bytes);
         }
     }
@@ -305,13 +337,14 @@ impl State {
     }
 
     /// Ends the batch: the keys it changed in their committed form, for the read view.
-    pub(crate) fn end_batch(&mut self) -> Vec<(Key, Committed)> {
-        let objects = &self.objects;
+    pub(crate) fn end_batch(&mut self) -> Vec<(Arc<Key>, Committed)> {
+        let slots = &mut self.slots;
         self.batch
-            .drain()
-            .filter_map(|key| {
-                let committed = Committed::of(&objects.get(&key)?.object);
-                Some((key, committed))
+            .drain(..)
+            .map(|n| {
+                let slot = &mut slots[n];
+                slot.in_batch = false;
+                (slot.key.clone(), Committed::of(&slot.object))
             })
             .collect()
     }
@@ -324,12 +357,14 @@ impl State {
     /// Takes a checkpoint snapshot of the keys changed since the last one (between batches,
     /// so it matches the log up to the last committed segment).
     pub(crate) fn take_snapshot(&mut self) -> Snapshot {
+        let slots = &mut self.slots;
         let objects = self
             .unsaved
-            .drain()
-            .filter_map(|key| {
-                let slot = self.objects.get(&key)?;
-                Some((key, slot.object.clone(), slot.change))
+            .drain(..)
+            .map(|n| {
+                let slot = &mut slots[n];
+                slot.unsaved = false;
+                (slot.key.clone(), slot.object.clone(), slot.change)
             })
             .collect();
         Snapshot {
@@ -345,7 +380,14 @@ impl StateSource<MeshDelta> for State {
         let mut entries = Vec::new();
         let mut bytes = 0;
         let mut next_cursor = cursor;
-        for (&change, key) in self.changes.range(cursor.saturating_add(1)..) {
+        let from = self
+            .changes
+            .partition_point(|&(change, _)| change <= cursor);
+        for &(change, n) in &self.changes[from..] {
+            let slot = &self.slots[n];
+            if slot.change != change {
+                continue;
+            }
             if !entries.is_empty() && bytes >= byte_budget {
                 return StateBatch {
                     entries,
@@ -353,12 +395,9 @@ impl StateSource<MeshDelta> for State {
                     done: false,
                 };
             }
-            let Some(slot) = self.objects.get(key) else {
-                continue;
-            };
             let delta = slot.object.to_delta();
-            bytes += delta.encoded_len() + key.id.len();
-            entries.push((key.clone(), MeshDelta(delta)));
+            bytes += delta.encoded_len() + slot.key.id.len();
+            entries.push(((*slot.key).clone(), MeshDelta(delta)));
             next_cursor = change;
         }
         StateBatch {
@@ -455,16 +494,65 @@ mod tests {
         state.object_mut(&b);
         state.object_mut(&a);
         state.object_mut(&a);
-        assert_eq!(state.changes.len(), 2);
+        let live = state
+            .changes
+            .iter()
+            .filter(|&&(cursor, n)| state.slots[n].change == cursor)
+            .count();
+        assert_eq!(live, 2);
         let all = state.changed_since(0, usize::MAX);
         let keys: Vec<&Key> = all.entries.iter().map(|(k, _)| k).collect();
         assert_eq!(keys, [&b, &a]);
         assert_eq!(all.next_cursor, state.next_cursor() - 1);
         assert_eq!(state.get(&a).map(|s| s.change), Some(all.next_cursor));
-        let mut batch: Vec<Key> = state.end_batch().into_iter().map(|(k, _)| k).collect();
+        let mut batch: Vec<Key> = state
+            .end_batch()
+            .into_iter()
+            .map(|(k, _)| (*k).clone())
+            .collect();
         batch.sort_by(|x, y| x.id.cmp(&y.id));
         assert_eq!(batch, [a, b]);
         assert_eq!(state.unsaved(), 2);
+    }
+
+    #[test]
+    fn changed_since_lists_each_key_once_in_cursor_order_across_index_compactions() {
+        let mut state = State::from_loaded(&mut loaded(Vec::new()));
+        let keys: Vec<Key> = (0..10)
+            .map(|i| Key::new(Kind::Cart, format!("k{i}")))
+            .collect();
+        // Enough changes to drop stale index entries several times (past 2 x slots + 1024).
+        for round in 0..500 {
+            for (i, key) in keys.iter().enumerate() {
+                if (round + i) % 3 != 0 {
+                    state.object_mut(key);
+                }
+            }
+        }
+        assert!(state.changes.len() <= 2 * keys.len() + 1024 + 1);
+        let all = state.changed_since(0, usize::MAX);
+        assert!(all.done);
+        let mut listed: Vec<&Key> = all.entries.iter().map(|(k, _)| k).collect();
+        let cursors: Vec<u64> = listed
+            .iter()
+            .filter_map(|k| state.get(k).map(|s| s.change))
+            .collect();
+        assert!(cursors.windows(2).all(|w| w[0] < w[1]), "{cursors:?}");
+        assert_eq!(all.next_cursor, *cursors.last().unwrap_or(&0));
+        listed.sort_by(|a, b| a.id.cmp(&b.id));
+        listed.dedup();
+        assert_eq!(listed.len(), keys.len());
+        // From a cursor in the middle: exactly the keys whose last change is after it.
+        let mid = cursors[4];
+        let later = state.changed_since(mid, usize::MAX);
+        let expected = cursors.iter().filter(|&&c| c > mid).count();
+        assert_eq!(later.entries.len(), expected);
+        assert!(
+            later
+                .entries
+                .iter()
+                .all(|(k, _)| state.get(k).is_some_and(|s| s.change > mid))
+        );
     }
 
     #[test]

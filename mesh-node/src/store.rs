@@ -158,7 +158,8 @@ impl Segment {
         self.deltas.is_empty() && self.states.is_empty() && self.adopted.is_empty()
     }
 
-    fn clear(&mut self) {
+    /// Empties the segment, keeping its allocations for the next batch.
+    pub fn clear(&mut self) {
         self.deltas.clear();
         self.states.clear();
         self.adopted.clear();
@@ -529,10 +530,9 @@ impl Store {
     /// Appends one segment (and remembers `peers`, raises the cursor ceiling if `next_cursor`
     /// nears it) in one durable transaction (`Durability::Immediate`): when this returns `Ok`,
     /// the batch survives a crash, together with every checkpoint chunk written before it.
-    /// The segment is cleared once written.
     pub fn append(
         &mut self,
-        segment: &mut Segment,
+        segment: &Segment,
         peers: &[KnownPeer],
         next_cursor: u64,
     ) -> Result<(), StoreError> {
@@ -584,7 +584,6 @@ impl Store {
             micros = started.elapsed().as_micros() as u64,
             "appended a log segment"
         );
-        segment.clear();
         Ok(())
     }
 

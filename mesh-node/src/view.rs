@@ -35,13 +35,13 @@ impl Committed {
 /// Committed keys and the member list.
 #[derive(Debug, Default)]
 pub(crate) struct View {
-    objects: RwLock<HashMap<Key, Committed>>,
+    objects: RwLock<HashMap<Arc<Key>, Committed>>,
     members: RwLock<Vec<Member>>,
 }
 
 impl View {
     /// A view holding `objects`.
-    pub(crate) fn new(objects: HashMap<Key, Committed>) -> Self {
+    pub(crate) fn new(objects: HashMap<Arc<Key>, Committed>) -> Self {
         View {
             objects: RwLock::new(objects),
             members: RwLock::new(Vec::new()),
@@ -58,7 +58,7 @@ impl View {
     }
 
     /// Installs the keys of a commit.
-    pub(crate) fn install(&self, changed: Vec<(Key, Committed)>) {
+    pub(crate) fn install(&self, changed: Vec<(Arc<Key>, Committed)>) {
         if changed.is_empty() {
             return;
         }

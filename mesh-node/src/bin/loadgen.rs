@@ -12,9 +12,11 @@
 //! cargo run --release -p mesh-node --bin loadgen -- --writers 512 --duration-secs 10
 //! ```
 
+mod cpu;
 mod shared;
 
 use clap::Parser;
+use cpu::CpuTimes;
 use mesh_node::certs::{TlsIdentity, write_cluster_certs};
 use mesh_node::{ChangeFilter, Kind, MemberStatus, Mesh, loopback_gossip_config};
 use shared::{Spread, lock, percentile};
@@ -26,6 +28,12 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// mimalloc rather than glibc's allocator: the engine, commit and network threads allocate
+/// and free on each other's behalf, which glibc's per-thread arenas handle poorly
+/// (BENCHMARKS "mesh-node").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Load generator for a three-node loopback cluster.
 #[derive(Debug, Clone, Parser)]
@@ -233,11 +241,13 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
     let before = origin.stats();
     let replicas_before: Vec<_> = nodes[1..].iter().map(|n| n.stats().gossip).collect();
+    let cpu_before = CpuTimes::now();
     measuring.store(true, Ordering::SeqCst);
     let window = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.duration_secs)).await;
     measuring.store(false, Ordering::SeqCst);
     let elapsed = window.elapsed();
+    let cpu = CpuTimes::now().since(&cpu_before);
     let after = origin.stats();
     let replicas_after: Vec<_> = nodes[1..].iter().map(|n| n.stats().gossip).collect();
     stop.store(true, Ordering::SeqCst);
@@ -324,6 +334,11 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         "gossip_dropped_backpressure": after.gossip.dropped_backpressure,
         "replica_gossip_messages": gossip_messages,
         "replica_deltas_delivered": gossip_deltas,
+        "cpu_s": cpu["total_s"],
+        "cpu_us_per_write": if writes == 0 { f64::NAN } else {
+            cpu["total_s"].as_f64().unwrap_or(f64::NAN) * 1e6 / writes as f64
+        },
+        "cpu_by_thread_s": cpu["by_thread"],
     }))
 }
 
@@ -370,6 +385,18 @@ fn main() -> ExitCode {
                     "replicas        {} deltas delivered in {} gossip messages received",
                     report["replica_deltas_delivered"], report["replica_gossip_messages"]
                 );
+            }
+            println!(
+                "cpu             {:.2} s user+sys over the window, {:.1} us per acknowledged write",
+                f("cpu_s"),
+                f("cpu_us_per_write")
+            );
+            if let Some(threads) = report["cpu_by_thread_s"].as_object() {
+                let line: Vec<String> = threads
+                    .iter()
+                    .map(|(name, s)| format!("{name} {:.2}", s.as_f64().unwrap_or(f64::NAN)))
+                    .collect();
+                println!("cpu by thread   {}", line.join(", "));
             }
         },
     )
