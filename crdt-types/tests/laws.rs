@@ -388,6 +388,66 @@ impl Model for CartModel {
 }
 laws!(cart_laws, CartModel, 96);
 
+/// Carts large enough for the key index a map keeps from 16 keys on, with skus past the
+/// 22 bytes a key stores inline: `Fill` adds a run of items in one delta group.
+const WIDE_SKUS: usize = 40;
+
+fn wide_sku(i: usize) -> String {
+    if i.is_multiple_of(3) {
+        format!("a-sku-long-enough-to-live-on-the-heap-{i}")
+    } else {
+        format!("sku-{i}")
+    }
+}
+
+#[derive(Clone, Debug)]
+enum WideCartOp {
+    Fill(usize, usize),
+    Item(CartOp),
+}
+
+struct WideCartModel;
+impl Model for WideCartModel {
+    type State = Cart;
+    type Delta = Cart;
+    type Op = WideCartOp;
+    fn ops() -> BoxedStrategy<WideCartOp> {
+        prop_oneof![
+            2 => (0..WIDE_SKUS, 16usize..=WIDE_SKUS).prop_map(|(s, n)| WideCartOp::Fill(s, n)),
+            5 => (0..WIDE_SKUS, 1u64..6).prop_map(|(s, n)| WideCartOp::Item(CartOp::Add(s, n))),
+            3 => (0..WIDE_SKUS, 0u64..6).prop_map(|(s, q)| WideCartOp::Item(CartOp::Set(s, q))),
+            3 => (0..WIDE_SKUS).prop_map(|s| WideCartOp::Item(CartOp::Remove(s))),
+            1 => Just(WideCartOp::Item(CartOp::Clear)),
+        ]
+        .boxed()
+    }
+    fn apply_op(s: &mut Cart, r: &mut Replica, op: &WideCartOp) -> Option<Cart> {
+        let d = match op {
+            WideCartOp::Fill(start, n) => {
+                let mut group = Cart::default();
+                for i in 0..*n {
+                    let sku = wide_sku((start + i) % WIDE_SKUS);
+                    group.join(s.add(r.tag(), &sku, 1).expect("valid add"));
+                }
+                group
+            }
+            WideCartOp::Item(CartOp::Add(i, n)) => {
+                s.add(r.tag(), &wide_sku(*i), *n).expect("valid add")
+            }
+            WideCartOp::Item(CartOp::Set(i, q)) => s
+                .set_quantity(r.tag(), &wide_sku(*i), *q)
+                .expect("valid set"),
+            WideCartOp::Item(CartOp::Remove(i)) => s.remove(&wide_sku(*i)).expect("valid remove"),
+            WideCartOp::Item(CartOp::Clear) => s.clear(),
+        };
+        assert!(s.is_well_formed() && d.is_well_formed());
+        assert!(s.view().items.iter().all(|i| i.qty > 0));
+        Some(d)
+    }
+    lattice_model!();
+}
+laws!(wide_cart_laws, WideCartModel, 48);
+
 #[derive(Clone, Debug)]
 enum SessionOp {
     User(u8),
