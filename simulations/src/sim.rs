@@ -238,9 +238,14 @@ impl Simulation {
     }
 
     fn start_node(&mut self, slot: usize) {
+        self.boot_node(slot);
+        self.drain(slot);
+    }
+
+    /// Starts the gossip node of `slot`, leaving what it wants sent in its queue.
+    fn boot_node(&mut self, slot: usize) {
         let region_name = self.cfg.regions.name(self.nodes[slot].region).to_string();
-        let node = &mut self.nodes[slot];
-        node.start(
+        self.nodes[slot].start(
             self.now,
             slot,
             &self.gossip_config,
@@ -248,7 +253,6 @@ impl Simulation {
             &self.rng,
             &self.seeds,
         );
-        self.drain(slot);
     }
 
     /// Starts every initial node knowing every other's identity, as the nodes of a cluster
@@ -256,15 +260,7 @@ impl Simulation {
     /// its seeds, and SWIM's probes take over from there.
     fn start_formed(&mut self) {
         for slot in 0..self.nodes.len() {
-            let region_name = self.cfg.regions.name(self.nodes[slot].region).to_string();
-            self.nodes[slot].start(
-                self.now,
-                slot,
-                &self.gossip_config,
-                &region_name,
-                &self.rng,
-                &self.seeds,
-            );
+            self.boot_node(slot);
         }
         let roster: Vec<gossip::Identity> = self
             .nodes
