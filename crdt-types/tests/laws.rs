@@ -359,30 +359,50 @@ enum CartOp {
 
 const SKUS: [&str; 4] = ["apple", "pear", "kiwi", "sku-ü"];
 
+/// Single-item cart operations on skus `0..skus`.
+fn cart_ops(skus: usize) -> BoxedStrategy<CartOp> {
+    prop_oneof![
+        5 => (0..skus, 1u64..6).prop_map(|(s, n)| CartOp::Add(s, n)),
+        3 => (0..skus, 0u64..6).prop_map(|(s, q)| CartOp::Set(s, q)),
+        2 => (0..skus).prop_map(CartOp::Remove),
+        1 => Just(CartOp::Clear),
+    ]
+    .boxed()
+}
+
+/// Applies `op`, naming sku `i` by `sku(i)`, and returns its delta.
+fn apply_cart_op(
+    s: &mut Cart,
+    r: &mut Replica,
+    op: &CartOp,
+    sku: impl Fn(usize) -> String,
+) -> Cart {
+    match *op {
+        CartOp::Add(i, n) => s.add(r.tag(), &sku(i), n).expect("valid add"),
+        CartOp::Set(i, q) => s.set_quantity(r.tag(), &sku(i), q).expect("valid set"),
+        CartOp::Remove(i) => s.remove(&sku(i)).expect("valid remove"),
+        CartOp::Clear => s.clear(),
+    }
+}
+
+/// The invariants every cart operation keeps, on the state and the delta it made.
+fn checked_cart_delta(s: &Cart, d: Cart) -> Option<Cart> {
+    assert!(s.is_well_formed() && d.is_well_formed());
+    assert!(s.view().items.iter().all(|i| i.qty > 0));
+    Some(d)
+}
+
 struct CartModel;
 impl Model for CartModel {
     type State = Cart;
     type Delta = Cart;
     type Op = CartOp;
     fn ops() -> BoxedStrategy<CartOp> {
-        prop_oneof![
-            5 => (0..SKUS.len(), 1u64..6).prop_map(|(s, n)| CartOp::Add(s, n)),
-            3 => (0..SKUS.len(), 0u64..6).prop_map(|(s, q)| CartOp::Set(s, q)),
-            2 => (0..SKUS.len()).prop_map(CartOp::Remove),
-            1 => Just(CartOp::Clear),
-        ]
-        .boxed()
+        cart_ops(SKUS.len())
     }
     fn apply_op(s: &mut Cart, r: &mut Replica, op: &CartOp) -> Option<Cart> {
-        let d = match *op {
-            CartOp::Add(i, n) => s.add(r.tag(), SKUS[i], n).expect("valid add"),
-            CartOp::Set(i, q) => s.set_quantity(r.tag(), SKUS[i], q).expect("valid set"),
-            CartOp::Remove(i) => s.remove(SKUS[i]).expect("valid remove"),
-            CartOp::Clear => s.clear(),
-        };
-        assert!(s.is_well_formed() && d.is_well_formed());
-        assert!(s.view().items.iter().all(|i| i.qty > 0));
-        Some(d)
+        let d = apply_cart_op(s, r, op, |i| SKUS[i].to_owned());
+        checked_cart_delta(s, d)
     }
     lattice_model!();
 }
@@ -414,10 +434,7 @@ impl Model for WideCartModel {
     fn ops() -> BoxedStrategy<WideCartOp> {
         prop_oneof![
             2 => (0..WIDE_SKUS, 16usize..=WIDE_SKUS).prop_map(|(s, n)| WideCartOp::Fill(s, n)),
-            5 => (0..WIDE_SKUS, 1u64..6).prop_map(|(s, n)| WideCartOp::Item(CartOp::Add(s, n))),
-            3 => (0..WIDE_SKUS, 0u64..6).prop_map(|(s, q)| WideCartOp::Item(CartOp::Set(s, q))),
-            3 => (0..WIDE_SKUS).prop_map(|s| WideCartOp::Item(CartOp::Remove(s))),
-            1 => Just(WideCartOp::Item(CartOp::Clear)),
+            11 => cart_ops(WIDE_SKUS).prop_map(WideCartOp::Item),
         ]
         .boxed()
     }
@@ -431,18 +448,9 @@ impl Model for WideCartModel {
                 }
                 group
             }
-            WideCartOp::Item(CartOp::Add(i, n)) => {
-                s.add(r.tag(), &wide_sku(*i), *n).expect("valid add")
-            }
-            WideCartOp::Item(CartOp::Set(i, q)) => s
-                .set_quantity(r.tag(), &wide_sku(*i), *q)
-                .expect("valid set"),
-            WideCartOp::Item(CartOp::Remove(i)) => s.remove(&wide_sku(*i)).expect("valid remove"),
-            WideCartOp::Item(CartOp::Clear) => s.clear(),
+            WideCartOp::Item(op) => apply_cart_op(s, r, op, wide_sku),
         };
-        assert!(s.is_well_formed() && d.is_well_formed());
-        assert!(s.view().items.iter().all(|i| i.qty > 0));
-        Some(d)
+        checked_cart_delta(s, d)
     }
     lattice_model!();
 }
