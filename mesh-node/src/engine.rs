@@ -83,6 +83,10 @@ pub(crate) struct Limits {
     /// log append that arrives meanwhile waits for the chunk, so this bounds the delay a
     /// checkpoint adds to a commit.
     pub(crate) checkpoint_chunk: usize,
+    /// Longest wait, after a commit answered its callers, for them to send their next
+    /// operations before the next batch is submitted (see [`Linger`]); never longer than the
+    /// last commit took. Zero submits at once.
+    pub(crate) max_linger: Duration,
 }
 
 impl Default for Limits {
@@ -94,6 +98,7 @@ impl Default for Limits {
             checkpoint_keys: 65_536,
             checkpoint_interval: Duration::from_secs(5),
             checkpoint_chunk: 256,
+            max_linger: Duration::from_millis(1),
         }
     }
 }
@@ -105,6 +110,27 @@ struct InFlight {
     local: Vec<usize>,
     notify: Vec<Change>,
     view: Vec<(Arc<Key>, Committed)>,
+}
+
+/// A short wait before submitting the next batch, started when a commit answered callers.
+///
+/// Callers that wait for their answer before sending their next operation (an edge service's
+/// request handlers) would otherwise split into two groups that alternate between the commit
+/// in flight and the batch being applied, so every commit carried half of them. Waiting until
+/// as many operations arrived as the commit answered (or until the deadline) lets one commit
+/// carry them all: half the commits per write on this node and on every replica, where each
+/// commit is a redb transaction and an fsync (BENCHMARKS "mesh-node").
+#[derive(Clone, Copy, Debug)]
+struct Linger {
+    /// Submit at this time at the latest.
+    until: Instant,
+    /// Submit once this many more local operations were taken...
+    want: usize,
+    /// ...counting these.
+    taken: usize,
+    /// Started by a commit reported in this loop iteration: the operations taken in it were
+    /// queued before the answers went out, so they do not count.
+    fresh: bool,
 }
 
 /// Where the answer to a local operation goes.
@@ -189,6 +215,12 @@ pub(crate) struct Engine {
     done: Option<mpsc::UnboundedReceiver<Done>>,
     /// The batch being committed.
     in_flight: Option<InFlight>,
+    /// When the batch being committed was submitted.
+    submitted_at: Instant,
+    /// The wait for answered callers before the next submission, if one is running.
+    linger: Option<Linger>,
+    /// Set at shutdown: submit at once.
+    closing: bool,
     /// Anti-entropy frames waiting for the local writes before them to be durable.
     deferred_sync: Vec<Inbound>,
     /// The persisted change-cursor ceiling, as of the last commit.
@@ -234,6 +266,9 @@ impl Engine {
             jobs,
             done: Some(done),
             in_flight: None,
+            submitted_at: Instant::now(),
+            linger: None,
+            closing: false,
             deferred_sync: Vec::new(),
             ceiling,
             checkpointing: false,
@@ -305,7 +340,14 @@ impl Engine {
                 return;
             }
             if let Some(reply) = shutdown {
-                // Commit everything queued, then leave and write the final checkpoint.
+                // Commit everything queued (no more lingering), then leave and write the
+                // final checkpoint.
+                self.closing = true;
+                self.linger = None;
+                if let Err(e) = self.step(Vec::new(), Vec::new()) {
+                    self.fail(e);
+                    return;
+                }
                 while self.in_flight.is_some() {
                     let d = done.recv().await.unwrap_or_else(commit_thread_gone);
                     if let Err(e) = self
@@ -382,9 +424,25 @@ impl Engine {
             .into_iter()
             .chain(self.congested.values().copied())
             .min();
-        match next {
+        let timer = match next {
             Some(t) => Instant::now() + Duration::from_millis(u64::try_from(t - now).unwrap_or(0)),
             None => Instant::now() + Duration::from_secs(3600),
+        };
+        match self.linger {
+            Some(l) if self.in_flight.is_none() => timer.min(l.until),
+            _ => timer,
+        }
+    }
+
+    /// Whether the next submission waits for the callers the last commit answered: it does
+    /// until they sent as many operations as were answered, or until the deadline.
+    fn lingering(&mut self) -> bool {
+        match self.linger {
+            Some(l) if l.taken < l.want && Instant::now() < l.until => true,
+            _ => {
+                self.linger = None;
+                false
+            }
         }
     }
 
@@ -414,6 +472,13 @@ impl Engine {
                 self.handle_frame(now, &frame);
             }
         }
+        if let Some(l) = &mut self.linger {
+            if l.fresh {
+                l.fresh = false;
+            } else {
+                l.taken += ops.len();
+            }
+        }
         let n_ops = ops.len() as u64;
         for (key, op, reply) in ops {
             self.run_op(now, key, op, reply);
@@ -422,7 +487,7 @@ impl Engine {
             .counters
             .local_ops
             .fetch_add(n_ops, Ordering::Relaxed);
-        if self.in_flight.is_none() {
+        if self.in_flight.is_none() && !self.lingering() {
             self.submit();
         }
         self.flush_transmits(now);
@@ -475,6 +540,7 @@ impl Engine {
         // A closed queue means the commit thread stopped; its report follows.
         let _ = self.jobs.send(job);
         self.in_flight = Some(batch);
+        self.submitted_at = Instant::now();
     }
 
     /// What the commit thread reports.
@@ -483,7 +549,16 @@ impl Engine {
             Done::Appended { ceiling, segment } => {
                 self.ceiling = ceiling;
                 if let Some(batch) = self.in_flight.take() {
+                    let answered = batch.replies.len();
                     self.complete(batch, Some(segment), now_ms());
+                    let took = self.submitted_at.elapsed().min(self.limits.max_linger);
+                    self.linger =
+                        (answered > 0 && !took.is_zero() && !self.closing).then(|| Linger {
+                            until: Instant::now() + took,
+                            want: answered,
+                            taken: 0,
+                            fresh: true,
+                        });
                 }
                 Ok(())
             }
