@@ -139,7 +139,8 @@ impl Committer {
                         segment,
                     });
                 }
-                Some(Job::Checkpoint(snapshot)) => {
+                Some(Job::Checkpoint(mut snapshot)) => {
+                    snapshot.sort_in_table_order();
                     // The engine starts one only after the previous one was reported done.
                     while self.checkpoint.is_some() {
                         self.checkpoint_chunk(false)?;
@@ -186,8 +187,9 @@ impl Committer {
 
     /// Finishes the checkpoint in progress and checkpoints `snapshot` durably, so that the next
     /// start replays nothing.
-    fn close(&mut self, snapshot: Snapshot) -> Result<(), StoreError> {
+    fn close(&mut self, mut snapshot: Snapshot) -> Result<(), StoreError> {
         self.checkpoint_chunk(true)?;
+        snapshot.sort_in_table_order();
         let writes = snapshot.writes(0, snapshot.objects.len());
         let mark = CheckpointMark {
             applied: &snapshot.applied,

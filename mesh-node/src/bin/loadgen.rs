@@ -61,6 +61,10 @@ struct Args {
     /// One write in this many is sampled for replication lag (to a cart of its own).
     #[arg(long, default_value_t = 16)]
     sample_every: u64,
+    /// Seconds between checkpoints on every node (the node's default when not given): to see
+    /// what checkpoints cost, not to tune a run.
+    #[arg(long)]
+    checkpoint_secs: Option<u64>,
     /// Where to write the report as JSON.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -106,6 +110,7 @@ async fn start_node(
     certs: &Path,
     id: &str,
     seeds: Vec<SocketAddr>,
+    checkpoint_secs: Option<u64>,
 ) -> Result<Mesh, String> {
     let identity = TlsIdentity::load(
         &certs.join(format!("{id}.pem")),
@@ -113,7 +118,11 @@ async fn start_node(
         &certs.join("ca.pem"),
     )
     .map_err(|e| e.to_string())?;
-    Mesh::builder()
+    let mut builder = Mesh::builder();
+    if let Some(secs) = checkpoint_secs {
+        builder = builder.checkpoint_every(usize::MAX, Duration::from_secs(secs));
+    }
+    builder
         .node_id(id)
         .region(id)
         .gossip_addr(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -132,13 +141,22 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let certs = dir.path().join("certs");
     write_cluster_certs(&certs, &["origin", "replica-1", "replica-2"])
         .map_err(|e| e.to_string())?;
-    let origin = start_node(dir.path(), &certs, "origin", vec![]).await?;
+    let origin = start_node(dir.path(), &certs, "origin", vec![], args.checkpoint_secs).await?;
     let mut replicas = Vec::new();
     for id in ["replica-1", "replica-2"]
         .iter()
         .take(usize::from(args.nodes) - 1)
     {
-        replicas.push(start_node(dir.path(), &certs, id, vec![origin.local_addr()]).await?);
+        replicas.push(
+            start_node(
+                dir.path(),
+                &certs,
+                id,
+                vec![origin.local_addr()],
+                args.checkpoint_secs,
+            )
+            .await?,
+        );
     }
     let nodes: Vec<Mesh> = std::iter::once(origin.clone())
         .chain(replicas.iter().cloned())
