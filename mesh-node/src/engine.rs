@@ -41,8 +41,7 @@ use crate::state::{JoinError, State};
 use crate::store::{KnownPeer, Segment, Store, StoreError, cursor_covered_by};
 use crate::subscribe::{Change, ChangeSource};
 use crate::transport::{self, Inbound, SendOutcome, Transport};
-use crate::view::Committed;
-use crate::view::View;
+use crate::view::{self, View};
 use crdt_types::{Key, Object, Tag};
 use gossip::{Event, MemberInfo};
 use std::collections::{BTreeMap, HashMap};
@@ -109,7 +108,7 @@ struct InFlight {
     /// Which of the segment's deltas are local ones, to publish once it is durable (ascending).
     local: Vec<usize>,
     notify: Vec<Change>,
-    view: Vec<(Arc<Key>, Committed)>,
+    view: Vec<view::Entry>,
 }
 
 /// A short wait before submitting the next batch, started when a commit answered callers.

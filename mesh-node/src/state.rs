@@ -10,7 +10,7 @@
 
 use crate::delta::MeshDelta;
 use crate::store::{Loaded, ObjectWrite, Segment};
-use crate::view::Committed;
+use crate::view::{self, Committed};
 use crdt_types::{CausalContext, Dot, Key, Object, ObjectDelta, Stamp, VersionVector};
 use gossip::{StateBatch, StateSource};
 use std::collections::HashMap;
@@ -194,10 +194,11 @@ impl State {
     }
 
     /// Every key's committed form, for the read view at start-up.
-    pub(crate) fn snapshot_all(&self) -> HashMap<Arc<Key>, Committed> {
+    pub(crate) fn snapshot_all(&self) -> Vec<view::Entry> {
         self.slots
             .iter()
-            .map(|s| (s.key.clone(), Committed::of(&s.object)))
+            .enumerate()
+            .map(|(n, s)| (n, s.key.clone(), Committed::of(&s.object)))
             .collect()
     }
 
@@ -347,14 +348,14 @@ impl State {
     }
 
     /// Ends the batch: the keys it changed in their committed form, for the read view.
-    pub(crate) fn end_batch(&mut self) -> Vec<(Arc<Key>, Committed)> {
+    pub(crate) fn end_batch(&mut self) -> Vec<view::Entry> {
         let slots = &mut self.slots;
         self.batch
             .drain(..)
             .map(|n| {
                 let slot = &mut slots[n];
                 slot.in_batch = false;
-                (slot.key.clone(), Committed::of(&slot.object))
+                (n, slot.key.clone(), Committed::of(&slot.object))
             })
             .collect()
     }
@@ -518,7 +519,7 @@ mod tests {
         let mut batch: Vec<Key> = state
             .end_batch()
             .into_iter()
-            .map(|(k, _)| (*k).clone())
+            .map(|(_, k, _)| (*k).clone())
             .collect();
         batch.sort_by(|x, y| x.id.cmp(&y.id));
         assert_eq!(batch, [a, b]);

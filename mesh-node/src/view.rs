@@ -32,40 +32,64 @@ impl Committed {
     }
 }
 
+/// One key for the view: the engine's slot number for it (slots are numbered from 0 in the
+/// order keys were first seen and never removed), the key, and its committed form.
+pub(crate) type Entry = (usize, Arc<Key>, Committed);
+
+/// Committed keys, by the engine's slot number.
+#[derive(Debug, Default)]
+struct Objects {
+    /// Key to slot number: written once per key, when it is first installed.
+    index: HashMap<Arc<Key>, usize>,
+    /// Slot number to the key's committed form (`None` for a slot not installed yet).
+    committed: Vec<Option<Committed>>,
+}
+
 /// Committed keys and the member list.
 #[derive(Debug, Default)]
 pub(crate) struct View {
-    objects: RwLock<HashMap<Arc<Key>, Committed>>,
+    objects: RwLock<Objects>,
     members: RwLock<Vec<Member>>,
 }
 
 impl View {
     /// A view holding `objects`.
-    pub(crate) fn new(objects: HashMap<Arc<Key>, Committed>) -> Self {
-        View {
-            objects: RwLock::new(objects),
-            members: RwLock::new(Vec::new()),
-        }
+    pub(crate) fn new(objects: Vec<Entry>) -> Self {
+        let view = View::default();
+        view.install(objects);
+        view
     }
 
     /// The committed state of `key`, if it was ever written.
     pub(crate) fn get(&self, key: &Key) -> Option<Committed> {
-        self.objects
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .cloned()
+        let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
+        let &slot = objects.index.get(key)?;
+        objects.committed.get(slot)?.clone()
     }
 
-    /// Installs the keys of a commit.
-    pub(crate) fn install(&self, changed: Vec<(Arc<Key>, Committed)>) {
+    /// Installs the keys of a commit. A key installed before is replaced by its slot number,
+    /// without hashing it; the replaced versions are dropped after the lock is released.
+    pub(crate) fn install(&self, changed: Vec<Entry>) {
         if changed.is_empty() {
             return;
         }
-        let mut objects = self.objects.write().unwrap_or_else(PoisonError::into_inner);
-        for (key, object) in changed {
-            objects.insert(key, object);
+        let mut replaced = Vec::with_capacity(changed.len());
+        {
+            let mut guard = self.objects.write().unwrap_or_else(PoisonError::into_inner);
+            let objects = &mut *guard;
+            for (slot, key, committed) in changed {
+                if slot >= objects.committed.len() {
+                    objects.committed.resize_with(slot + 1, || None);
+                }
+                match objects.committed[slot].replace(committed) {
+                    Some(old) => replaced.push(old),
+                    None => {
+                        objects.index.insert(key, slot);
+                    }
+                }
+            }
         }
+        drop(replaced);
     }
 
     /// The members as last seen.

@@ -256,9 +256,10 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         }));
     }
 
+    let load_started = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
     let before = origin.stats();
-    let replicas_before: Vec<_> = nodes[1..].iter().map(|n| n.stats().gossip).collect();
+    let replicas_before: Vec<_> = nodes[1..].iter().map(|n| n.stats()).collect();
     let cpu_before = CpuTimes::now();
     measuring.store(true, Ordering::SeqCst);
     let window = Instant::now();
@@ -267,7 +268,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let elapsed = window.elapsed();
     let cpu = CpuTimes::now().since(&cpu_before);
     let after = origin.stats();
-    let replicas_after: Vec<_> = nodes[1..].iter().map(|n| n.stats().gossip).collect();
+    let replicas_after: Vec<_> = nodes[1..].iter().map(|n| n.stats()).collect();
     stop.store(true, Ordering::SeqCst);
     for w in writers {
         w.await.map_err(|e| e.to_string())?;
@@ -290,6 +291,8 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let lagged = lagged.load(Ordering::Relaxed);
 
     let acked = lock(&samples.acked).clone();
+    // The slowest samples and when they were acknowledged (seconds after the load started).
+    let mut slowest: Vec<(f64, f64)> = Vec::new();
     let mut all_lags = Vec::new();
     let mut per_node = Vec::new();
     let mut missing = 0;
@@ -299,7 +302,12 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             .iter()
             .filter_map(|(cart, at)| {
                 let seen = arrived.get(cart)?;
-                Some(seen.saturating_duration_since(*at))
+                let lag = seen.saturating_duration_since(*at);
+                slowest.push((
+                    lag.as_secs_f64() * 1e3,
+                    at.saturating_duration_since(load_started).as_secs_f64(),
+                ));
+                Some(lag)
             })
             .collect();
         missing += acked.len() - lags.len();
@@ -313,6 +321,8 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         all_lags.extend(lags);
     }
     all_lags.sort();
+    slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+    slowest.truncate(10);
     let mut latencies = lock(&samples.latencies).clone();
     latencies.sort();
     let writes = measured.load(Ordering::Relaxed);
@@ -320,10 +330,14 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let ops = after.local_ops - before.local_ops;
     // Gossip messages a replica handled per delta it was sent (the core's stats are refreshed
     // once a second, so this is approximate).
-    let (mut gossip_messages, mut gossip_deltas) = (0, 0);
+    let (mut gossip_messages, mut gossip_deltas, mut replica_commits) = (0, 0, 0);
+    let (mut grafts, mut by_sync) = (0, 0);
     for (b, a) in replicas_before.iter().zip(&replicas_after) {
-        gossip_messages += a.received_gossip.messages - b.received_gossip.messages;
-        gossip_deltas += a.delivered - b.delivered;
+        gossip_messages += a.gossip.received_gossip.messages - b.gossip.received_gossip.messages;
+        gossip_deltas += a.gossip.delivered - b.gossip.delivered;
+        grafts += a.gossip.grafts_sent - b.gossip.grafts_sent;
+        by_sync += a.gossip.delivered_by_sync - b.gossip.delivered_by_sync;
+        replica_commits += a.commits - b.commits;
     }
     Ok(serde_json::json!({
         "mode": "embedded",
@@ -348,8 +362,12 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         "replication_lag_p50_ms": percentile(&all_lags, 0.50),
         "replication_lag_p99_ms": percentile(&all_lags, 0.99),
         "replication_lag_per_node": per_node,
+        "slowest_lags_ms_at_s": slowest,
         "transport_dropped": after.transport_dropped,
         "gossip_dropped_backpressure": after.gossip.dropped_backpressure,
+        "replica_commits": replica_commits,
+        "replica_grafts_sent": grafts,
+        "replica_deltas_by_sync": by_sync,
         "replica_gossip_messages": gossip_messages,
         "replica_deltas_delivered": gossip_deltas,
         "cpu_s": cpu["total_s"],
