@@ -18,7 +18,9 @@
 //!    pending commit;
 //! 3. applies the local operations, each with a tag from the core;
 //! 4. if no commit is in flight, submits everything applied since the last submission: one log
-//!    segment in one `Durability::Immediate` transaction on the commit thread;
+//!    segment in one `Durability::Immediate` transaction on the commit thread. Right after a
+//!    commit answered callers, it first waits briefly for their next operations ([`Linger`]),
+//!    so callers that wait for their answer share one commit;
 //! 5. hands every transmit to the transport; a full peer queue marks the peer congested in the
 //!    core for a short while (the core then holds and bounds that peer's messages);
 //! 6. starts a checkpoint when enough keys changed or enough time passed (see
