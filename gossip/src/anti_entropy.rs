@@ -13,7 +13,7 @@
 
 use crate::config::AntiEntropyConfig;
 use crate::delta_log::DeltaLog;
-use crate::messages::{Delta, Digest, StateChunk};
+use crate::messages::{Digest, EncodedDelta, StateChunk};
 use crate::{Payload, StateSource};
 use crdt_types::{CausalContext, ReplicaId, Stamp, VersionVector};
 use std::collections::BTreeMap;
@@ -31,7 +31,7 @@ struct Incoming {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Response<P> {
     /// Logged deltas the peer misses.
-    pub deltas: Vec<Delta<P>>,
+    pub deltas: Vec<EncodedDelta>,
     /// A chunk of state, if the peer misses deltas the log no longer holds or is in the middle
     /// of a transfer from us.
     pub state: Option<StateChunk<P>>,

@@ -11,21 +11,27 @@
 //! bound. Only then are unmarked entries evicted (oldest first), counted separately: those are
 //! deltas a live member may still need, and it will get a state transfer.
 //!
+//! Entries are kept encoded ([`EncodedDelta`]: one allocation of the bytes a delta travels in,
+//! shared with the copies forwarded from it) rather than decoded, which would hold a key and
+//! payload of several heap blocks per entry in every node's log: [`DeltaLog::iter`] decodes on
+//! the way out.
+//!
 //! Per origin the log keeps a *floor*: every delivered delta of that origin above the floor is
 //! still in the log. A peer whose gap reaches below the floor cannot be repaired from the log
 //! and gets a state transfer instead.
 
 use crate::Payload;
-use crate::messages::Delta;
+use crate::messages::{Delta, EncodedDelta};
 use crdt_types::{CausalContext, Dot, ReplicaId, VersionVector};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::marker::PhantomData;
 
 /// What a peer can be sent, according to its digest (see [`DeltaLog::plan_for`]).
 #[derive(Clone, Debug, PartialEq)]
-pub struct RepairPlan<P> {
+pub struct RepairPlan {
     /// Logged deltas the peer misses, in `(origin, seq)` order, within the byte budget.
-    pub deltas: Vec<Delta<P>>,
+    pub deltas: Vec<EncodedDelta>,
     /// Whether more logged deltas were left out for the budget.
     pub truncated: bool,
     /// Whether the peer misses deltas the log no longer holds: only a state transfer repairs it.
@@ -33,8 +39,9 @@ pub struct RepairPlan<P> {
 }
 
 #[derive(Clone, Debug)]
-struct Entry<P> {
-    delta: Delta<P>,
+struct Entry {
+    seq: u64,
+    delta: EncodedDelta,
     size: usize,
     inserted: u64,
     at: i64,
@@ -45,13 +52,13 @@ struct Entry<P> {
 /// order, so an insert is usually an append), how far they have been marked stable, and the
 /// floor.
 #[derive(Clone, Debug)]
-struct OriginLog<P> {
-    entries: VecDeque<Entry<P>>,
+struct OriginLog {
+    entries: VecDeque<Entry>,
     stable_upto: u64,
     floor: u64,
 }
 
-impl<P> OriginLog<P> {
+impl OriginLog {
     fn new() -> Self {
         OriginLog {
             entries: VecDeque::new(),
@@ -63,18 +70,18 @@ impl<P> OriginLog<P> {
     /// Where the entry with sequence number `seq` is, or would be inserted.
     fn position(&self, seq: u64) -> Result<usize, usize> {
         match self.entries.back() {
-            Some(last) if last.delta.seq < seq => Err(self.entries.len()),
-            _ => self.entries.binary_search_by_key(&seq, |e| e.delta.seq),
+            Some(last) if last.seq < seq => Err(self.entries.len()),
+            _ => self.entries.binary_search_by_key(&seq, |e| e.seq),
         }
     }
 
-    fn get(&self, seq: u64) -> Option<&Entry<P>> {
+    fn get(&self, seq: u64) -> Option<&Entry> {
         self.position(seq).ok().map(|i| &self.entries[i])
     }
 
     /// The index of the first entry above `seq`.
     fn first_above(&self, seq: u64) -> usize {
-        self.entries.partition_point(|e| e.delta.seq <= seq)
+        self.entries.partition_point(|e| e.seq <= seq)
     }
 }
 
@@ -87,7 +94,7 @@ impl<P> OriginLog<P> {
 /// stale pairs outnumber the live ones.
 #[derive(Clone, Debug)]
 pub struct DeltaLog<P> {
-    origins: BTreeMap<ReplicaId, OriginLog<P>>,
+    origins: BTreeMap<ReplicaId, OriginLog>,
     /// Unmarked entries by insertion order (and stale pairs).
     by_age: VecDeque<(u64, Dot)>,
     /// Entries below the stable watermark, oldest inserted first (and stale pairs): evicted
@@ -102,6 +109,8 @@ pub struct DeltaLog<P> {
     evicted_for_capacity: u64,
     evicted_unstable: u64,
     trimmed_stable: u64,
+    /// The decoded type the entries hold.
+    payload: PhantomData<fn() -> P>,
 }
 
 /// Stale pairs a queue may hold beyond its live ones before it is compacted.
@@ -123,6 +132,7 @@ impl<P: Payload> DeltaLog<P> {
             evicted_for_capacity: 0,
             evicted_unstable: 0,
             trimmed_stable: 0,
+            payload: PhantomData,
         }
     }
 
@@ -137,8 +147,16 @@ impl<P: Payload> DeltaLog<P> {
     ) -> Self {
         let mut log = DeltaLog::new(max_entries, max_bytes);
         for d in entries {
-            if delivered.contains(&d.dot()) {
-                log.insert(d, i64::MIN);
+            if !delivered.contains(&d.dot()) {
+                continue;
+            }
+            match EncodedDelta::new(&d) {
+                Ok(encoded) => {
+                    log.insert(d.dot(), encoded, i64::MIN);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, dot = ?d.dot(), "not logging a delta that cannot be encoded")
+                }
             }
         }
         let origins: Vec<ReplicaId> = delivered
@@ -171,14 +189,14 @@ impl<P: Payload> DeltaLog<P> {
         best.max(s)
     }
 
-    fn entry(&self, dot: &Dot) -> Option<&Entry<P>> {
+    fn entry(&self, dot: &Dot) -> Option<&Entry> {
         self.origins.get(&dot.replica)?.get(dot.counter)
     }
 
-    /// Adds a delta delivered at `now`, evicting the oldest entries if the log is over its
-    /// bounds. Returns how many entries were evicted for capacity.
-    pub fn insert(&mut self, delta: Delta<P>, now: i64) -> usize {
-        let dot = delta.dot();
+    /// Adds the delta with this dot (`delta` is its encoding), delivered at `now`, evicting the
+    /// oldest entries if the log is over its bounds. Returns how many entries were evicted for
+    /// capacity.
+    pub fn insert(&mut self, dot: Dot, delta: EncodedDelta, now: i64) -> usize {
         let origin = self
             .origins
             .entry(dot.replica)
@@ -186,7 +204,7 @@ impl<P: Payload> DeltaLog<P> {
         let Err(at) = origin.position(dot.counter) else {
             return 0;
         };
-        let size = delta.encoded_len();
+        let size = delta.wire_len();
         let inserted = self.next_insert;
         self.next_insert += 1;
         let stable = dot.counter <= origin.stable_upto;
@@ -198,6 +216,7 @@ impl<P: Payload> DeltaLog<P> {
         origin.entries.insert(
             at,
             Entry {
+                seq: dot.counter,
                 delta,
                 size,
                 inserted,
@@ -270,7 +289,7 @@ impl<P: Payload> DeltaLog<P> {
         }
     }
 
-    fn remove(&mut self, dot: &Dot) -> Option<Entry<P>> {
+    fn remove(&mut self, dot: &Dot) -> Option<Entry> {
         let origin = self.origins.get_mut(&dot.replica)?;
         let i = origin.position(dot.counter).ok()?;
         let e = origin.entries.remove(i)?;
@@ -279,7 +298,7 @@ impl<P: Payload> DeltaLog<P> {
     }
 
     /// Counts an entry out of the log (its queue pair goes stale).
-    fn forget(&mut self, e: &Entry<P>) {
+    fn forget(&mut self, e: &Entry) {
         self.len -= 1;
         if e.stable {
             self.stable_len -= 1;
@@ -298,14 +317,14 @@ impl<P: Payload> DeltaLog<P> {
             }
             let first = origin.first_above(from);
             for e in origin.entries.range_mut(first..) {
-                if e.delta.seq > upto {
+                if e.seq > upto {
                     break;
                 }
                 if !e.stable {
                     e.stable = true;
                     self.stable_len += 1;
                     self.stable_by_age
-                        .push(Reverse((e.inserted, Dot::new(replica, e.delta.seq))));
+                        .push(Reverse((e.inserted, Dot::new(replica, e.seq))));
                 }
             }
             origin.stable_upto = upto;
@@ -322,13 +341,13 @@ impl<P: Payload> DeltaLog<P> {
                 continue;
             };
             let mut doomed = Vec::new();
-            while origin.entries.front().is_some_and(|e| e.delta.seq <= upto) {
+            while origin.entries.front().is_some_and(|e| e.seq <= upto) {
                 if let Some(e) = origin.entries.pop_front() {
                     doomed.push(e);
                 }
             }
             if let Some(top) = doomed.last() {
-                origin.floor = origin.floor.max(top.delta.seq);
+                origin.floor = origin.floor.max(top.seq);
             }
             for e in &doomed {
                 self.forget(e);
@@ -359,9 +378,17 @@ impl<P: Payload> DeltaLog<P> {
         }
     }
 
-    /// The logged delta with this dot.
-    pub fn get(&self, dot: &Dot) -> Option<&Delta<P>> {
+    /// The logged delta with this dot, encoded.
+    pub fn get(&self, dot: &Dot) -> Option<&EncodedDelta> {
         self.entry(dot).map(|e| &e.delta)
+    }
+
+    /// The highest logged sequence number of `origin` (0 if none).
+    pub fn max_seq(&self, origin: ReplicaId) -> u64 {
+        self.origins
+            .get(&origin)
+            .and_then(|o| o.entries.back())
+            .map_or(0, |e| e.seq)
     }
 
     /// What a peer whose delivered context is `peer` should be sent, given our own delivered
@@ -375,7 +402,7 @@ impl<P: Payload> DeltaLog<P> {
         mine: &CausalContext,
         budget: usize,
         settled_before: i64,
-    ) -> RepairPlan<P> {
+    ) -> RepairPlan {
         let mut plan = RepairPlan {
             deltas: Vec::new(),
             truncated: false,
@@ -400,7 +427,7 @@ impl<P: Payload> DeltaLog<P> {
                 plan.needs_state = self.gap_below_floor(origin, theirs, log.floor, peer, mine);
             }
             for e in log.entries.range(log.first_above(theirs)..) {
-                if peer.contains(&e.delta.dot()) || e.at > settled_before {
+                if peer.contains(&Dot::new(origin, e.seq)) || e.at > settled_before {
                     continue;
                 }
                 if spent > 0 && spent + e.size > budget {
@@ -466,12 +493,15 @@ impl<P> DeltaLog<P> {
     pub fn trimmed_stable(&self) -> u64 {
         self.trimmed_stable
     }
+}
 
-    /// Iterates the entries in `(origin, seq)` order, e.g. for a driver that persists them.
-    pub fn iter(&self) -> impl Iterator<Item = &Delta<P>> {
+impl<P: Payload> DeltaLog<P> {
+    /// Decodes the entries in `(origin, seq)` order, e.g. for a driver that persists or
+    /// inspects them. (Every entry decodes: it was encoded here or decoded on receipt.)
+    pub fn iter(&self) -> impl Iterator<Item = Delta<P>> + '_ {
         self.origins
             .values()
-            .flat_map(|o| o.entries.iter().map(|e| &e.delta))
+            .flat_map(|o| o.entries.iter().filter_map(|e| e.delta.decode().ok()))
     }
 }
 
@@ -493,6 +523,10 @@ mod tests {
         }
     }
 
+    fn enc(origin: u64, seq: u64) -> EncodedDelta {
+        EncodedDelta::new(&delta(origin, seq)).expect("encodes")
+    }
+
     fn ctx(dots: &[(u64, u64)]) -> CausalContext {
         dots.iter()
             .map(|&(r, c)| Dot::new(ReplicaId(r), c))
@@ -505,24 +539,28 @@ mod tests {
 
     #[test]
     fn serves_exactly_the_missing_deltas() {
-        let mut log = DeltaLog::new(100, 1 << 20);
+        let mut log = DeltaLog::<u64>::new(100, 1 << 20);
         for s in 1..=5 {
-            log.insert(delta(1, s), 0);
+            log.insert(Dot::new(ReplicaId(1), s), enc(1, s), 0);
         }
         let mine = ctx(&upto(1, 5));
         let mut peer = ctx(&upto(1, 2));
         peer.insert(Dot::new(ReplicaId(1), 4));
         let plan = log.plan_for(&peer, &mine, usize::MAX, 0);
-        let seqs: Vec<u64> = plan.deltas.iter().map(|d| d.seq).collect();
+        let seqs: Vec<u64> = plan
+            .deltas
+            .iter()
+            .map(|d| d.decode::<u64>().expect("decodes").seq)
+            .collect();
         assert_eq!(seqs, vec![3, 5]);
         assert!(!plan.needs_state && !plan.truncated);
     }
 
     #[test]
     fn capacity_eviction_forces_state_for_peers_below_the_floor() {
-        let mut log = DeltaLog::new(3, 1 << 20);
+        let mut log = DeltaLog::<u64>::new(3, 1 << 20);
         for s in 1..=5 {
-            log.insert(delta(1, s), 0);
+            log.insert(Dot::new(ReplicaId(1), s), enc(1, s), 0);
         }
         assert_eq!(log.len(), 3);
         let mine = ctx(&upto(1, 5));
@@ -537,10 +575,10 @@ mod tests {
 
     #[test]
     fn stable_trim_drops_only_what_the_watermark_covers() {
-        let mut log = DeltaLog::new(100, 1 << 20);
+        let mut log = DeltaLog::<u64>::new(100, 1 << 20);
         for s in 1..=5 {
-            log.insert(delta(1, s), 0);
-            log.insert(delta(2, s), 0);
+            log.insert(Dot::new(ReplicaId(1), s), enc(1, s), 0);
+            log.insert(Dot::new(ReplicaId(2), s), enc(2, s), 0);
         }
         let wm: VersionVector = [(ReplicaId(1), 3)].into_iter().collect();
         assert_eq!(log.trim_stable(&wm), 3);
@@ -551,17 +589,17 @@ mod tests {
 
     #[test]
     fn stable_entries_are_evicted_first() {
-        let mut log = DeltaLog::new(4, 1 << 20);
+        let mut log = DeltaLog::<u64>::new(4, 1 << 20);
         for s in 1..=3 {
-            log.insert(delta(1, s), 0);
+            log.insert(Dot::new(ReplicaId(1), s), enc(1, s), 0);
         }
-        log.insert(delta(2, 1), 0);
+        log.insert(Dot::new(ReplicaId(2), 1), enc(2, 1), 0);
         log.mark_stable(&[(ReplicaId(2), 1)].into_iter().collect());
-        log.insert(delta(1, 4), 0);
+        log.insert(Dot::new(ReplicaId(1), 4), enc(1, 4), 0);
         assert!(log.get(&Dot::new(ReplicaId(2), 1)).is_none());
         assert!(log.get(&Dot::new(ReplicaId(1), 1)).is_some());
         assert_eq!(log.evicted_unstable(), 0);
-        log.insert(delta(1, 5), 0);
+        log.insert(Dot::new(ReplicaId(1), 5), enc(1, 5), 0);
         assert!(log.get(&Dot::new(ReplicaId(1), 1)).is_none());
         assert_eq!(log.evicted_unstable(), 1);
         assert_eq!(log.evicted_for_capacity(), 2);
@@ -569,12 +607,12 @@ mod tests {
 
     #[test]
     fn out_of_order_inserts_are_kept_in_sequence_order() {
-        let mut log = DeltaLog::new(100, 1 << 20);
+        let mut log = DeltaLog::<u64>::new(100, 1 << 20);
         for s in [5, 3, 4, 1, 2] {
-            log.insert(delta(1, s), 0);
-            log.insert(delta(2, 6 - s), 0);
+            log.insert(Dot::new(ReplicaId(1), s), enc(1, s), 0);
+            log.insert(Dot::new(ReplicaId(2), 6 - s), enc(2, 6 - s), 0);
         }
-        assert_eq!(log.insert(delta(1, 3), 0), 0);
+        assert_eq!(log.insert(Dot::new(ReplicaId(1), 3), enc(1, 3), 0), 0);
         assert_eq!(log.len(), 10);
         let dots: Vec<(u64, u64)> = log.iter().map(|d| (d.origin.0, d.seq)).collect();
         let mut sorted = dots.clone();
@@ -588,9 +626,9 @@ mod tests {
     fn eviction_skips_entries_trimmed_or_marked_since_they_were_queued() {
         // Many trims and marks leave stale pairs in the eviction queues (and compact them);
         // eviction still takes the oldest marked entry, then the oldest unmarked one.
-        let mut log = DeltaLog::new(50, 1 << 20);
+        let mut log = DeltaLog::<u64>::new(50, 1 << 20);
         for s in 1..=3_000 {
-            log.insert(delta(1, s), 0);
+            log.insert(Dot::new(ReplicaId(1), s), enc(1, s), 0);
             if s % 10 == 0 {
                 log.trim_stable(&[(ReplicaId(1), s - 5)].into_iter().collect());
             }
@@ -598,16 +636,16 @@ mod tests {
         assert_eq!(log.evicted_for_capacity(), 0);
         assert_eq!(log.len(), 5);
         for s in 1..=45 {
-            log.insert(delta(2, s), 0);
+            log.insert(Dot::new(ReplicaId(2), s), enc(2, s), 0);
         }
         log.mark_stable(&[(ReplicaId(2), 40)].into_iter().collect());
-        log.insert(delta(3, 1), 0);
+        log.insert(Dot::new(ReplicaId(3), 1), enc(3, 1), 0);
         // Over the bound by one: the oldest marked entry goes, not origin 1's older ones.
         assert!(log.get(&Dot::new(ReplicaId(2), 1)).is_none());
         assert!(log.get(&Dot::new(ReplicaId(1), 2_996)).is_some());
         assert_eq!(log.evicted_unstable(), 0);
         for s in 2..=41 {
-            log.insert(delta(3, s), 0);
+            log.insert(Dot::new(ReplicaId(3), s), enc(3, s), 0);
         }
         // 40 marked entries evicted in all, then origin 1's oldest unmarked one.
         assert!(log.get(&Dot::new(ReplicaId(2), 40)).is_none());
@@ -620,19 +658,19 @@ mod tests {
 
     #[test]
     fn fresh_deltas_are_left_to_dissemination() {
-        let mut log = DeltaLog::new(100, 1 << 20);
-        log.insert(delta(1, 1), 10);
-        log.insert(delta(1, 2), 20);
+        let mut log = DeltaLog::<u64>::new(100, 1 << 20);
+        log.insert(Dot::new(ReplicaId(1), 1), enc(1, 1), 10);
+        log.insert(Dot::new(ReplicaId(1), 2), enc(1, 2), 20);
         let plan = log.plan_for(&CausalContext::new(), &ctx(&upto(1, 2)), usize::MAX, 15);
         assert_eq!(plan.deltas.len(), 1);
-        assert_eq!(plan.deltas[0].seq, 1);
+        assert_eq!(plan.deltas[0].decode::<u64>().expect("decodes").seq, 1);
     }
 
     #[test]
     fn budget_truncates_but_always_sends_one() {
-        let mut log = DeltaLog::new(100, 1 << 20);
+        let mut log = DeltaLog::<u64>::new(100, 1 << 20);
         for s in 1..=5 {
-            log.insert(delta(1, s), 0);
+            log.insert(Dot::new(ReplicaId(1), s), enc(1, s), 0);
         }
         let plan = log.plan_for(&CausalContext::new(), &ctx(&upto(1, 5)), 1, 0);
         assert_eq!(plan.deltas.len(), 1);

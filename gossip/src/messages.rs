@@ -5,9 +5,11 @@
 //! [`Body`] on one of three channels (membership, dissemination, anti-entropy). Everything goes
 //! through `crdt_types::wire` (a version byte, then bincode), and decoding refuses inputs over
 //! a size limit before looking at them. [`Envelope::decode`] also checks what bincode cannot:
-//! sequence numbers start at 1, ids are valid, a foca packet fits its size limit.
+//! sequence numbers start at 1, ids are valid, a foca packet fits its size limit; a delta
+//! travels encoded inside the message ([`EncodedDelta`]) and is checked when it is decoded.
 
 use crate::Payload;
+use bytes::Bytes;
 use crdt_types::wire::{self, WireError};
 use crdt_types::{CausalContext, Dot, Key, ReplicaId, Stamp, VersionVector};
 use serde::{Deserialize, Serialize};
@@ -51,11 +53,123 @@ impl<P: Payload> Delta<P> {
     }
 }
 
+/// A delta as it travels and is logged: its hop count, and its other fields encoded once at
+/// its origin and passed on as they are, so a node that logs or forwards a delta neither
+/// clones its decoded form nor encodes it again.
+///
+/// On the wire: the hop count, then the length-prefixed `crdt_types::wire` encoding (version
+/// byte included) of the delta's origin, sequence number, stamp, key and payload. Received
+/// bytes are checked when the delta is decoded ([`EncodedDelta::decode`]), which
+/// [`crate::Node`] does for every delta of a message before acting on any of them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodedDelta {
+    /// How many links the delta crossed before reaching the node that holds this copy.
+    pub hops: u32,
+    /// The encoding of everything but the hop count.
+    #[serde(with = "body_bytes")]
+    body: Bytes,
+}
+
+/// The fields of a delta that [`EncodedDelta`] keeps encoded, for encoding (borrowed)...
+#[derive(Serialize)]
+struct BodyRef<'a, P> {
+    origin: ReplicaId,
+    seq: u64,
+    stamp: &'a Stamp,
+    key: &'a Key,
+    payload: &'a P,
+}
+
+/// ...and for decoding (owned), in the same order.
+#[derive(Deserialize)]
+struct BodyOwned<P> {
+    origin: ReplicaId,
+    seq: u64,
+    stamp: Stamp,
+    key: Key,
+    payload: P,
+}
+
+impl EncodedDelta {
+    /// Encodes a delta (its hop count goes alongside the encoding).
+    pub fn new<P: Payload>(delta: &Delta<P>) -> Result<Self, WireError> {
+        let body = wire::encode(&BodyRef {
+            origin: delta.origin,
+            seq: delta.seq,
+            stamp: &delta.stamp,
+            key: &delta.key,
+            payload: &delta.payload,
+        })?;
+        Ok(EncodedDelta {
+            hops: delta.hops,
+            body: Bytes::from(body.into_boxed_slice()),
+        })
+    }
+
+    /// Decodes and validates the delta (sequence number in range, valid key id); bytes from a
+    /// peer are untrusted, so this is an error, never a panic.
+    pub fn decode<P: Payload>(&self) -> Result<Delta<P>, DecodeError> {
+        let b: BodyOwned<P> = wire::decode(&self.body)?;
+        let delta = Delta {
+            origin: b.origin,
+            seq: b.seq,
+            stamp: b.stamp,
+            hops: self.hops,
+            key: b.key,
+            payload: b.payload,
+        };
+        dot_ok(&delta.dot())?;
+        key_ok(&delta.key)?;
+        Ok(delta)
+    }
+
+    /// This copy one link further on (the encoding is shared, not copied).
+    pub fn next_hop(&self) -> Self {
+        EncodedDelta {
+            hops: self.hops.saturating_add(1),
+            body: self.body.clone(),
+        }
+    }
+
+    /// An upper bound of its size inside a message (item tag, hop count, length prefix and
+    /// encoding), for batching, budgets and the log's byte bound.
+    pub fn wire_len(&self) -> usize {
+        11 + self.body.len()
+    }
+}
+
+/// Serde for [`EncodedDelta`]'s body: one length-prefixed byte string.
+mod body_bytes {
+    use bytes::Bytes;
+    use serde::{Deserializer, Serializer, de};
+
+    pub(super) fn serialize<S: Serializer>(body: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(body)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an encoded delta")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes::copy_from_slice(v))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes::from(v))
+            }
+        }
+        d.deserialize_bytes(Visitor)
+    }
+}
+
 /// An item of the dissemination channel (Plumtree).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum GossipItem<P> {
+pub enum GossipItem {
     /// Eager push of a delta (also the answer to a GRAFT).
-    Delta(Delta<P>),
+    Delta(EncodedDelta),
     /// Lazy push: "I have these deltas". Empty: "I link to you, link back to me".
     IHave(Vec<Dot>),
     /// "Send me these deltas, and push to me eagerly from now on."
@@ -99,7 +213,7 @@ pub enum SyncItem<P> {
     /// A digest.
     Digest(Digest),
     /// A delta from the delta log that the receiver's digest showed missing.
-    Delta(Delta<P>),
+    Delta(EncodedDelta),
     /// A chunk of state, where the log no longer holds what the receiver misses.
     State(StateChunk<P>),
 }
@@ -110,7 +224,7 @@ pub enum Body<P> {
     /// A foca (SWIM) packet, itself encoded with [`crate::WireCodec`].
     Membership(Vec<u8>),
     /// Dissemination items, in order.
-    Gossip(Vec<GossipItem<P>>),
+    Gossip(Vec<GossipItem>),
     /// Anti-entropy items, in order.
     Sync(Vec<SyncItem<P>>),
 }
@@ -155,47 +269,22 @@ impl<P: Payload> Envelope<P> {
         Ok(env)
     }
 
+    /// Checks what bincode cannot, except the deltas' own fields, which
+    /// [`EncodedDelta::decode`] checks.
     fn validate(&self) -> Result<(), DecodeError> {
-        fn seq_ok(c: u64) -> Result<(), DecodeError> {
-            if c > MAX_SEQ {
-                return Err(DecodeError::Invalid("sequence number out of range"));
-            }
-            Ok(())
-        }
-        fn dot_ok(d: &Dot) -> Result<(), DecodeError> {
-            if d.counter == 0 {
-                return Err(DecodeError::Invalid("sequence number 0"));
-            }
-            seq_ok(d.counter)
-        }
-        fn vv_ok(vv: &VersionVector) -> Result<(), DecodeError> {
-            vv.iter().try_for_each(|(_, c)| seq_ok(c))
-        }
-        fn ctx_ok(cc: &CausalContext) -> Result<(), DecodeError> {
-            vv_ok(cc.vv())?;
-            cc.cloud().try_for_each(dot_ok)
-        }
-        fn delta_ok<P>(d: &Delta<P>) -> Result<(), DecodeError> {
-            dot_ok(&d.dot())?;
-            key_ok(&d.key)
-        }
-        fn key_ok(k: &Key) -> Result<(), DecodeError> {
-            crdt_types::validate_id(&k.id).map_err(|_| DecodeError::Invalid("invalid key id"))
-        }
         match &self.body {
             Body::Membership(b) if b.is_empty() => Err(DecodeError::Invalid("empty foca packet")),
             Body::Membership(_) => Ok(()),
             Body::Gossip(items) => items.iter().try_for_each(|i| match i {
-                GossipItem::Delta(d) => delta_ok(d),
+                GossipItem::Delta(_) | GossipItem::Prune(_) => Ok(()),
                 GossipItem::IHave(ds) | GossipItem::Graft(ds) => ds.iter().try_for_each(dot_ok),
-                GossipItem::Prune(_) => Ok(()),
             }),
             Body::Sync(items) => items.iter().try_for_each(|i| match i {
                 SyncItem::Digest(d) => {
                     ctx_ok(&d.delivered)?;
                     d.state_cursor.map_or(Ok(()), seq_ok)
                 }
-                SyncItem::Delta(d) => delta_ok(d),
+                SyncItem::Delta(_) => Ok(()),
                 SyncItem::State(c) => {
                     c.snapshot.as_ref().map_or(Ok(()), vv_ok)?;
                     c.entries.iter().try_for_each(|(k, _)| key_ok(k))
@@ -205,8 +294,97 @@ impl<P: Payload> Envelope<P> {
     }
 }
 
+fn seq_ok(c: u64) -> Result<(), DecodeError> {
+    if c > MAX_SEQ {
+        return Err(DecodeError::Invalid("sequence number out of range"));
+    }
+    Ok(())
+}
+
+fn dot_ok(d: &Dot) -> Result<(), DecodeError> {
+    if d.counter == 0 {
+        return Err(DecodeError::Invalid("sequence number 0"));
+    }
+    seq_ok(d.counter)
+}
+
+fn vv_ok(vv: &VersionVector) -> Result<(), DecodeError> {
+    vv.iter().try_for_each(|(_, c)| seq_ok(c))
+}
+
+fn ctx_ok(cc: &CausalContext) -> Result<(), DecodeError> {
+    vv_ok(cc.vv())?;
+    cc.cloud().try_for_each(dot_ok)
+}
+
+fn key_ok(k: &Key) -> Result<(), DecodeError> {
+    crdt_types::validate_id(&k.id).map_err(|_| DecodeError::Invalid("invalid key id"))
+}
+
 /// The encoded size of an item inside a message body, for batching.
 pub(crate) fn item_len<T: Serialize>(item: &T) -> usize {
     // `wire::encoded_len` counts the version byte, which only the envelope carries.
     wire::encoded_len(item).saturating_sub(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crdt_types::Kind;
+
+    fn delta(seq: u64, key: &str, hops: u32) -> Delta<u64> {
+        Delta {
+            origin: ReplicaId(7),
+            seq,
+            stamp: Stamp::default(),
+            hops,
+            key: Key::new(Kind::Cart, key),
+            payload: 42,
+        }
+    }
+
+    #[test]
+    fn an_encoded_delta_decodes_to_itself_one_hop_further_on() {
+        let d = delta(3, "cart-1", 2);
+        let e = EncodedDelta::new(&d).expect("encodes");
+        assert_eq!(e.decode::<u64>().expect("decodes"), d);
+        let next = e.next_hop();
+        assert_eq!(next.hops, 3);
+        assert_eq!(
+            next.decode::<u64>().expect("decodes"),
+            Delta { hops: 3, ..d }
+        );
+        // The encoding travels whole inside an envelope, and within its size bound.
+        let env: Envelope<u64> = Envelope {
+            sender: SocketAddr::from(([10, 0, 0, 1], 1)),
+            replica: ReplicaId(1),
+            body: Body::Gossip(vec![GossipItem::Delta(next.clone())]),
+        };
+        let bytes = env.encode().expect("encodes");
+        assert!(item_len(&GossipItem::Delta(next.clone())) <= next.wire_len());
+        let back = Envelope::<u64>::decode(&bytes, 1 << 20).expect("decodes");
+        assert_eq!(back, env);
+    }
+
+    #[test]
+    fn an_encoded_delta_with_invalid_fields_or_bytes_does_not_decode() {
+        let zero = EncodedDelta::new(&delta(0, "k", 0)).expect("encodes");
+        assert!(matches!(
+            zero.decode::<u64>(),
+            Err(DecodeError::Invalid("sequence number 0"))
+        ));
+        let bad_key = EncodedDelta::new(&delta(1, "", 0)).expect("encodes");
+        assert!(matches!(
+            bad_key.decode::<u64>(),
+            Err(DecodeError::Invalid("invalid key id"))
+        ));
+        let good = EncodedDelta::new(&delta(1, "k", 0)).expect("encodes");
+        for cut in 0..good.body.len() {
+            let truncated = EncodedDelta {
+                hops: 0,
+                body: good.body.slice(..cut),
+            };
+            assert!(truncated.decode::<u64>().is_err(), "cut at {cut}");
+        }
+    }
 }

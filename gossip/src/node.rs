@@ -24,7 +24,9 @@ use crate::anti_entropy::{AntiEntropy, ChunkOutcome};
 use crate::config::Config;
 use crate::delta_log::DeltaLog;
 use crate::membership::{Drained, Identity, MemberChange, MemberInfo, Membership, packet_source};
-use crate::messages::{Body, Delta, Envelope, GossipItem, StateChunk, SyncItem, item_len};
+use crate::messages::{
+    Body, Delta, EncodedDelta, Envelope, GossipItem, StateChunk, SyncItem, item_len,
+};
 use crate::outbox::Outbox;
 use crate::plumtree::Plumtree;
 use crate::stats::Stats;
@@ -193,12 +195,7 @@ impl<P: Payload> Node<P> {
             restored.log,
             &restored.delivered,
         );
-        let own_logged = log
-            .iter()
-            .filter(|d| d.origin == replica)
-            .map(|d| d.seq)
-            .max()
-            .unwrap_or(0);
+        let own_logged = log.max_seq(replica);
         let next_seq = restored.delivered.max_counter(replica).max(own_logged) + 1;
         let mut plumtree = Plumtree::new(config.plumtree.clone(), rng.random());
         plumtree.set_local(identity.addr, &identity.region);
@@ -406,9 +403,18 @@ impl<P: Payload> Node<P> {
             payload,
         };
         self.delivered.insert(tag.dot);
-        self.log.insert(delta.clone(), now);
         self.stats.published += 1;
-        self.disseminate(now, &delta, None);
+        match EncodedDelta::new(&delta) {
+            Ok(encoded) => {
+                self.disseminate(now, tag.dot, &encoded, None);
+                self.log.insert(tag.dot, encoded, now);
+            }
+            Err(e) => {
+                // Delivered here, never sent: the same as every send of it failing to encode.
+                tracing::warn!(error = %e, dot = ?tag.dot, "a published delta cannot be encoded");
+                self.stats.dropped_unencodable += 1;
+            }
+        }
         Ok(())
     }
 
@@ -521,15 +527,27 @@ impl<P: Payload> Node<P> {
                 self.absorb(now, drained);
             }
             Body::Gossip(items) => {
+                let Some(deltas) = self.decode_deltas(from, &items, |i| match i {
+                    GossipItem::Delta(d) => Some(d),
+                    _ => None,
+                }) else {
+                    return;
+                };
                 self.stats.received_gossip.add(bytes.len());
-                for item in items {
-                    self.on_gossip(now, sender, item);
+                for (item, delta) in items.into_iter().zip(deltas) {
+                    self.on_gossip(now, sender, item, delta);
                 }
             }
             Body::Sync(items) => {
+                let Some(deltas) = self.decode_deltas(from, &items, |i| match i {
+                    SyncItem::Delta(d) => Some(d),
+                    _ => None,
+                }) else {
+                    return;
+                };
                 self.stats.received_sync.add(bytes.len());
-                for item in items {
-                    self.on_sync(now, sender, env.replica, item, state);
+                for (item, delta) in items.into_iter().zip(deltas) {
+                    self.on_sync(now, sender, env.replica, item, delta, state);
                 }
             }
         }
@@ -720,8 +738,31 @@ impl<P: Payload> Node<P> {
         }
     }
 
-    /// Records a new remote delta as delivered, logs it and hands it to the driver.
-    fn deliver(&mut self, now: i64, delta: Delta<P>) {
+    /// Decodes every delta of a message's items (`None` for the items that are not deltas),
+    /// or counts the message malformed and gives `None` if one does not decode: a message with
+    /// an invalid item is dropped whole, before any of it is acted on.
+    fn decode_deltas<T>(
+        &mut self,
+        from: SocketAddr,
+        items: &[T],
+        delta_of: impl Fn(&T) -> Option<&EncodedDelta>,
+    ) -> Option<Vec<Option<Delta<P>>>> {
+        let decoded: Result<Vec<Option<Delta<P>>>, _> = items
+            .iter()
+            .map(|i| delta_of(i).map(EncodedDelta::decode).transpose())
+            .collect();
+        match decoded {
+            Ok(deltas) => Some(deltas),
+            Err(e) => {
+                tracing::debug!(error = %e, %from, "dropping a message with a malformed delta");
+                self.stats.malformed += 1;
+                None
+            }
+        }
+    }
+
+    /// Records a new remote delta as delivered, logs its encoding and hands it to the driver.
+    fn deliver(&mut self, now: i64, delta: Delta<P>, encoded: EncodedDelta) {
         let dot = delta.dot();
         debug_assert!(
             !self.delivered.contains(&dot),
@@ -732,31 +773,33 @@ impl<P: Payload> Node<P> {
         }
         self.delivered.insert(dot);
         self.plumtree.delivered(&dot);
-        self.log.insert(delta.clone(), now);
+        self.log.insert(dot, encoded, now);
         self.stats.delivered += 1;
         self.events.push_back(Event::Apply(delta));
     }
 
-    /// Pushes a delta to the eager peers and schedules its announcement to the lazy ones.
-    fn disseminate(&mut self, now: i64, delta: &Delta<P>, except: Option<SocketAddr>) {
-        let mut copy = delta.clone();
-        copy.hops = delta.hops.saturating_add(1);
-        let size = copy.encoded_len();
-        let (eager, lazy) = self.plumtree.targets(delta.origin, except);
-        if let Some((&last, rest)) = eager.split_last() {
-            for &peer in rest {
+    /// Pushes the delta with this dot (`delta` is the copy as it reached us) to the eager
+    /// peers and schedules its announcement to the lazy ones.
+    fn disseminate(
+        &mut self,
+        now: i64,
+        dot: Dot,
+        delta: &EncodedDelta,
+        except: Option<SocketAddr>,
+    ) {
+        let (eager, lazy) = self.plumtree.targets(dot.replica, except);
+        if !eager.is_empty() {
+            let copy = delta.next_hop();
+            let size = copy.wire_len();
+            for peer in eager {
                 self.push_delta(peer, copy.clone(), size);
             }
-            self.push_delta(last, copy, size);
         }
         if lazy.is_empty() {
             return;
         }
         for peer in lazy {
-            self.pending_ihave
-                .entry(peer)
-                .or_default()
-                .push(delta.dot());
+            self.pending_ihave.entry(peer).or_default().push(dot);
         }
         if self.ihave_deadline.is_none() {
             self.ihave_deadline = Some(now + self.config.plumtree.ihave_delay_ms as i64);
@@ -764,7 +807,7 @@ impl<P: Payload> Node<P> {
     }
 
     /// Queues an eager copy of a delta for `peer`.
-    fn push_delta(&mut self, peer: SocketAddr, copy: Delta<P>, size: usize) {
+    fn push_delta(&mut self, peer: SocketAddr, copy: EncodedDelta, size: usize) {
         if self.outbox.push_gossip(peer, GossipItem::Delta(copy), size) {
             self.stats.eager_sent += 1;
         } else {
@@ -805,9 +848,19 @@ impl<P: Payload> Node<P> {
         }
     }
 
-    fn on_gossip(&mut self, now: i64, from: SocketAddr, item: GossipItem<P>) {
+    /// Acts on one dissemination item; `decoded` is the item's delta, decoded.
+    fn on_gossip(
+        &mut self,
+        now: i64,
+        from: SocketAddr,
+        item: GossipItem,
+        decoded: Option<Delta<P>>,
+    ) {
         match item {
-            GossipItem::Delta(delta) => {
+            GossipItem::Delta(encoded) => {
+                let Some(delta) = decoded else {
+                    return;
+                };
                 let dot = delta.dot();
                 if self.delivered.contains(&dot) {
                     self.stats.duplicates += 1;
@@ -824,10 +877,10 @@ impl<P: Payload> Node<P> {
                     return;
                 }
                 self.plumtree.on_first_delivery(from, &dot);
-                // Disseminating first lets the delivery keep the delta (the two touch
+                // Disseminating first lets the delivery keep the encoding (the two touch
                 // different state, so the order changes nothing else).
-                self.disseminate(now, &delta, Some(from));
-                self.deliver(now, delta);
+                self.disseminate(now, dot, &encoded, Some(from));
+                self.deliver(now, delta, encoded);
             }
             GossipItem::IHave(dots) => {
                 if dots.is_empty() {
@@ -845,9 +898,8 @@ impl<P: Payload> Node<P> {
                     let Some(d) = self.log.get(&dot) else {
                         continue;
                     };
-                    let mut copy = d.clone();
-                    copy.hops = copy.hops.saturating_add(1);
-                    let size = copy.encoded_len();
+                    let copy = d.next_hop();
+                    let size = copy.wire_len();
                     self.push_delta(from, copy, size);
                 }
             }
@@ -903,6 +955,7 @@ impl<P: Payload> Node<P> {
         from: SocketAddr,
         replica: ReplicaId,
         item: SyncItem<P>,
+        decoded: Option<Delta<P>>,
         state: &impl StateSource<P>,
     ) {
         match item {
@@ -918,9 +971,8 @@ impl<P: Payload> Node<P> {
                     now,
                     self.clock.last(),
                 );
-                for mut d in resp.deltas {
-                    d.hops = d.hops.saturating_add(1);
-                    let item = SyncItem::Delta(d);
+                for d in resp.deltas {
+                    let item = SyncItem::Delta(d.next_hop());
                     let size = item_len(&item);
                     if self.outbox.push_sync(from, item, size) {
                         self.stats.sync_deltas_sent += 1;
@@ -944,7 +996,10 @@ impl<P: Payload> Node<P> {
                 }
                 self.trim_log();
             }
-            SyncItem::Delta(delta) => {
+            SyncItem::Delta(encoded) => {
+                let Some(delta) = decoded else {
+                    return;
+                };
                 if self.delivered.contains(&delta.dot()) {
                     self.stats.sync_duplicates += 1;
                     return;
@@ -953,7 +1008,7 @@ impl<P: Payload> Node<P> {
                     return;
                 }
                 self.stats.delivered_by_sync += 1;
-                self.deliver(now, delta);
+                self.deliver(now, delta, encoded);
             }
             SyncItem::State(chunk) => self.on_state_chunk(now, from, replica, chunk),
         }

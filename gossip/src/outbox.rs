@@ -59,7 +59,7 @@ impl<T> Queue<T> {
 
 #[derive(Debug)]
 struct PeerQueues<P> {
-    gossip: Queue<GossipItem<P>>,
+    gossip: Queue<GossipItem>,
     sync: Queue<SyncItem<P>>,
 }
 
@@ -106,7 +106,7 @@ impl<P> Outbox<P> {
         true
     }
 
-    pub(crate) fn push_gossip(&mut self, to: SocketAddr, item: GossipItem<P>, size: usize) -> bool {
+    pub(crate) fn push_gossip(&mut self, to: SocketAddr, item: GossipItem, size: usize) -> bool {
         let bound = self.bound;
         self.peers
             .entry(to)
@@ -211,14 +211,15 @@ mod tests {
         assert!(o.pop().is_some());
     }
 
-    fn dummy() -> crate::Delta<u64> {
-        crate::Delta {
+    fn dummy() -> crate::messages::EncodedDelta {
+        crate::messages::EncodedDelta::new(&crate::Delta {
             origin: crdt_types::ReplicaId(1),
             seq: 1,
             stamp: crdt_types::Stamp::default(),
             hops: 0,
             key: crdt_types::Key::new(crdt_types::Kind::Cart, "k"),
-            payload: 0,
-        }
+            payload: 0u64,
+        })
+        .expect("encodes")
     }
 }

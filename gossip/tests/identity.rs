@@ -6,7 +6,7 @@ mod common;
 use common::{GSet, Net, T0, addr, key};
 use crdt_types::{Clock, ReplicaId};
 use gossip::foca::{Codec, Header, Message};
-use gossip::messages::{Body, Envelope, GossipItem};
+use gossip::messages::{Body, EncodedDelta, Envelope, GossipItem};
 use gossip::{Config, Delta, Identity, MemberState, WireCodec};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -32,7 +32,9 @@ fn push(net: &Net, sender: SocketAddr, replica: ReplicaId, origin: ReplicaId) ->
     let env: Envelope<GSet> = Envelope {
         sender,
         replica,
-        body: Body::Gossip(vec![GossipItem::Delta(delta)]),
+        body: Body::Gossip(vec![GossipItem::Delta(
+            EncodedDelta::new(&delta).expect("encodes"),
+        )]),
     };
     env.encode().expect("encodes")
 }

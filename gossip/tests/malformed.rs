@@ -148,3 +148,56 @@ fn out_of_range_sequence_numbers_are_refused() {
     node.handle_message(T0, addr(9), None, &env.encode().expect("encodes"), &store);
     assert_eq!(node.next_tag(T0).expect("tag").dot.counter, 42);
 }
+
+#[test]
+fn a_message_with_one_malformed_delta_is_dropped_whole() {
+    use crdt_types::{Clock, ReplicaId};
+    use gossip::Delta;
+    use gossip::messages::{Body, EncodedDelta, Envelope, GossipItem};
+    let (mut node, store) = fresh_node();
+    let origin = ReplicaId(9);
+    let mut clock = Clock::new(origin, 60_000);
+    let delta = |seq: u64, id: &str, clock: &mut Clock| {
+        let d = Delta {
+            origin,
+            seq,
+            stamp: clock.tick(T0).expect("in range"),
+            hops: 0,
+            key: common::key(id),
+            payload: common::GSet(std::collections::BTreeSet::from([seq])),
+        };
+        EncodedDelta::new(&d).expect("encodes")
+    };
+    let send = |node: &mut Node<GSet>, items: Vec<GossipItem>| {
+        let env: Envelope<GSet> = Envelope {
+            sender: addr(9),
+            replica: origin,
+            body: Body::Gossip(items),
+        };
+        node.handle_message(T0, addr(9), None, &env.encode().expect("encodes"), &store);
+    };
+    let good = delta(1, "fine", &mut clock);
+    let zero = delta(0, "zero", &mut clock);
+    send(
+        &mut node,
+        vec![GossipItem::Delta(good.clone()), GossipItem::Delta(zero)],
+    );
+    assert_eq!(node.stats().malformed, 1);
+    assert!(
+        node.poll_event().is_none(),
+        "nothing of the message is applied"
+    );
+    assert_eq!(node.stats().delivered, 0);
+    // The valid delta alone gets through.
+    send(&mut node, vec![GossipItem::Delta(good)]);
+    assert_eq!(node.stats().malformed, 1);
+    assert_eq!(node.stats().delivered, 1);
+    let mut applied = 0;
+    while let Some(e) = node.poll_event() {
+        if let gossip::Event::Apply(d) = e {
+            assert_eq!((d.origin, d.seq), (origin, 1));
+            applied += 1;
+        }
+    }
+    assert_eq!(applied, 1);
+}

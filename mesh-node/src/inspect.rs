@@ -132,17 +132,17 @@ pub(crate) fn value_json(object: &Object, now_ms: i64) -> serde_json::Value {
 }
 
 /// Describes `key` from its object, its cursor and the deltas of the log.
-pub(crate) fn inspect<'a>(
+pub(crate) fn inspect(
     key: &Key,
     object: &Object,
     change_cursor: Option<u64>,
-    log: impl Iterator<Item = &'a LoggedDelta>,
+    log: impl Iterator<Item = LoggedDelta>,
     directory: &Directory,
     now_ms: i64,
 ) -> Inspection {
-    let mine: Vec<&LoggedDelta> = log.filter(|d| &d.key == key).collect();
+    let mine: Vec<LoggedDelta> = log.filter(|d| &d.key == key).collect();
     let stamps: HashMap<Dot, Stamp> = mine.iter().map(|d| (d.dot(), d.stamp)).collect();
-    let mut recent: Vec<&LoggedDelta> = mine.clone();
+    let mut recent: Vec<&LoggedDelta> = mine.iter().collect();
     recent.sort_by_key(|d| std::cmp::Reverse(d.stamp));
     let recent_deltas = recent
         .into_iter()

@@ -3,10 +3,12 @@
 //! and the partitions currently in force. It decides *whether and when* a message arrives; it knows
 //! nothing of what the message says.
 
+use crate::fnv::Fnv;
 use crate::queue::Millis;
 use crate::regions::RegionMap;
 use crate::rng::{SimRng, Stream};
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 
 /// Tunables of the network model.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,7 +66,7 @@ pub struct Network {
     egress_free_us: Vec<u64>,
     root: SimRng,
     /// One generator per directed link, created on first use. Only looked up, never iterated.
-    links: HashMap<(u32, u32), SimRng>,
+    links: HashMap<(u32, u32), SimRng, BuildHasherDefault<Fnv>>,
     stats: NetworkStats,
 }
 
@@ -80,7 +82,7 @@ impl Network {
             extra_loss: 0.0,
             egress_free_us: Vec::new(),
             root: rng.clone(),
-            links: HashMap::new(),
+            links: HashMap::default(),
             stats: NetworkStats::default(),
         }
     }

@@ -6,33 +6,11 @@
 //! deliberate deviation is [`PlantedBug`], a test hook that breaks the store on purpose to
 //! show that the checkers catch a wrong CRDT join.
 
+use crate::fnv::Fnv;
 use crdt_types::{ApplyError, CausalContext, Key, Object, ObjectDelta, Stamp, VersionVector};
 use gossip::{StateBatch, StateSource};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// FNV-1a: the key map is looked up once per applied delta and never iterated, so neither a
-/// DoS-resistant hash nor its order matters here.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
+use std::hash::BuildHasherDefault;
 
 /// A bug planted in the store on purpose (tests only), to show the checkers catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
