@@ -8,15 +8,13 @@
 //! [`network`] (latency, loss, partitions), [`faults`] and [`scenarios`] (what goes wrong
 //! when), [`workload`] (what users do), [`node`] and [`store`] (a simulated node: real gossip
 //! and real CRDTs), [`sim`] (the driver), [`oracle`] and [`checkers`] (what must hold),
-//! [`delivery`] and [`metrics`] (what was measured), [`report`] and [`plot`] (the outputs),
-//! [`fnv`] (the hash of lookup-only maps).
+//! [`delivery`] and [`metrics`] (what was measured), [`report`] and [`plot`] (the outputs).
 
 #![warn(missing_docs)]
 
 pub mod checkers;
 pub mod delivery;
 pub mod faults;
-pub mod fnv;
 pub mod metrics;
 pub mod network;
 pub mod node;

@@ -3,12 +3,11 @@
 //! and the partitions currently in force. It decides *whether and when* a message arrives; it knows
 //! nothing of what the message says.
 
-use crate::fnv::Fnv;
 use crate::queue::Millis;
 use crate::regions::RegionMap;
 use crate::rng::{SimRng, Stream};
+use rustc_hash::FxBuildHasher;
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 
 /// Tunables of the network model.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,7 +65,7 @@ pub struct Network {
     egress_free_us: Vec<u64>,
     root: SimRng,
     /// One generator per directed link, created on first use. Only looked up, never iterated.
-    links: HashMap<(u32, u32), SimRng, BuildHasherDefault<Fnv>>,
+    links: HashMap<(u32, u32), SimRng, FxBuildHasher>,
     stats: NetworkStats,
 }
 

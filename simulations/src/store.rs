@@ -6,11 +6,10 @@
 //! deliberate deviation is [`PlantedBug`], a test hook that breaks the store on purpose to
 //! show that the checkers catch a wrong CRDT join.
 
-use crate::fnv::Fnv;
 use crdt_types::{ApplyError, CausalContext, Key, Object, ObjectDelta, Stamp, VersionVector};
 use gossip::{StateBatch, StateSource};
+use rustc_hash::FxBuildHasher;
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 
 /// A bug planted in the store on purpose (tests only), to show the checkers catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +30,7 @@ struct Entry {
 pub struct Store {
     /// Key -> index in `entries`. Looked up only, never iterated: state transfers walk
     /// `by_change`.
-    slots: HashMap<Key, usize, BuildHasherDefault<Fnv>>,
+    slots: HashMap<Key, usize, FxBuildHasher>,
     /// Every key ever written here, in the order of its first write; never removed.
     entries: Vec<Entry>,
     /// (change counter, index in `entries`) in counter order, for
