@@ -55,14 +55,20 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
         drops: Drops<'_>,
     );
 
-    /// Whether the store holds any of `dots` (a few, sorted): one pass over a small store.
-    fn holds_any(&self, dots: &[Dot]) -> bool {
-        dots.iter().any(|d| self.contains_dot(d))
+    /// Adds `other`, a store none of whose dots the receiver's context has seen: the causal
+    /// join when the other context names nothing else (a one-dot delta, e.g. a cart add), so
+    /// nothing is removed and every entry of `other` is kept. Spares the add the general
+    /// [`DotStore::join_store`]'s context lookups and bookkeeping.
+    fn join_unseen(&mut self, other: Self);
+
+    /// Whether the store holds any of the probe's dots: one pass over a small store.
+    fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
+        probe.dots.iter().any(|d| self.contains_dot(d))
     }
 
-    /// How many of `dots` (sorted, distinct) the store holds.
-    fn count_held(&self, dots: &[Dot]) -> usize {
-        dots.iter().filter(|d| self.contains_dot(d)).count()
+    /// Appends to `out` the dots of `dots` (sorted, distinct) the store holds.
+    fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+        out.extend(dots.iter().copied().filter(|d| self.contains_dot(d)));
     }
 
     /// Removes every dot `ctx` covers: the join with `(empty, ctx)`.
@@ -77,27 +83,61 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
 }
 
 /// What of the receiving store a causal join removes: the dots it holds that the other
-/// context covers and the other store lacks. [`Causal`](crate::Causal) works it out from the
-/// dots its store holds when the other context is small (a delta's).
+/// context covers and the other store lacks. [`Causal`](crate::Causal) narrows them down to
+/// the dots its context has seen when the other context is small (a delta's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Drops<'a> {
     /// Nothing: every dot the other side removes is already gone here.
     Nothing,
-    /// At most these dots, sorted: the receiver holds them and the other side removes them.
+    /// These dots, sorted: the other side removes them and the receiver has seen them, so it
+    /// holds some, all or none of them (none held: a stale remove); it holds no other dot the
+    /// other side removes.
     These(&'a [Dot]),
     /// Not worked out (a large context, a full state's): any dot the other context covers
     /// and the other store lacks.
     Unknown,
 }
 
-/// The number of dots in both sorted, distinct sequences: one pass over both.
-fn count_common<'a>(mine: impl Iterator<Item = &'a Dot>, dots: &[Dot]) -> usize {
+/// A few dots (sorted, distinct) looked for in every entry of a store: the dots a remove names
+/// that the keys it lists do not hold. A 64-bit mask of their hashes rules out most entries
+/// with one test, so reading a whole cart for them costs a few instructions an entry.
+pub struct DotProbe<'a> {
+    dots: &'a [Dot],
+    mask: u64,
+}
+
+impl<'a> DotProbe<'a> {
+    /// The probe for `dots` (sorted, distinct).
+    pub fn new(dots: &'a [Dot]) -> Self {
+        let mask = dots.iter().fold(0, |m, d| m | Self::bit(d));
+        DotProbe { dots, mask }
+    }
+
+    /// The mask bit of `dot`: one of 64, by a multiplicative hash.
+    #[inline]
+    fn bit(dot: &Dot) -> u64 {
+        let h = (dot.replica.0 ^ dot.counter.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        1 << (h >> 58)
+    }
+
+    /// Whether `dot` is one of the probe's dots.
+    #[inline]
+    pub fn has(&self, dot: &Dot) -> bool {
+        self.mask & Self::bit(dot) != 0 && self.dots.binary_search(dot).is_ok()
+    }
+}
+
+/// The dots in both sorted, distinct sequences, in order: one pass over both.
+fn common<'a>(
+    mine: impl Iterator<Item = &'a Dot> + 'a,
+    dots: &'a [Dot],
+) -> impl Iterator<Item = Dot> + 'a {
     let mut dots = dots.iter().peekable();
-    mine.filter(|d| {
+    mine.filter(move |d| {
         while dots.next_if(|o| *o < *d).is_some() {}
         dots.peek() == Some(d)
     })
-    .count()
+    .copied()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,12 +216,12 @@ impl DotStore for DotSet {
         self.contains(dot)
     }
 
-    fn holds_any(&self, dots: &[Dot]) -> bool {
-        self.0.iter().any(|d| dots.contains(d))
+    fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
+        self.0.iter().any(|d| probe.has(d))
     }
 
-    fn count_held(&self, dots: &[Dot]) -> usize {
-        count_common(self.0.iter(), dots)
+    fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+        out.extend(common(self.0.iter(), dots));
     }
 
     fn join_store(
@@ -193,7 +233,7 @@ impl DotStore for DotSet {
     ) {
         match drops {
             Drops::Nothing => {}
-            Drops::These(dots) => match count_common(self.0.iter(), dots) {
+            Drops::These(dots) => match common(self.0.iter(), dots).count() {
                 0 => {}
                 // Usually a remove covers every dot seen: nothing to keep.
                 n if n == self.0.len() => self.0.clear(),
@@ -208,6 +248,19 @@ impl DotStore for DotSet {
                 && !ctx.contains(&d)
             {
                 self.0.insert(i, d);
+            }
+        }
+    }
+
+    fn join_unseen(&mut self, other: Self) {
+        for d in other.0 {
+            match self.0.last() {
+                Some(last) if *last >= d => {
+                    if let Err(i) = self.0.binary_search(&d) {
+                        self.0.insert(i, d);
+                    }
+                }
+                _ => self.0.push(d),
             }
         }
     }
@@ -299,6 +352,16 @@ impl<V> DotFun<V> {
     pub fn singleton(dot: Dot, value: V) -> Self {
         DotFun(smallvec![(dot, value)])
     }
+
+    /// Inserts the entry `dot -> value` at `i`, its place in dot order.
+    fn put(&mut self, i: usize, dot: Dot, value: V) {
+        if self.0.len() == self.0.capacity() {
+            // A counter that outgrows its inline entry usually gets several more: one heap
+            // block of eight rather than two, four, then eight.
+            self.0.reserve(self.0.len().max(7));
+        }
+        self.0.insert(i, (dot, value));
+    }
 }
 
 impl<V: Clone + PartialEq + fmt::Debug> DotFun<V> {
@@ -340,12 +403,12 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
         self.get(dot).is_some()
     }
 
-    fn holds_any(&self, dots: &[Dot]) -> bool {
-        self.0.iter().any(|(d, _)| dots.contains(d))
+    fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
+        self.0.iter().any(|(d, _)| probe.has(d))
     }
 
-    fn count_held(&self, dots: &[Dot]) -> usize {
-        count_common(self.0.iter().map(|(d, _)| d), dots)
+    fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+        out.extend(common(self.0.iter().map(|(d, _)| d), dots));
     }
 
     fn join_store(
@@ -357,7 +420,7 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
     ) {
         match drops {
             Drops::Nothing => {}
-            Drops::These(dots) => match count_common(self.0.iter().map(|(d, _)| d), dots) {
+            Drops::These(dots) => match common(self.0.iter().map(|(d, _)| d), dots).count() {
                 0 => {}
                 // Usually a remove covers every entry seen: nothing to keep.
                 n if n == self.0.len() => self.0.clear(),
@@ -372,15 +435,29 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
                 Ok(i) => debug_assert_eq!(self.0[i].1, v, "dot {d:?} carries two values"),
                 Err(i) => {
                     if !ctx.contains(&d) {
-                        if self.0.len() == self.0.capacity() {
-                            // A counter that outgrows its inline entry usually gets several
-                            // more: one heap block of eight rather than two, four, then eight.
-                            self.0.reserve(self.0.len().max(7));
-                        }
-                        self.0.insert(i, (d, v));
+                        self.put(i, d, v);
                     }
                 }
             }
+        }
+    }
+
+    fn join_unseen(&mut self, other: Self) {
+        for (d, v) in other.0 {
+            // A replica's dots arrive in order: usually after every entry, else among them.
+            let at = match self.0.last() {
+                Some((last, _)) if *last >= d => {
+                    match self.0.binary_search_by(|(s, _)| s.cmp(&d)) {
+                        Ok(i) => {
+                            debug_assert_eq!(self.0[i].1, v, "dot {d:?} carries two values");
+                            continue;
+                        }
+                        Err(i) => i,
+                    }
+                }
+                _ => self.0.len(),
+            };
+            self.put(at, d, v);
         }
     }
 
@@ -407,8 +484,9 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 /// empty as a free slot, reused when the key comes back, so removing and re-adding an item does
 /// not shift every entry after it twice; slots are never encoded and are dropped when they
 /// outnumber the keys present. Equal states encode to equal bytes; equality and hashing ignore
-/// empty values. The receiver checks every hint against its own store, so a wrong hint costs a
-/// scan, never correctness.
+/// empty values. The receiver checks every hint against its own store: the dots a remove names
+/// that its listed keys do not hold are looked for in every key (a [`DotProbe`]), so a wrong
+/// hint, or a stale remove whose dots are gone already, costs a scan, never correctness.
 ///
 /// Kept as a vector sorted by key: a delta holds one key, stored inline (no heap block; a
 /// tree node would cost a large allocation per delta), and a cart holds tens of items, where
@@ -619,6 +697,31 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
     }
 }
 
+impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
+    /// The position of `key` (or where it would go) for a join: by the key index, built here
+    /// for a state of many keys, else by binary search.
+    fn locate(&mut self, key: &K) -> Result<usize, usize> {
+        if self.2.is_none() && self.0.len() >= INDEXED_FROM && self.1 != Empties::Hints {
+            self.2 = Some(KeyIndex::build(&self.0));
+        }
+        match &self.2 {
+            Some(index) => index.find(&self.0, key).ok_or(()),
+            None => Err(()),
+        }
+        .or_else(|()| self.find(key))
+    }
+
+    /// Debug builds: the key index finds every key at its position.
+    fn check_index(&self) {
+        #[cfg(debug_assertions)]
+        if let Some(index) = &self.2 {
+            for (i, (k, _)) in self.0.iter().enumerate() {
+                debug_assert_eq!(index.find(&self.0, k), Some(i), "the key index drifted");
+            }
+        }
+    }
+}
+
 impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
     fn is_empty(&self) -> bool {
         DotMap::is_empty(self)
@@ -638,12 +741,14 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
         self.0.iter().any(|(_, v)| v.contains_dot(dot))
     }
 
-    fn holds_any(&self, dots: &[Dot]) -> bool {
-        self.0.iter().any(|(_, v)| v.holds_any(dots))
+    fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
+        self.0.iter().any(|(_, v)| v.holds_any(probe))
     }
 
-    fn count_held(&self, dots: &[Dot]) -> usize {
-        self.0.iter().map(|(_, v)| v.count_held(dots)).sum()
+    fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+        for (_, v) in &self.0 {
+            v.held_of(dots, out);
+        }
     }
 
     fn join_store(
@@ -667,21 +772,14 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
             }
             self.2 = None;
         }
-        if self.2.is_none() && self.0.len() >= INDEXED_FROM && self.1 != Empties::Hints {
-            self.2 = Some(KeyIndex::build(&self.0));
-        }
-        // With `Drops::These`, how many of those dots are under keys `other` lists.
-        let mut located = 0;
+        // With `Drops::These`, those of its dots held under keys `other` lists.
+        let mut located: SmallVec<[Dot; 16]> = SmallVec::new();
         for (k, v) in other.0 {
-            let found = match &self.2 {
-                Some(index) => index.find(&self.0, &k).ok_or(()),
-                None => Err(()),
-            };
-            match found.or_else(|()| self.find(&k)) {
+            match self.locate(&k) {
                 Ok(i) => {
                     let mine = &mut self.0[i].1;
                     if let Drops::These(dots) = drops {
-                        located += mine.count_held(dots);
+                        mine.held_of(dots, &mut located);
                     }
                     let was_slot = mine.is_empty();
                     mine.join_store(ctx, v, other_ctx, drops);
@@ -712,13 +810,18 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
             }
         }
         if let Drops::These(dots) = drops
-            && located < dots.len()
+            && located.len() < dots.len()
         {
-            // Some are under keys `other` does not list (a wrong hint, or a `clear`, which
-            // lists none). The listed keys no longer hold any: read every key for these few
-            // dots, then change the keys that hold one.
+            // The others are gone already (a stale remove) or under keys `other` does not
+            // list (a wrong hint, or a `clear`, which lists none). The listed keys no longer
+            // hold any: read every key for the others, then change the keys that hold one.
+            located.sort_unstable();
+            let missing: SmallVec<[Dot; 16]> = (dots.iter().copied())
+                .filter(|d| located.binary_search(d).is_err())
+                .collect();
+            let probe = DotProbe::new(&missing);
             let holders: SmallVec<[usize; 4]> = (self.0.iter().enumerate())
-                .filter(|(_, (_, v))| v.holds_any(dots))
+                .filter(|(_, (_, v))| v.holds_any(&probe))
                 .map(|(i, _)| i)
                 .collect();
             for &i in holders.iter().rev() {
@@ -730,12 +833,34 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
             }
         }
         self.trim_slots();
-        #[cfg(debug_assertions)]
-        if let Some(index) = &self.2 {
-            for (i, (k, _)) in self.0.iter().enumerate() {
-                debug_assert_eq!(index.find(&self.0, k), Some(i), "the key index drifted");
+        self.check_index();
+    }
+
+    fn join_unseen(&mut self, other: Self) {
+        for (k, v) in other.0 {
+            if v.is_empty() {
+                // A hint: nothing to add (and `other` removes nothing).
+                continue;
+            }
+            match self.locate(&k) {
+                Ok(i) => {
+                    let mine = &mut self.0[i].1;
+                    if mine.is_empty()
+                        && let Empties::Slots(n) = &mut self.1
+                    {
+                        *n = n.saturating_sub(1);
+                    }
+                    mine.join_unseen(v);
+                }
+                Err(i) => {
+                    self.0.insert(i, (k, v));
+                    if let Some(index) = &mut self.2 {
+                        index.inserted(&self.0, i);
+                    }
+                }
             }
         }
+        self.check_index();
     }
 
     fn remove_covered(&mut self, ctx: &CausalContext) {
