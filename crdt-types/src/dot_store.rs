@@ -63,7 +63,7 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
 
     /// Whether the store holds any of the probe's dots: one pass over a small store.
     fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
-        probe.dots.iter().any(|d| self.contains_dot(d))
+        probe.any_in(u64::MAX, |d| self.contains_dot(d))
     }
 
     /// Appends to `out` the dots of `dots` (sorted, distinct) the store holds.
@@ -99,18 +99,38 @@ pub enum Drops<'a> {
 }
 
 /// A few dots (sorted, distinct) looked for in every entry of a store: the dots a remove names
-/// that the keys it lists do not hold. A 64-bit mask of their hashes rules out most entries
-/// with one test, so reading a whole cart for them costs a few instructions an entry.
+/// that the keys it lists do not hold. Each dot has one of 64 mask bits (a hash); a store that
+/// keeps the bits of its dots (a [`DotFun`]) is ruled out for most dots by one test each,
+/// so reading a whole cart for them costs a few instructions a key.
 pub struct DotProbe<'a> {
     dots: &'a [Dot],
+    /// The mask bit of each of `dots`, in the same order.
+    bits: SmallVec<[u64; 16]>,
+    /// All of `bits`.
     mask: u64,
 }
 
 impl<'a> DotProbe<'a> {
     /// The probe for `dots` (sorted, distinct).
     pub fn new(dots: &'a [Dot]) -> Self {
-        let mask = dots.iter().fold(0, |m, d| m | Self::bit(d));
-        DotProbe { dots, mask }
+        DotProbe {
+            dots,
+            bits: dots.iter().map(Self::bit).collect(),
+            mask: Self::bits(dots.iter()),
+        }
+    }
+
+    /// Whether a store whose dots have the mask bits `held` (or a superset) holds one of the
+    /// probe's dots, `holds` telling exactly for the dots whose bit is there.
+    #[inline]
+    fn any_in(&self, held: u64, mut holds: impl FnMut(&Dot) -> bool) -> bool {
+        held & self.mask != 0
+            && (self.dots.iter().zip(&self.bits)).any(|(d, &bit)| held & bit != 0 && holds(d))
+    }
+
+    /// The mask bits of `dots`.
+    fn bits<'d>(dots: impl Iterator<Item = &'d Dot>) -> u64 {
+        dots.fold(0, |m, d| m | Self::bit(d))
     }
 
     /// The mask bit of `dot`: one of 64, by a multiplicative hash.
@@ -118,12 +138,6 @@ impl<'a> DotProbe<'a> {
     fn bit(dot: &Dot) -> u64 {
         let h = (dot.replica.0 ^ dot.counter.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         1 << (h >> 58)
-    }
-
-    /// Whether `dot` is one of the probe's dots.
-    #[inline]
-    pub fn has(&self, dot: &Dot) -> bool {
-        self.mask & Self::bit(dot) != 0 && self.dots.binary_search(dot).is_ok()
     }
 }
 
@@ -217,7 +231,7 @@ impl DotStore for DotSet {
     }
 
     fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
-        self.0.iter().any(|d| probe.has(d))
+        probe.any_in(u64::MAX, |d| self.contains(d))
     }
 
     fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
@@ -281,11 +295,27 @@ impl DotStore for DotSet {
 ///
 /// A value is written once, under the dot of the operation that wrote it, and never changes:
 /// a dot present in both sides of a join carries the same value on both. Sorted vector by dot;
-/// one entry (a delta's) is stored inline, without a heap block.
-#[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
+/// one entry (a delta's) is stored inline, without a heap block. It also keeps the
+/// [`DotProbe`] mask bits of its dots (never encoded, compared or hashed; a superset while
+/// entries are removed one by one), so a probe for a few dots passes over it in one test.
+#[derive(Clone, Deserialize)]
 #[serde(try_from = "Vec<(Dot, V)>")]
 #[serde(bound(deserialize = "V: Deserialize<'de>"))]
-pub struct DotFun<V>(SmallVec<[(Dot, V); 1]>);
+pub struct DotFun<V>(SmallVec<[(Dot, V); 1]>, u64);
+
+impl<V: PartialEq> PartialEq for DotFun<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<V: Eq> Eq for DotFun<V> {}
+
+impl<V: Hash> Hash for DotFun<V> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl<V: Serialize> Serialize for DotFun<V> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -296,7 +326,7 @@ impl<V: Serialize> Serialize for DotFun<V> {
 
 impl<V> Default for DotFun<V> {
     fn default() -> Self {
-        DotFun(SmallVec::new())
+        DotFun(SmallVec::new(), 0)
     }
 }
 
@@ -304,7 +334,8 @@ impl<V> TryFrom<Vec<(Dot, V)>> for DotFun<V> {
     type Error = &'static str;
     fn try_from(entries: Vec<(Dot, V)>) -> Result<Self, Self::Error> {
         if entries.windows(2).all(|w| w[0].0 < w[1].0) {
-            Ok(DotFun(entries.into_iter().collect()))
+            let bits = DotProbe::bits(entries.iter().map(|(d, _)| d));
+            Ok(DotFun(entries.into_iter().collect(), bits))
         } else {
             Err("dot function is not strictly sorted by dot")
         }
@@ -350,7 +381,7 @@ impl<V> DotFun<V> {
 
     /// The store holding the single entry `dot -> value`.
     pub fn singleton(dot: Dot, value: V) -> Self {
-        DotFun(smallvec![(dot, value)])
+        DotFun(smallvec![(dot, value)], DotProbe::bit(&dot))
     }
 
     /// Inserts the entry `dot -> value` at `i`, its place in dot order.
@@ -360,7 +391,14 @@ impl<V> DotFun<V> {
             // block of eight rather than two, four, then eight.
             self.0.reserve(self.0.len().max(7));
         }
+        self.1 |= DotProbe::bit(&dot);
         self.0.insert(i, (dot, value));
+    }
+
+    /// Keeps the entries whose dot passes `keep`, and the mask bits of those only.
+    fn retain_dots(&mut self, mut keep: impl FnMut(&Dot) -> bool) {
+        self.0.retain(|(d, _)| keep(d));
+        self.1 = DotProbe::bits(self.0.iter().map(|(d, _)| d));
     }
 }
 
@@ -404,7 +442,11 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
     }
 
     fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
-        self.0.iter().any(|(d, _)| probe.has(d))
+        debug_assert!(
+            (self.0.iter()).all(|(d, _)| self.1 & DotProbe::bit(d) != 0),
+            "a dot function's mask lost a dot"
+        );
+        probe.any_in(self.1, |d| self.get(d).is_some())
     }
 
     fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
@@ -423,10 +465,14 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
             Drops::These(dots) => match common(self.0.iter().map(|(d, _)| d), dots).count() {
                 0 => {}
                 // Usually a remove covers every entry seen: nothing to keep.
-                n if n == self.0.len() => self.0.clear(),
-                _ => self.0.retain(|(d, _)| dots.binary_search(d).is_err()),
+                n if n == self.0.len() => {
+                    // Keeps the heap block: a counter emptied by a remove often grows again.
+                    self.0.clear();
+                    self.1 = 0;
+                }
+                _ => self.retain_dots(|d| dots.binary_search(d).is_err()),
             },
-            Drops::Unknown => self.0.retain(|(d, _)| {
+            Drops::Unknown => self.retain_dots(|d| {
                 !other_ctx.contains(d) || other.0.binary_search_by(|(o, _)| o.cmp(d)).is_ok()
             }),
         }
@@ -464,7 +510,7 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
     fn remove_covered(&mut self, ctx: &CausalContext) {
         // Usually nothing is covered (a scan past every key): look before rewriting.
         if self.0.iter().any(|(d, _)| ctx.contains(d)) {
-            self.0.retain(|(d, _)| !ctx.contains(d));
+            self.retain_dots(|d| !ctx.contains(d));
         }
     }
 }
