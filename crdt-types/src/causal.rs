@@ -125,15 +125,15 @@ impl<S: DotStore> Lattice for Causal<S> {
         // `other` can remove something only if its context names a dot its store lacks.
         let named = context.dot_count();
         let removes = named > store.dot_count() as u64;
-        // For a small context: the dots `other` removes that this side has seen, the only ones
-        // it can hold. The store join finds them under the keys `other` lists.
+        // For a small context: the dots `other` removes. The store join finds the ones this side
+        // holds under the keys `other` lists (and looks further only for those it has seen).
         let mut doomed: SmallVec<[Dot; 16]> = SmallVec::new();
         let drops = if !removes {
             Drops::Nothing
         } else if named <= MAX_ENUMERATED {
             let mut theirs: SmallVec<[Dot; 2]> = SmallVec::new();
             store.for_each_dot(&mut |d| theirs.push(d));
-            let gone = |d: &Dot| !theirs.contains(d) && self.context.contains(d);
+            let gone = |d: &Dot| !theirs.contains(d);
             if context.vv().is_empty() {
                 doomed.extend(context.cloud().copied().filter(gone));
             } else {

@@ -89,8 +89,8 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
 pub enum Drops<'a> {
     /// Nothing: every dot the other side removes is already gone here.
     Nothing,
-    /// These dots, sorted: the other side removes them and the receiver has seen them, so it
-    /// holds some, all or none of them (none held: a stale remove); it holds no other dot the
+    /// These dots, sorted: the other side removes them; the receiver holds some, all or none
+    /// of them (none held: a stale remove, or dots it has not seen), and no other dot the
     /// other side removes.
     These(&'a [Dot]),
     /// Not worked out (a large context, a full state's): any dot the other context covers
@@ -141,17 +141,30 @@ impl<'a> DotProbe<'a> {
     }
 }
 
-/// The dots in both sorted, distinct sequences, in order: one pass over both.
-fn common<'a>(
-    mine: impl Iterator<Item = &'a Dot> + 'a,
-    dots: &'a [Dot],
-) -> impl Iterator<Item = Dot> + 'a {
-    let mut dots = dots.iter().peekable();
-    mine.filter(move |d| {
-        while dots.next_if(|o| *o < *d).is_some() {}
-        dots.peek() == Some(d)
-    })
-    .copied()
+/// Calls `f` with each dot both sorted, distinct sequences hold (`mine` through `dot_of`),
+/// in order: one pass over both slices.
+#[inline]
+fn for_common<T>(mine: &[T], dot_of: impl Fn(&T) -> Dot, dots: &[Dot], mut f: impl FnMut(Dot)) {
+    let (mut i, mut j) = (0, 0);
+    while let (Some(a), Some(&b)) = (mine.get(i), dots.get(j)) {
+        let a = dot_of(a);
+        match a.cmp(&b) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                f(a);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+}
+
+/// How many dots both sorted, distinct sequences hold (see [`for_common`]).
+fn count_common<T>(mine: &[T], dot_of: impl Fn(&T) -> Dot, dots: &[Dot]) -> usize {
+    let mut n = 0;
+    for_common(mine, dot_of, dots, |_| n += 1);
+    n
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -235,7 +248,7 @@ impl DotStore for DotSet {
     }
 
     fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
-        out.extend(common(self.0.iter(), dots));
+        for_common(&self.0, |d| *d, dots, |d| out.push(d));
     }
 
     fn join_store(
@@ -247,7 +260,7 @@ impl DotStore for DotSet {
     ) {
         match drops {
             Drops::Nothing => {}
-            Drops::These(dots) => match common(self.0.iter(), dots).count() {
+            Drops::These(dots) => match count_common(&self.0, |d| *d, dots) {
                 0 => {}
                 // Usually a remove covers every dot seen: nothing to keep.
                 n if n == self.0.len() => self.0.clear(),
@@ -392,7 +405,11 @@ impl<V> DotFun<V> {
             self.0.reserve(self.0.len().max(7));
         }
         self.1 |= DotProbe::bit(&dot);
-        self.0.insert(i, (dot, value));
+        if i == self.0.len() {
+            self.0.push((dot, value));
+        } else {
+            self.0.insert(i, (dot, value));
+        }
     }
 
     /// Keeps the entries whose dot passes `keep`, and the mask bits of those only.
@@ -450,7 +467,7 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
     }
 
     fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
-        out.extend(common(self.0.iter().map(|(d, _)| d), dots));
+        for_common(&self.0, |(d, _)| *d, dots, |d| out.push(d));
     }
 
     fn join_store(
@@ -462,7 +479,7 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
     ) {
         match drops {
             Drops::Nothing => {}
-            Drops::These(dots) => match common(self.0.iter().map(|(d, _)| d), dots).count() {
+            Drops::These(dots) => match count_common(&self.0, |(d, _)| *d, dots) {
                 0 => {}
                 // Usually a remove covers every entry seen: nothing to keep.
                 n if n == self.0.len() => {
@@ -488,8 +505,9 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
         }
     }
 
-    fn join_unseen(&mut self, other: Self) {
-        for (d, v) in other.0 {
+    fn join_unseen(&mut self, mut other: Self) {
+        // Popped, not iterated: a delta's one entry moves out with no iterator to drop.
+        while let Some((d, v)) = other.0.pop() {
             // A replica's dots arrive in order: usually after every entry, else among them.
             let at = match self.0.last() {
                 Some((last, _)) if *last >= d => {
@@ -542,13 +560,14 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 /// one probe. Encoded as a map, like a
 /// `BTreeMap`.
 #[derive(Clone)]
-pub struct DotMap<K, V>(SmallVec<[(K, V); 1]>, Empties, Option<KeyIndex>);
+pub struct DotMap<K, V>(SmallVec<[(K, V); 1]>, Empties, Option<Box<KeyIndex>>);
 
 /// What the empty values of a [`DotMap`] are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Empties {
-    /// Free slots left by joins (this many), never encoded.
-    Slots(usize),
+    /// Free slots left by joins (this many; a map has far fewer than 2^32 entries), never
+    /// encoded.
+    Slots(u32),
     /// A delta's hints, encoded.
     Hints,
 }
@@ -584,7 +603,7 @@ impl<K, V: DotStore> DotMap<K, V> {
     /// Drops every slot once they outnumber the keys present.
     fn trim_slots(&mut self) {
         if let Empties::Slots(n) = self.1
-            && n * 2 > self.0.len()
+            && n as usize * 2 > self.0.len()
         {
             self.0.retain_mut(|(_, v)| !v.is_empty());
             self.1 = Empties::Slots(0);
@@ -748,7 +767,7 @@ impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
     /// for a state of many keys, else by binary search.
     fn locate(&mut self, key: &K) -> Result<usize, usize> {
         if self.2.is_none() && self.0.len() >= INDEXED_FROM && self.1 != Empties::Hints {
-            self.2 = Some(KeyIndex::build(&self.0));
+            self.2 = Some(Box::new(KeyIndex::build(&self.0)));
         }
         match &self.2 {
             Some(index) => index.find(&self.0, key).ok_or(()),
@@ -858,12 +877,13 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
         if let Drops::These(dots) = drops
             && located.len() < dots.len()
         {
-            // The others are gone already (a stale remove) or under keys `other` does not
-            // list (a wrong hint, or a `clear`, which lists none). The listed keys no longer
-            // hold any: read every key for the others, then change the keys that hold one.
+            // The others are unseen here, gone already (a stale remove) or under keys `other`
+            // does not list (a wrong hint, or a `clear`, which lists none). The listed keys no
+            // longer hold any: read every key for the seen ones, then change the keys that
+            // hold one.
             located.sort_unstable();
             let missing: SmallVec<[Dot; 16]> = (dots.iter().copied())
-                .filter(|d| located.binary_search(d).is_err())
+                .filter(|d| located.binary_search(d).is_err() && ctx.contains(d))
                 .collect();
             let probe = DotProbe::new(&missing);
             let holders: SmallVec<[usize; 4]> = (self.0.iter().enumerate())
@@ -882,8 +902,9 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
         self.check_index();
     }
 
-    fn join_unseen(&mut self, other: Self) {
-        for (k, v) in other.0 {
+    fn join_unseen(&mut self, mut other: Self) {
+        // Popped, not iterated: a delta's one entry moves out with no iterator to drop.
+        while let Some((k, v)) = other.0.pop() {
             if v.is_empty() {
                 // A hint: nothing to add (and `other` removes nothing).
                 continue;

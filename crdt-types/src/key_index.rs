@@ -70,6 +70,7 @@ impl Hasher for KeyHasher {
     }
 }
 
+#[inline]
 fn hash_of<K: Hash>(key: &K) -> u64 {
     let mut h = KeyHasher::default();
     key.hash(&mut h);
@@ -116,6 +117,7 @@ impl KeyIndex {
     }
 
     /// The position of `key` in `entries` (the slice the index was built from), if present.
+    #[inline]
     pub(crate) fn find<K: Hash + Eq, V>(&self, entries: &[(K, V)], key: &K) -> Option<usize> {
         let mask = self.slots.len() - 1;
         let mut j = hash_of(key) as usize & mask;
