@@ -173,10 +173,25 @@ fn count_common<T>(mine: &[T], dot_of: impl Fn(&T) -> Dot, dots: &[Dot]) -> usiz
 /// A set of dots: the store of an enable-wins flag, and of one element of an add-wins set.
 ///
 /// Kept as a sorted vector: a set usually holds one to a few dots, where a vector beats a tree
-/// in memory and speed; one dot is stored inline, without a heap block.
-#[derive(Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+/// in memory and speed; one dot is stored inline, without a heap block. Like a [`DotFun`] it
+/// keeps the [`DotProbe`] mask bits of its dots (never encoded, compared or hashed).
+#[derive(Clone, Default, Deserialize)]
 #[serde(try_from = "Vec<Dot>")]
-pub struct DotSet(SmallVec<[Dot; 1]>);
+pub struct DotSet(SmallVec<[Dot; 1]>, u64);
+
+impl PartialEq for DotSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for DotSet {}
+
+impl Hash for DotSet {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl Serialize for DotSet {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -189,7 +204,8 @@ impl TryFrom<Vec<Dot>> for DotSet {
     type Error = &'static str;
     fn try_from(dots: Vec<Dot>) -> Result<Self, Self::Error> {
         if dots.windows(2).all(|w| w[0] < w[1]) {
-            Ok(DotSet(dots.into_iter().collect()))
+            let bits = DotProbe::bits(dots.iter());
+            Ok(DotSet(dots.into_iter().collect(), bits))
         } else {
             Err("dot set is not strictly sorted")
         }
@@ -217,7 +233,19 @@ impl DotSet {
     pub fn add_delta(&self, tag: Tag) -> Causal<DotSet> {
         let mut context = self.dots();
         context.insert(tag.dot);
-        Causal::new(DotSet(smallvec![tag.dot]), context)
+        Causal::new(DotSet(smallvec![tag.dot], DotProbe::bit(&tag.dot)), context)
+    }
+
+    /// Inserts `dot` at `i`, its place in order.
+    fn put(&mut self, i: usize, dot: Dot) {
+        self.1 |= DotProbe::bit(&dot);
+        self.0.insert(i, dot);
+    }
+
+    /// Keeps the dots that pass `keep`, and the mask bits of those only.
+    fn retain_dots(&mut self, mut keep: impl FnMut(&Dot) -> bool) {
+        self.0.retain(|d| keep(d));
+        self.1 = DotProbe::bits(self.0.iter());
     }
 
     /// The delta of removing (disabling): covers every dot seen so far, adds none.
@@ -244,7 +272,11 @@ impl DotStore for DotSet {
     }
 
     fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
-        probe.any_in(u64::MAX, |d| self.contains(d))
+        debug_assert!(
+            (self.0.iter()).all(|d| self.1 & DotProbe::bit(d) != 0),
+            "a dot set's mask lost a dot"
+        );
+        probe.any_in(self.1, |d| self.contains(d))
     }
 
     fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
@@ -263,18 +295,21 @@ impl DotStore for DotSet {
             Drops::These(dots) => match count_common(&self.0, |d| *d, dots) {
                 0 => {}
                 // Usually a remove covers every dot seen: nothing to keep.
-                n if n == self.0.len() => self.0.clear(),
-                _ => self.0.retain(|d| dots.binary_search(d).is_err()),
+                n if n == self.0.len() => {
+                    self.0.clear();
+                    self.1 = 0;
+                }
+                _ => self.retain_dots(|d| dots.binary_search(d).is_err()),
             },
-            Drops::Unknown => self
-                .0
-                .retain(|d| !other_ctx.contains(d) || other.0.binary_search(d).is_ok()),
+            Drops::Unknown => {
+                self.retain_dots(|d| !other_ctx.contains(d) || other.0.binary_search(d).is_ok())
+            }
         }
         for d in other.0 {
             if let Err(i) = self.0.binary_search(&d)
                 && !ctx.contains(&d)
             {
-                self.0.insert(i, d);
+                self.put(i, d);
             }
         }
     }
@@ -284,10 +319,10 @@ impl DotStore for DotSet {
             match self.0.last() {
                 Some(last) if *last >= d => {
                     if let Err(i) = self.0.binary_search(&d) {
-                        self.0.insert(i, d);
+                        self.put(i, d);
                     }
                 }
-                _ => self.0.push(d),
+                _ => self.put(self.0.len(), d),
             }
         }
     }
@@ -295,7 +330,7 @@ impl DotStore for DotSet {
     fn remove_covered(&mut self, ctx: &CausalContext) {
         // Usually nothing is covered (a scan past every key): look before rewriting.
         if self.0.iter().any(|d| ctx.contains(d)) {
-            self.0.retain(|d| !ctx.contains(d));
+            self.retain_dots(|d| !ctx.contains(d));
         }
     }
 }
