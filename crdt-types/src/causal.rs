@@ -4,9 +4,8 @@
 use crate::{CausalContext, DeltaCrdt, Dot, DotStore, Drops, Lattice, VersionVector};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
-use std::collections::HashSet;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 
 /// A dot store and the causal context it was built under (Almeida et al. 2018, §6).
 ///
@@ -17,34 +16,6 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 pub struct Causal<S> {
     store: S,
     context: CausalContext,
-    /// The dots the store holds, once a join needed them; never encoded, compared or hashed.
-    #[serde(skip)]
-    held: Option<HeldDots>,
-}
-
-/// The set of dots a store holds: tells a join which of a delta's removals are already gone
-/// (a stale remove) without reading every entry of the store.
-type HeldDots = HashSet<Dot, BuildHasherDefault<DotHasher>>;
-
-/// A multiplicative hash for dots (two `u64`s, the replica random): far cheaper than SipHash,
-/// and the set is local, built from dots this state already accepted.
-#[derive(Default)]
-struct DotHasher(u64);
-
-impl Hasher for DotHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 impl<S: PartialEq> PartialEq for Causal<S> {
@@ -83,11 +54,7 @@ impl<S: DotStore> Causal<S> {
             },
             "a store dot is missing from its context"
         );
-        Causal {
-            store,
-            context,
-            held: None,
-        }
+        Causal { store, context }
     }
 
     /// The store.
@@ -128,40 +95,14 @@ impl<S: DotStore> Causal<S> {
 }
 
 impl<S: DotStore> Causal<S> {
-    /// The dots the store holds, built on first use and kept up to date by joins.
-    fn held(&mut self) -> &mut HeldDots {
-        self.held.get_or_insert_with(|| {
-            let mut held = HeldDots::default();
-            self.store.for_each_dot(&mut |d| {
-                held.insert(d);
-            });
-            held
-        })
-    }
-}
-
-impl<S: DotStore> Causal<S> {
-    /// The join with `(store, context)` where `context` names exactly `dot`, the one dot
-    /// `store` holds (no removal): seen already, nothing changes (a duplicate, or an entry removed
-    /// here since); otherwise the entry is added, in one context search.
-    fn join_one(&mut self, store: S, context: &CausalContext, dot: Dot) {
-        if !self.context.insert_new(dot) {
-            return;
-        }
-        // This side's context did not hold the only dot `store` has, which is all a store
-        // join consults it for: an empty one gives the same result.
-        self.store
-            .join_store(&CausalContext::new(), store, context, Drops::Nothing);
-        if let Some(held) = &mut self.held {
-            held.insert(dot);
-        }
-        #[cfg(debug_assertions)]
-        if let Some(held) = &self.held {
-            let mut actual = HeldDots::default();
-            self.store.for_each_dot(&mut |d| {
-                actual.insert(d);
-            });
-            debug_assert!(*held == actual, "the held-dot index drifted");
+    /// The join with a delta whose context names exactly `dot`, the one dot its `store` holds
+    /// (an add, no removal): seen already, nothing changes (a duplicate, or an entry removed
+    /// here since); otherwise `store` is added as it is, in one context search.
+    fn join_one(&mut self, store: S, dot: Dot) {
+        if self.context.insert_new(dot) {
+            // This side had not seen the only dot `store` holds: nothing of it is here yet and
+            // nothing here is removed.
+            self.store.join_unseen(store);
         }
     }
 }
@@ -172,79 +113,50 @@ const MAX_ENUMERATED: u64 = 64;
 
 impl<S: DotStore> Lattice for Causal<S> {
     fn join(&mut self, other: Self) {
-        let Causal { store, context, .. } = other;
+        let Causal { store, context } = other;
+        if let Some(dot) = context.only_dot()
+            && store.dot_count() == 1
+        {
+            // Most deltas: one operation's one entry, e.g. a cart add; `store` holds `dot`
+            // (its context covers its store).
+            self.join_one(store, dot);
+            return;
+        }
         // `other` can remove something only if its context names a dot its store lacks.
         let named = context.dot_count();
         let removes = named > store.dot_count() as u64;
-        let small = named <= MAX_ENUMERATED;
-        if !removes
-            && named == 1
-            && let Some(dot) = context.only_dot()
-        {
-            // Most deltas: one operation's one entry, e.g. a cart add; `store` holds `dot`.
-            self.join_one(store, &context, dot);
-            return;
-        }
-        // For a small context: the dots of `other`'s store, and those this store holds that
-        // `other` removes (found with the held-dot index, so a stale remove finds none).
-        let mut theirs: SmallVec<[Dot; 2]> = SmallVec::new();
+        // For a small context: the dots `other` removes. The store join finds the ones this side
+        // holds under the keys `other` lists (and looks further only for those it has seen).
         let mut doomed: SmallVec<[Dot; 16]> = SmallVec::new();
-        if small {
+        let drops = if !removes {
+            Drops::Nothing
+        } else if named <= MAX_ENUMERATED {
+            let mut theirs: SmallVec<[Dot; 2]> = SmallVec::new();
             store.for_each_dot(&mut |d| theirs.push(d));
-            if removes {
-                let held = self.held();
-                let gone = |d: &Dot| !theirs.contains(d) && held.contains(d);
-                if context.vv().is_empty() {
-                    doomed.extend(context.cloud().copied().filter(gone));
-                } else {
-                    doomed.extend(context.dots().filter(gone));
-                }
+            let gone = |d: &Dot| !theirs.contains(d);
+            if context.vv().is_empty() {
+                doomed.extend(context.cloud().copied().filter(gone));
+            } else {
+                doomed.extend(context.dots().filter(gone));
+                doomed.sort_unstable();
+            }
+            if doomed.is_empty() {
+                Drops::Nothing
+            } else {
+                Drops::These(&doomed)
             }
         } else {
-            // Rebuilt from the joined store when next needed.
-            self.held = None;
-        }
-        // The dots of `other`'s store this side has not seen are the ones the join adds to
-        // the held-dot index (a delta's one or two: a lookup each).
-        let added: SmallVec<[Dot; 2]> = match &self.held {
-            Some(_) => (theirs.iter().copied())
-                .filter(|d| !self.context.contains(d))
-                .collect(),
-            None => SmallVec::new(),
+            Drops::Unknown
         };
         #[cfg(debug_assertions)]
         let seen = self.context.dot_count();
-        let drops = match (removes, small) {
-            (false, _) => Drops::Nothing,
-            (true, false) => Drops::Unknown,
-            (true, true) if doomed.is_empty() => Drops::Nothing,
-            (true, true) => {
-                doomed.sort_unstable();
-                Drops::These(&doomed)
-            }
-        };
         self.store.join_store(&self.context, store, &context, drops);
         self.context.join(&context);
-        if let Some(held) = &mut self.held {
-            for d in &doomed {
-                held.remove(d);
-            }
-            held.extend(added);
-        }
         #[cfg(debug_assertions)]
-        {
-            debug_assert!(
-                self.context.dot_count() >= seen,
-                "a causal context shrank on join"
-            );
-            if let Some(held) = &self.held {
-                let mut actual = HeldDots::default();
-                self.store.for_each_dot(&mut |d| {
-                    actual.insert(d);
-                });
-                debug_assert!(*held == actual, "the held-dot index drifted");
-            }
-        }
+        debug_assert!(
+            self.context.dot_count() >= seen,
+            "a causal context shrank on join"
+        );
     }
 }
 

@@ -77,7 +77,7 @@ impl CausalContext {
             return false;
         }
         if dot.counter == top + 1 {
-            self.fold(dot.replica);
+            self.fold_above(dot);
             return true;
         }
         match self.cloud.binary_search(&dot) {
@@ -103,23 +103,27 @@ impl CausalContext {
         self.cloud.partition_point(|d| d.replica < replica)
     }
 
-    /// Moves the cloud dots of `replica` that now continue its vector entry into the vector
-    /// (the cloud holds none of `replica`'s dots at or below the entry).
-    fn fold(&mut self, replica: ReplicaId) {
+    /// `dot` just became its replica's vector entry: moves the cloud dots that now continue
+    /// it into the vector (one search for the dot right above it).
+    fn fold_above(&mut self, dot: Dot) {
         if self.cloud.is_empty() {
             return;
         }
-        let start = self.cloud_start(replica);
-        let mut top = self.vv.get(replica);
-        let mut end = start;
-        while end < self.cloud.len() && self.cloud[end] == Dot::new(replica, top + 1) {
-            top += 1;
+        let Some(mut top) = dot.counter.checked_add(1) else {
+            return;
+        };
+        let Ok(start) = self.cloud.binary_search(&Dot::new(dot.replica, top)) else {
+            return;
+        };
+        let mut end = start + 1;
+        while let Some(next) = top.checked_add(1)
+            && self.cloud.get(end) == Some(&Dot::new(dot.replica, next))
+        {
+            top = next;
             end += 1;
         }
-        if end > start {
-            self.cloud.drain(start..end);
-            self.vv.set(replica, top);
-        }
+        self.cloud.drain(start..end);
+        self.vv.set(dot.replica, top);
     }
 
     /// The union of both contexts.

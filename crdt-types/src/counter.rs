@@ -1,7 +1,8 @@
 //! `Counter`: the embedded counter of the cart, one entry per increment dot.
 
-use crate::{Causal, CausalContext, Dot, DotFun, DotStore, Drops, Tag};
+use crate::{Causal, CausalContext, Dot, DotFun, DotProbe, DotStore, Drops, Tag};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::fmt;
 
 /// A counter embedded in an add-wins map (ARCHITECTURE.md, "Data types"): every change is its
@@ -68,12 +69,12 @@ impl DotStore for Counter {
         self.0.contains_dot(dot)
     }
 
-    fn holds_any(&self, dots: &[Dot]) -> bool {
-        self.0.holds_any(dots)
+    fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
+        self.0.holds_any(probe)
     }
 
-    fn count_held(&self, dots: &[Dot]) -> usize {
-        self.0.count_held(dots)
+    fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+        self.0.held_of(dots, out);
     }
 
     fn join_store(
@@ -84,6 +85,10 @@ impl DotStore for Counter {
         drops: Drops<'_>,
     ) {
         self.0.join_store(ctx, other.0, other_ctx, drops);
+    }
+
+    fn join_unseen(&mut self, other: Self) {
+        self.0.join_unseen(other.0);
     }
 
     fn remove_covered(&mut self, ctx: &CausalContext) {

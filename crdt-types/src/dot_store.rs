@@ -55,14 +55,20 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
         drops: Drops<'_>,
     );
 
-    /// Whether the store holds any of `dots` (a few, sorted): one pass over a small store.
-    fn holds_any(&self, dots: &[Dot]) -> bool {
-        dots.iter().any(|d| self.contains_dot(d))
+    /// Adds `other`, a store none of whose dots the receiver's context has seen: the causal
+    /// join when the other context names nothing else (a one-dot delta, e.g. a cart add), so
+    /// nothing is removed and every entry of `other` is kept. Spares the add the general
+    /// [`DotStore::join_store`]'s context lookups and bookkeeping.
+    fn join_unseen(&mut self, other: Self);
+
+    /// Whether the store holds any of the probe's dots: one pass over a small store.
+    fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
+        probe.any_in(u64::MAX, |d| self.contains_dot(d))
     }
 
-    /// How many of `dots` (sorted, distinct) the store holds.
-    fn count_held(&self, dots: &[Dot]) -> usize {
-        dots.iter().filter(|d| self.contains_dot(d)).count()
+    /// Appends to `out` the dots of `dots` (sorted, distinct) the store holds.
+    fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+        out.extend(dots.iter().copied().filter(|d| self.contains_dot(d)));
     }
 
     /// Removes every dot `ctx` covers: the join with `(empty, ctx)`.
@@ -77,27 +83,88 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
 }
 
 /// What of the receiving store a causal join removes: the dots it holds that the other
-/// context covers and the other store lacks. [`Causal`](crate::Causal) works it out from the
-/// dots its store holds when the other context is small (a delta's).
+/// context covers and the other store lacks. [`Causal`](crate::Causal) narrows them down to
+/// the dots its context has seen when the other context is small (a delta's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Drops<'a> {
     /// Nothing: every dot the other side removes is already gone here.
     Nothing,
-    /// At most these dots, sorted: the receiver holds them and the other side removes them.
+    /// These dots, sorted: the other side removes them; the receiver holds some, all or none
+    /// of them (none held: a stale remove, or dots it has not seen), and no other dot the
+    /// other side removes.
     These(&'a [Dot]),
     /// Not worked out (a large context, a full state's): any dot the other context covers
     /// and the other store lacks.
     Unknown,
 }
 
-/// The number of dots in both sorted, distinct sequences: one pass over both.
-fn count_common<'a>(mine: impl Iterator<Item = &'a Dot>, dots: &[Dot]) -> usize {
-    let mut dots = dots.iter().peekable();
-    mine.filter(|d| {
-        while dots.next_if(|o| *o < *d).is_some() {}
-        dots.peek() == Some(d)
-    })
-    .count()
+/// A few dots (sorted, distinct) looked for in every entry of a store: the dots a remove names
+/// that the keys it lists do not hold. Each dot has one of 64 mask bits (a hash); a store that
+/// keeps the bits of its dots (a [`DotFun`]) is ruled out for most dots by one test each,
+/// so reading a whole cart for them costs a few instructions a key.
+pub struct DotProbe<'a> {
+    dots: &'a [Dot],
+    /// The mask bit of each of `dots`, in the same order.
+    bits: SmallVec<[u64; 16]>,
+    /// All of `bits`.
+    mask: u64,
+}
+
+impl<'a> DotProbe<'a> {
+    /// The probe for `dots` (sorted, distinct).
+    pub fn new(dots: &'a [Dot]) -> Self {
+        DotProbe {
+            dots,
+            bits: dots.iter().map(Self::bit).collect(),
+            mask: Self::bits(dots.iter()),
+        }
+    }
+
+    /// Whether a store whose dots have the mask bits `held` (or a superset) holds one of the
+    /// probe's dots, `holds` telling exactly for the dots whose bit is there.
+    #[inline]
+    fn any_in(&self, held: u64, mut holds: impl FnMut(&Dot) -> bool) -> bool {
+        held & self.mask != 0
+            && (self.dots.iter().zip(&self.bits)).any(|(d, &bit)| held & bit != 0 && holds(d))
+    }
+
+    /// The mask bits of `dots`.
+    fn bits<'d>(dots: impl Iterator<Item = &'d Dot>) -> u64 {
+        dots.fold(0, |m, d| m | Self::bit(d))
+    }
+
+    /// The mask bit of `dot`: one of 64, by a multiplicative hash.
+    #[inline]
+    fn bit(dot: &Dot) -> u64 {
+        let h = (dot.replica.0 ^ dot.counter.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        1 << (h >> 58)
+    }
+}
+
+/// Calls `f` with each dot both sorted, distinct sequences hold (`mine` through `dot_of`),
+/// in order: one pass over both slices.
+#[inline]
+fn for_common<T>(mine: &[T], dot_of: impl Fn(&T) -> Dot, dots: &[Dot], mut f: impl FnMut(Dot)) {
+    let (mut i, mut j) = (0, 0);
+    while let (Some(a), Some(&b)) = (mine.get(i), dots.get(j)) {
+        let a = dot_of(a);
+        match a.cmp(&b) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                f(a);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+}
+
+/// How many dots both sorted, distinct sequences hold (see [`for_common`]).
+fn count_common<T>(mine: &[T], dot_of: impl Fn(&T) -> Dot, dots: &[Dot]) -> usize {
+    let mut n = 0;
+    for_common(mine, dot_of, dots, |_| n += 1);
+    n
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -106,10 +173,25 @@ fn count_common<'a>(mine: impl Iterator<Item = &'a Dot>, dots: &[Dot]) -> usize 
 /// A set of dots: the store of an enable-wins flag, and of one element of an add-wins set.
 ///
 /// Kept as a sorted vector: a set usually holds one to a few dots, where a vector beats a tree
-/// in memory and speed; one dot is stored inline, without a heap block.
-#[derive(Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+/// in memory and speed; one dot is stored inline, without a heap block. Like a [`DotFun`] it
+/// keeps the [`DotProbe`] mask bits of its dots (never encoded, compared or hashed).
+#[derive(Clone, Default, Deserialize)]
 #[serde(try_from = "Vec<Dot>")]
-pub struct DotSet(SmallVec<[Dot; 1]>);
+pub struct DotSet(SmallVec<[Dot; 1]>, u64);
+
+impl PartialEq for DotSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for DotSet {}
+
+impl Hash for DotSet {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl Serialize for DotSet {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -122,7 +204,8 @@ impl TryFrom<Vec<Dot>> for DotSet {
     type Error = &'static str;
     fn try_from(dots: Vec<Dot>) -> Result<Self, Self::Error> {
         if dots.windows(2).all(|w| w[0] < w[1]) {
-            Ok(DotSet(dots.into_iter().collect()))
+            let bits = DotProbe::bits(dots.iter());
+            Ok(DotSet(dots.into_iter().collect(), bits))
         } else {
             Err("dot set is not strictly sorted")
         }
@@ -150,7 +233,19 @@ impl DotSet {
     pub fn add_delta(&self, tag: Tag) -> Causal<DotSet> {
         let mut context = self.dots();
         context.insert(tag.dot);
-        Causal::new(DotSet(smallvec![tag.dot]), context)
+        Causal::new(DotSet(smallvec![tag.dot], DotProbe::bit(&tag.dot)), context)
+    }
+
+    /// Inserts `dot` at `i`, its place in order.
+    fn put(&mut self, i: usize, dot: Dot) {
+        self.1 |= DotProbe::bit(&dot);
+        self.0.insert(i, dot);
+    }
+
+    /// Keeps the dots that pass `keep`, and the mask bits of those only.
+    fn retain_dots(&mut self, mut keep: impl FnMut(&Dot) -> bool) {
+        self.0.retain(|d| keep(d));
+        self.1 = DotProbe::bits(self.0.iter());
     }
 
     /// The delta of removing (disabling): covers every dot seen so far, adds none.
@@ -176,12 +271,16 @@ impl DotStore for DotSet {
         self.contains(dot)
     }
 
-    fn holds_any(&self, dots: &[Dot]) -> bool {
-        self.0.iter().any(|d| dots.contains(d))
+    fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
+        debug_assert!(
+            (self.0.iter()).all(|d| self.1 & DotProbe::bit(d) != 0),
+            "a dot set's mask lost a dot"
+        );
+        probe.any_in(self.1, |d| self.contains(d))
     }
 
-    fn count_held(&self, dots: &[Dot]) -> usize {
-        count_common(self.0.iter(), dots)
+    fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+        for_common(&self.0, |d| *d, dots, |d| out.push(d));
     }
 
     fn join_store(
@@ -193,21 +292,37 @@ impl DotStore for DotSet {
     ) {
         match drops {
             Drops::Nothing => {}
-            Drops::These(dots) => match count_common(self.0.iter(), dots) {
+            Drops::These(dots) => match count_common(&self.0, |d| *d, dots) {
                 0 => {}
                 // Usually a remove covers every dot seen: nothing to keep.
-                n if n == self.0.len() => self.0.clear(),
-                _ => self.0.retain(|d| dots.binary_search(d).is_err()),
+                n if n == self.0.len() => {
+                    self.0.clear();
+                    self.1 = 0;
+                }
+                _ => self.retain_dots(|d| dots.binary_search(d).is_err()),
             },
-            Drops::Unknown => self
-                .0
-                .retain(|d| !other_ctx.contains(d) || other.0.binary_search(d).is_ok()),
+            Drops::Unknown => {
+                self.retain_dots(|d| !other_ctx.contains(d) || other.0.binary_search(d).is_ok())
+            }
         }
         for d in other.0 {
             if let Err(i) = self.0.binary_search(&d)
                 && !ctx.contains(&d)
             {
-                self.0.insert(i, d);
+                self.put(i, d);
+            }
+        }
+    }
+
+    fn join_unseen(&mut self, other: Self) {
+        for d in other.0 {
+            match self.0.last() {
+                Some(last) if *last >= d => {
+                    if let Err(i) = self.0.binary_search(&d) {
+                        self.put(i, d);
+                    }
+                }
+                _ => self.put(self.0.len(), d),
             }
         }
     }
@@ -215,7 +330,7 @@ impl DotStore for DotSet {
     fn remove_covered(&mut self, ctx: &CausalContext) {
         // Usually nothing is covered (a scan past every key): look before rewriting.
         if self.0.iter().any(|d| ctx.contains(d)) {
-            self.0.retain(|d| !ctx.contains(d));
+            self.retain_dots(|d| !ctx.contains(d));
         }
     }
 }
@@ -228,11 +343,27 @@ impl DotStore for DotSet {
 ///
 /// A value is written once, under the dot of the operation that wrote it, and never changes:
 /// a dot present in both sides of a join carries the same value on both. Sorted vector by dot;
-/// one entry (a delta's) is stored inline, without a heap block.
-#[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
+/// one entry (a delta's) is stored inline, without a heap block. It also keeps the
+/// [`DotProbe`] mask bits of its dots (never encoded, compared or hashed; a superset while
+/// entries are removed one by one), so a probe for a few dots passes over it in one test.
+#[derive(Clone, Deserialize)]
 #[serde(try_from = "Vec<(Dot, V)>")]
 #[serde(bound(deserialize = "V: Deserialize<'de>"))]
-pub struct DotFun<V>(SmallVec<[(Dot, V); 1]>);
+pub struct DotFun<V>(SmallVec<[(Dot, V); 1]>, u64);
+
+impl<V: PartialEq> PartialEq for DotFun<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<V: Eq> Eq for DotFun<V> {}
+
+impl<V: Hash> Hash for DotFun<V> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl<V: Serialize> Serialize for DotFun<V> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -243,7 +374,7 @@ impl<V: Serialize> Serialize for DotFun<V> {
 
 impl<V> Default for DotFun<V> {
     fn default() -> Self {
-        DotFun(SmallVec::new())
+        DotFun(SmallVec::new(), 0)
     }
 }
 
@@ -251,7 +382,8 @@ impl<V> TryFrom<Vec<(Dot, V)>> for DotFun<V> {
     type Error = &'static str;
     fn try_from(entries: Vec<(Dot, V)>) -> Result<Self, Self::Error> {
         if entries.windows(2).all(|w| w[0].0 < w[1].0) {
-            Ok(DotFun(entries.into_iter().collect()))
+            let bits = DotProbe::bits(entries.iter().map(|(d, _)| d));
+            Ok(DotFun(entries.into_iter().collect(), bits))
         } else {
             Err("dot function is not strictly sorted by dot")
         }
@@ -297,7 +429,28 @@ impl<V> DotFun<V> {
 
     /// The store holding the single entry `dot -> value`.
     pub fn singleton(dot: Dot, value: V) -> Self {
-        DotFun(smallvec![(dot, value)])
+        DotFun(smallvec![(dot, value)], DotProbe::bit(&dot))
+    }
+
+    /// Inserts the entry `dot -> value` at `i`, its place in dot order.
+    fn put(&mut self, i: usize, dot: Dot, value: V) {
+        if self.0.len() == self.0.capacity() {
+            // A counter that outgrows its inline entry usually gets several more: one heap
+            // block of eight rather than two, four, then eight.
+            self.0.reserve(self.0.len().max(7));
+        }
+        self.1 |= DotProbe::bit(&dot);
+        if i == self.0.len() {
+            self.0.push((dot, value));
+        } else {
+            self.0.insert(i, (dot, value));
+        }
+    }
+
+    /// Keeps the entries whose dot passes `keep`, and the mask bits of those only.
+    fn retain_dots(&mut self, mut keep: impl FnMut(&Dot) -> bool) {
+        self.0.retain(|(d, _)| keep(d));
+        self.1 = DotProbe::bits(self.0.iter().map(|(d, _)| d));
     }
 }
 
@@ -340,12 +493,16 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
         self.get(dot).is_some()
     }
 
-    fn holds_any(&self, dots: &[Dot]) -> bool {
-        self.0.iter().any(|(d, _)| dots.contains(d))
+    fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
+        debug_assert!(
+            (self.0.iter()).all(|(d, _)| self.1 & DotProbe::bit(d) != 0),
+            "a dot function's mask lost a dot"
+        );
+        probe.any_in(self.1, |d| self.get(d).is_some())
     }
 
-    fn count_held(&self, dots: &[Dot]) -> usize {
-        count_common(self.0.iter().map(|(d, _)| d), dots)
+    fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+        for_common(&self.0, |(d, _)| *d, dots, |d| out.push(d));
     }
 
     fn join_store(
@@ -357,13 +514,17 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
     ) {
         match drops {
             Drops::Nothing => {}
-            Drops::These(dots) => match count_common(self.0.iter().map(|(d, _)| d), dots) {
+            Drops::These(dots) => match count_common(&self.0, |(d, _)| *d, dots) {
                 0 => {}
                 // Usually a remove covers every entry seen: nothing to keep.
-                n if n == self.0.len() => self.0.clear(),
-                _ => self.0.retain(|(d, _)| dots.binary_search(d).is_err()),
+                n if n == self.0.len() => {
+                    // Keeps the heap block: a counter emptied by a remove often grows again.
+                    self.0.clear();
+                    self.1 = 0;
+                }
+                _ => self.retain_dots(|d| dots.binary_search(d).is_err()),
             },
-            Drops::Unknown => self.0.retain(|(d, _)| {
+            Drops::Unknown => self.retain_dots(|d| {
                 !other_ctx.contains(d) || other.0.binary_search_by(|(o, _)| o.cmp(d)).is_ok()
             }),
         }
@@ -372,22 +533,37 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
                 Ok(i) => debug_assert_eq!(self.0[i].1, v, "dot {d:?} carries two values"),
                 Err(i) => {
                     if !ctx.contains(&d) {
-                        if self.0.len() == self.0.capacity() {
-                            // A counter that outgrows its inline entry usually gets several
-                            // more: one heap block of eight rather than two, four, then eight.
-                            self.0.reserve(self.0.len().max(7));
-                        }
-                        self.0.insert(i, (d, v));
+                        self.put(i, d, v);
                     }
                 }
             }
         }
     }
 
+    fn join_unseen(&mut self, mut other: Self) {
+        // Popped, not iterated: a delta's one entry moves out with no iterator to drop.
+        while let Some((d, v)) = other.0.pop() {
+            // A replica's dots arrive in order: usually after every entry, else among them.
+            let at = match self.0.last() {
+                Some((last, _)) if *last >= d => {
+                    match self.0.binary_search_by(|(s, _)| s.cmp(&d)) {
+                        Ok(i) => {
+                            debug_assert_eq!(self.0[i].1, v, "dot {d:?} carries two values");
+                            continue;
+                        }
+                        Err(i) => i,
+                    }
+                }
+                _ => self.0.len(),
+            };
+            self.put(at, d, v);
+        }
+    }
+
     fn remove_covered(&mut self, ctx: &CausalContext) {
         // Usually nothing is covered (a scan past every key): look before rewriting.
         if self.0.iter().any(|(d, _)| ctx.contains(d)) {
-            self.0.retain(|(d, _)| !ctx.contains(d));
+            self.retain_dots(|d| !ctx.contains(d));
         }
     }
 }
@@ -407,8 +583,9 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 /// empty as a free slot, reused when the key comes back, so removing and re-adding an item does
 /// not shift every entry after it twice; slots are never encoded and are dropped when they
 /// outnumber the keys present. Equal states encode to equal bytes; equality and hashing ignore
-/// empty values. The receiver checks every hint against its own store, so a wrong hint costs a
-/// scan, never correctness.
+/// empty values. The receiver checks every hint against its own store: the dots a remove names
+/// that its listed keys do not hold are looked for in every key (a [`DotProbe`]), so a wrong
+/// hint, or a stale remove whose dots are gone already, costs a scan, never correctness.
 ///
 /// Kept as a vector sorted by key: a delta holds one key, stored inline (no heap block; a
 /// tree node would cost a large allocation per delta), and a cart holds tens of items, where
@@ -418,13 +595,14 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 /// one probe. Encoded as a map, like a
 /// `BTreeMap`.
 #[derive(Clone)]
-pub struct DotMap<K, V>(SmallVec<[(K, V); 1]>, Empties, Option<KeyIndex>);
+pub struct DotMap<K, V>(SmallVec<[(K, V); 1]>, Empties, Option<Box<KeyIndex>>);
 
 /// What the empty values of a [`DotMap`] are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Empties {
-    /// Free slots left by joins (this many), never encoded.
-    Slots(usize),
+    /// Free slots left by joins (this many; a map has far fewer than 2^32 entries), never
+    /// encoded.
+    Slots(u32),
     /// A delta's hints, encoded.
     Hints,
 }
@@ -460,7 +638,7 @@ impl<K, V: DotStore> DotMap<K, V> {
     /// Drops every slot once they outnumber the keys present.
     fn trim_slots(&mut self) {
         if let Empties::Slots(n) = self.1
-            && n * 2 > self.0.len()
+            && n as usize * 2 > self.0.len()
         {
             self.0.retain_mut(|(_, v)| !v.is_empty());
             self.1 = Empties::Slots(0);
@@ -619,6 +797,31 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
     }
 }
 
+impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
+    /// The position of `key` (or where it would go) for a join: by the key index, built here
+    /// for a state of many keys, else by binary search.
+    fn locate(&mut self, key: &K) -> Result<usize, usize> {
+        if self.2.is_none() && self.0.len() >= INDEXED_FROM && self.1 != Empties::Hints {
+            self.2 = Some(Box::new(KeyIndex::build(&self.0)));
+        }
+        match &self.2 {
+            Some(index) => index.find(&self.0, key).ok_or(()),
+            None => Err(()),
+        }
+        .or_else(|()| self.find(key))
+    }
+
+    /// Debug builds: the key index finds every key at its position.
+    fn check_index(&self) {
+        #[cfg(debug_assertions)]
+        if let Some(index) = &self.2 {
+            for (i, (k, _)) in self.0.iter().enumerate() {
+                debug_assert_eq!(index.find(&self.0, k), Some(i), "the key index drifted");
+            }
+        }
+    }
+}
+
 impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> {
     fn is_empty(&self) -> bool {
         DotMap::is_empty(self)
@@ -638,12 +841,14 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
         self.0.iter().any(|(_, v)| v.contains_dot(dot))
     }
 
-    fn holds_any(&self, dots: &[Dot]) -> bool {
-        self.0.iter().any(|(_, v)| v.holds_any(dots))
+    fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
+        self.0.iter().any(|(_, v)| v.holds_any(probe))
     }
 
-    fn count_held(&self, dots: &[Dot]) -> usize {
-        self.0.iter().map(|(_, v)| v.count_held(dots)).sum()
+    fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+        for (_, v) in &self.0 {
+            v.held_of(dots, out);
+        }
     }
 
     fn join_store(
@@ -667,21 +872,14 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
             }
             self.2 = None;
         }
-        if self.2.is_none() && self.0.len() >= INDEXED_FROM && self.1 != Empties::Hints {
-            self.2 = Some(KeyIndex::build(&self.0));
-        }
-        // With `Drops::These`, how many of those dots are under keys `other` lists.
-        let mut located = 0;
+        // With `Drops::These`, those of its dots held under keys `other` lists.
+        let mut located: SmallVec<[Dot; 16]> = SmallVec::new();
         for (k, v) in other.0 {
-            let found = match &self.2 {
-                Some(index) => index.find(&self.0, &k).ok_or(()),
-                None => Err(()),
-            };
-            match found.or_else(|()| self.find(&k)) {
+            match self.locate(&k) {
                 Ok(i) => {
                     let mine = &mut self.0[i].1;
                     if let Drops::These(dots) = drops {
-                        located += mine.count_held(dots);
+                        mine.held_of(dots, &mut located);
                     }
                     let was_slot = mine.is_empty();
                     mine.join_store(ctx, v, other_ctx, drops);
@@ -712,13 +910,19 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
             }
         }
         if let Drops::These(dots) = drops
-            && located < dots.len()
+            && located.len() < dots.len()
         {
-            // Some are under keys `other` does not list (a wrong hint, or a `clear`, which
-            // lists none). The listed keys no longer hold any: read every key for these few
-            // dots, then change the keys that hold one.
+            // The others are unseen here, gone already (a stale remove) or under keys `other`
+            // does not list (a wrong hint, or a `clear`, which lists none). The listed keys no
+            // longer hold any: read every key for the seen ones, then change the keys that
+            // hold one.
+            located.sort_unstable();
+            let missing: SmallVec<[Dot; 16]> = (dots.iter().copied())
+                .filter(|d| located.binary_search(d).is_err() && ctx.contains(d))
+                .collect();
+            let probe = DotProbe::new(&missing);
             let holders: SmallVec<[usize; 4]> = (self.0.iter().enumerate())
-                .filter(|(_, (_, v))| v.holds_any(dots))
+                .filter(|(_, (_, v))| v.holds_any(&probe))
                 .map(|(i, _)| i)
                 .collect();
             for &i in holders.iter().rev() {
@@ -730,12 +934,35 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
             }
         }
         self.trim_slots();
-        #[cfg(debug_assertions)]
-        if let Some(index) = &self.2 {
-            for (i, (k, _)) in self.0.iter().enumerate() {
-                debug_assert_eq!(index.find(&self.0, k), Some(i), "the key index drifted");
+        self.check_index();
+    }
+
+    fn join_unseen(&mut self, mut other: Self) {
+        // Popped, not iterated: a delta's one entry moves out with no iterator to drop.
+        while let Some((k, v)) = other.0.pop() {
+            if v.is_empty() {
+                // A hint: nothing to add (and `other` removes nothing).
+                continue;
+            }
+            match self.locate(&k) {
+                Ok(i) => {
+                    let mine = &mut self.0[i].1;
+                    if mine.is_empty()
+                        && let Empties::Slots(n) = &mut self.1
+                    {
+                        *n = n.saturating_sub(1);
+                    }
+                    mine.join_unseen(v);
+                }
+                Err(i) => {
+                    self.0.insert(i, (k, v));
+                    if let Some(index) = &mut self.2 {
+                        index.inserted(&self.0, i);
+                    }
+                }
             }
         }
+        self.check_index();
     }
 
     fn remove_covered(&mut self, ctx: &CausalContext) {

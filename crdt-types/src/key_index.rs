@@ -29,14 +29,32 @@ impl KeyHasher {
     }
 }
 
+/// The little-endian word of the 8 bytes at `at` (`bytes` has them).
+#[inline]
+fn le_word(bytes: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
 impl Hasher for KeyHasher {
-    fn write(&mut self, mut bytes: &[u8]) {
-        while let Some((word, rest)) = bytes.split_first_chunk::<8>() {
-            self.mix(u64::from_le_bytes(*word));
-            bytes = rest;
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let n = bytes.len();
+        if n >= 8 {
+            // Whole words, the last one overlapping the one before when `n` is no multiple
+            // of 8 (a short key, e.g. a 9-byte sku, is two words: no loop over its bytes).
+            let mut at = 0;
+            while at + 8 < n {
+                self.mix(le_word(bytes, at));
+                at += 8;
+            }
+            self.mix(le_word(bytes, n - 8));
+        } else {
+            let tail = (bytes.iter().rev()).fold(0u64, |t, &b| t << 8 | u64::from(b));
+            self.mix(tail);
         }
-        let tail = (bytes.iter().rev()).fold(0u64, |t, &b| t << 8 | u64::from(b));
-        self.mix(tail);
+        self.mix(n as u64);
     }
 
     fn write_u8(&mut self, n: u8) {
@@ -52,6 +70,7 @@ impl Hasher for KeyHasher {
     }
 }
 
+#[inline]
 fn hash_of<K: Hash>(key: &K) -> u64 {
     let mut h = KeyHasher::default();
     key.hash(&mut h);
@@ -98,6 +117,7 @@ impl KeyIndex {
     }
 
     /// The position of `key` in `entries` (the slice the index was built from), if present.
+    #[inline]
     pub(crate) fn find<K: Hash + Eq, V>(&self, entries: &[(K, V)], key: &K) -> Option<usize> {
         let mask = self.slots.len() - 1;
         let mut j = hash_of(key) as usize & mask;

@@ -49,7 +49,7 @@ pub use context::CausalContext;
 pub use counter::Counter;
 pub use document::{DocDelta, DocEdit, DocError, Document, MAX_EDIT_DEPTH, PathSegment, actor_id};
 pub use dot::Dot;
-pub use dot_store::{DotFun, DotMap, DotSet, DotStore, Drops};
+pub use dot_store::{DotFun, DotMap, DotProbe, DotSet, DotStore, Drops};
 pub use gcounter::GCounter;
 pub use key::{IdError, Key, Kind, MAX_ID_BYTES, validate_id};
 pub use lattice::{DeltaCrdt, Lattice};

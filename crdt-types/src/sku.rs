@@ -100,8 +100,15 @@ impl PartialOrd for Sku {
 }
 
 impl PartialEq for Sku {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
+        match (&self.0, &other.0) {
+            // Padded with zeros: equal skus have equal lengths and arrays.
+            (Repr::Inline { len: a, bytes: x }, Repr::Inline { len: b, bytes: y }) => {
+                a == b && x == y
+            }
+            _ => self.as_str() == other.as_str(),
+        }
     }
 }
 
