@@ -387,10 +387,15 @@ impl Membership {
             listed += 1;
             let id = m.id();
             let state = MemberState::from_foca(m.state());
-            let key = (id.addr, id.incarnation, id.replica, state);
-            if self.order.get(i) == Some(&key) && !renamed.contains(&id.addr) {
+            // The cheap fields first: most calls change nothing, and the address (an enum)
+            // is the dearest to compare.
+            let unchanged = self.order.get(i).is_some_and(|&(addr, inc, replica, st)| {
+                st == state && inc == id.incarnation && replica == id.replica && addr == id.addr
+            });
+            if unchanged && (renamed.is_empty() || !renamed.contains(&id.addr)) {
                 continue;
             }
+            let key = (id.addr, id.incarnation, id.replica, state);
             match self.order.get_mut(i) {
                 Some(k) => *k = key,
                 None => self.order.push(key),
