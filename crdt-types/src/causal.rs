@@ -99,7 +99,7 @@ impl<S: DotStore> Causal<S> {
     /// (an add, no removal): seen already, nothing changes (a duplicate, or an entry removed
     /// here since); otherwise `store` is added as it is, in one context search.
     fn join_one(&mut self, store: S, dot: Dot) {
-        if self.context.insert_new(dot) {
+        if self.context.insert(dot) {
             // This side had not seen the only dot `store` holds: nothing of it is here yet and
             // nothing here is removed.
             self.store.join_unseen(store);

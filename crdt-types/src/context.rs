@@ -64,14 +64,9 @@ impl CausalContext {
         self.vv.contains(dot) || (!self.cloud.is_empty() && self.cloud.binary_search(dot).is_ok())
     }
 
-    /// Records `dot` as seen.
-    pub fn insert(&mut self, dot: Dot) {
-        self.insert_new(dot);
-    }
-
     /// Records `dot` as seen and tells whether it was new: one search for what `contains`
-    /// then `insert` would do.
-    pub(crate) fn insert_new(&mut self, dot: Dot) -> bool {
+    /// then an insert would do.
+    pub fn insert(&mut self, dot: Dot) -> bool {
         let top = self.vv.advance(dot);
         if dot.counter <= top {
             return false;
@@ -144,7 +139,9 @@ impl CausalContext {
         match other.cloud.len() {
             0 => {}
             // A delta's one dot: usually new, one insert.
-            1 => self.insert(other.cloud[0]),
+            1 => {
+                self.insert(other.cloud[0]);
+            }
             // A remove's dots: usually all seen already (one pass), else a few inserts.
             n if self.covers_cloud(other) => debug_assert!(n > 1),
             n if n <= 8 => {

@@ -77,7 +77,9 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
     /// The context made of exactly the dots this store holds (what a remove must cover).
     fn dots(&self) -> CausalContext {
         let mut cc = CausalContext::new();
-        self.for_each_dot(&mut |d| cc.insert(d));
+        self.for_each_dot(&mut |d| {
+            cc.insert(d);
+        });
         cc
     }
 }

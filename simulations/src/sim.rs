@@ -486,18 +486,17 @@ impl Simulation {
         match event {
             Event::Apply(delta) => {
                 let dot = delta.dot();
-                // Gossip hands each delta out once; a second time would double a counter.
-                if store.delivered().contains(&dot) {
-                    self.failures.push(format!(
+                match store.apply_delta(&delta.key, delta.payload, dot, delta.stamp) {
+                    Ok(true) => {}
+                    // Gossip hands each delta out once; a second time would double a counter.
+                    Ok(false) => self.failures.push(format!(
                         "{} was handed delta {dot:?} of {} a second time",
                         n.name, delta.key
-                    ));
-                }
-                if let Err(e) = store.apply_delta(&delta.key, delta.payload, dot, delta.stamp) {
-                    self.failures.push(format!(
+                    )),
+                    Err(e) => self.failures.push(format!(
                         "{} refused delta {dot:?} of {}: {e}",
                         n.name, delta.key
-                    ));
+                    )),
                 }
                 self.deliveries.hops.record(delta.hops as u64);
                 if let Some(op) = self.oracle.by_dot(&dot) {

@@ -112,18 +112,18 @@ impl Store {
         self.delivered.insert(dot);
     }
 
-    /// Joins a remote delta (gossip `Event::Apply`) and records its dot, as one transaction.
+    /// Joins a remote delta (gossip `Event::Apply`) and records its dot, as one transaction;
+    /// tells whether the dot was new here (`false`: it had been applied before).
     pub fn apply_delta(
         &mut self,
         key: &Key,
         delta: ObjectDelta,
         dot: crdt_types::Dot,
         stamp: Stamp,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<bool, ApplyError> {
         self.join(key, delta)?;
-        self.delivered.insert(dot);
         self.last_stamp = self.last_stamp.max(Some(stamp));
-        Ok(())
+        Ok(self.delivered.insert(dot))
     }
 
     /// Joins a state from a state transfer (gossip `Event::ApplyState`).
