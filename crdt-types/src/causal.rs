@@ -130,6 +130,10 @@ impl<S: DotStore> Lattice for Causal<S> {
         let mut doomed: SmallVec<[Dot; 16]> = SmallVec::new();
         let drops = if !removes {
             Drops::Nothing
+        } else if named <= MAX_ENUMERATED && store.is_empty() && context.vv().is_empty() {
+            // A remove's small context (`removes`: not empty): its cloud is the dots it
+            // removes, sorted and distinct, with no copy.
+            Drops::These(context.cloud_dots())
         } else if named <= MAX_ENUMERATED {
             let mut theirs: SmallVec<[Dot; 2]> = SmallVec::new();
             store.for_each_dot(&mut |d| theirs.push(d));

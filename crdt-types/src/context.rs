@@ -276,6 +276,11 @@ impl CausalContext {
         self.cloud.iter()
     }
 
+    /// The out-of-order dots above the vector as the sorted slice they are kept in.
+    pub(crate) fn cloud_dots(&self) -> &[Dot] {
+        &self.cloud
+    }
+
     /// Whether no dot has been seen.
     pub fn is_empty(&self) -> bool {
         self.vv.is_empty() && self.cloud.is_empty()

@@ -456,6 +456,28 @@ impl<V> DotFun<V> {
     }
 }
 
+impl<V: PartialEq + fmt::Debug> DotFun<V> {
+    /// Adds the entry `dot -> value` of a join that had not seen `dot` (if the store holds
+    /// it anyway, both carry the same value and nothing changes).
+    #[inline]
+    fn put_unseen(&mut self, dot: Dot, value: V) {
+        // A replica's dots arrive in order: usually after every entry, else among them.
+        let at = match self.0.last() {
+            Some((last, _)) if *last >= dot => {
+                match self.0.binary_search_by(|(s, _)| s.cmp(&dot)) {
+                    Ok(i) => {
+                        debug_assert_eq!(self.0[i].1, value, "dot {dot:?} carries two values");
+                        return;
+                    }
+                    Err(i) => i,
+                }
+            }
+            _ => self.0.len(),
+        };
+        self.put(at, dot, value);
+    }
+}
+
 impl<V: Clone + PartialEq + fmt::Debug> DotFun<V> {
     /// The delta of adding one entry next to the ones seen (they stay): context `{dot}`.
     pub fn insert_delta(&self, tag: Tag, value: V) -> Causal<Self> {
@@ -542,23 +564,15 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
         }
     }
 
-    fn join_unseen(&mut self, mut other: Self) {
-        // Popped, not iterated: a delta's one entry moves out with no iterator to drop.
-        while let Some((d, v)) = other.0.pop() {
-            // A replica's dots arrive in order: usually after every entry, else among them.
-            let at = match self.0.last() {
-                Some((last, _)) if *last >= d => {
-                    match self.0.binary_search_by(|(s, _)| s.cmp(&d)) {
-                        Ok(i) => {
-                            debug_assert_eq!(self.0[i].1, v, "dot {d:?} carries two values");
-                            continue;
-                        }
-                        Err(i) => i,
-                    }
+    fn join_unseen(&mut self, other: Self) {
+        match other.0.into_inner() {
+            // A delta's one entry, moved out of its inline array: no loop, nothing to drop.
+            Ok([(d, v)]) => self.put_unseen(d, v),
+            Err(entries) => {
+                for (d, v) in entries {
+                    self.put_unseen(d, v);
                 }
-                _ => self.0.len(),
-            };
-            self.put(at, d, v);
+            }
         }
     }
 
@@ -813,6 +827,32 @@ impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
         .or_else(|()| self.find(key))
     }
 
+    /// Adds `v` under `k` for [`DotStore::join_unseen`]: no dot of `v` was seen here.
+    #[inline]
+    fn put_unseen(&mut self, k: K, v: V) {
+        if v.is_empty() {
+            // A hint: nothing to add (and the delta removes nothing).
+            return;
+        }
+        match self.locate(&k) {
+            Ok(i) => {
+                let mine = &mut self.0[i].1;
+                if mine.is_empty()
+                    && let Empties::Slots(n) = &mut self.1
+                {
+                    *n = n.saturating_sub(1);
+                }
+                mine.join_unseen(v);
+            }
+            Err(i) => {
+                self.0.insert(i, (k, v));
+                if let Some(index) = &mut self.2 {
+                    index.inserted(&self.0, i);
+                }
+            }
+        }
+    }
+
     /// Debug builds: the key index finds every key at its position.
     fn check_index(&self) {
         #[cfg(debug_assertions)]
@@ -939,28 +979,13 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
         self.check_index();
     }
 
-    fn join_unseen(&mut self, mut other: Self) {
-        // Popped, not iterated: a delta's one entry moves out with no iterator to drop.
-        while let Some((k, v)) = other.0.pop() {
-            if v.is_empty() {
-                // A hint: nothing to add (and `other` removes nothing).
-                continue;
-            }
-            match self.locate(&k) {
-                Ok(i) => {
-                    let mine = &mut self.0[i].1;
-                    if mine.is_empty()
-                        && let Empties::Slots(n) = &mut self.1
-                    {
-                        *n = n.saturating_sub(1);
-                    }
-                    mine.join_unseen(v);
-                }
-                Err(i) => {
-                    self.0.insert(i, (k, v));
-                    if let Some(index) = &mut self.2 {
-                        index.inserted(&self.0, i);
-                    }
+    fn join_unseen(&mut self, other: Self) {
+        match other.0.into_inner() {
+            // A delta's one entry, moved out of its inline array: no loop, nothing to drop.
+            Ok([(k, v)]) => self.put_unseen(k, v),
+            Err(entries) => {
+                for (k, v) in entries {
+                    self.put_unseen(k, v);
                 }
             }
         }
