@@ -98,6 +98,7 @@ impl<S: DotStore> Causal<S> {
     /// The join with a delta whose context names exactly `dot`, the one dot its `store` holds
     /// (an add, no removal): seen already, nothing changes (a duplicate, or an entry removed
     /// here since); otherwise `store` is added as it is, in one context search.
+    #[inline(always)]
     fn join_one(&mut self, store: S, dot: Dot) {
         if self.context.insert(dot) {
             // This side had not seen the only dot `store` holds: nothing of it is here yet and

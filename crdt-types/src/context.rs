@@ -66,6 +66,7 @@ impl CausalContext {
 
     /// Records `dot` as seen and tells whether it was new: one search for what `contains`
     /// then an insert would do.
+    #[inline]
     pub fn insert(&mut self, dot: Dot) -> bool {
         let top = self.vv.advance(dot);
         if dot.counter <= top {

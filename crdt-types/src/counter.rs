@@ -87,6 +87,7 @@ impl DotStore for Counter {
         self.0.join_store(ctx, other.0, other_ctx, drops);
     }
 
+    #[inline(always)]
     fn join_unseen(&mut self, other: Self) {
         self.0.join_unseen(other.0);
     }

@@ -435,17 +435,24 @@ impl<V> DotFun<V> {
     }
 
     /// Inserts the entry `dot -> value` at `i`, its place in dot order.
+    #[inline(always)]
     fn put(&mut self, i: usize, dot: Dot, value: V) {
-        if self.0.len() == self.0.capacity() {
-            // A counter that outgrows its inline entry usually gets several more: one heap
-            // block of eight rather than two, four, then eight.
-            self.0.reserve(self.0.len().max(7));
-        }
+        self.room_for_one();
         self.1 |= DotProbe::bit(&dot);
         if i == self.0.len() {
             self.0.push((dot, value));
         } else {
             self.0.insert(i, (dot, value));
+        }
+    }
+
+    /// Makes room for one more entry.
+    #[inline(always)]
+    fn room_for_one(&mut self) {
+        if self.0.len() == self.0.capacity() {
+            // A counter that outgrows its inline entry usually gets several more: one heap
+            // block of eight rather than two, four, then eight.
+            self.0.reserve(self.0.len().max(7));
         }
     }
 
@@ -459,22 +466,28 @@ impl<V> DotFun<V> {
 impl<V: PartialEq + fmt::Debug> DotFun<V> {
     /// Adds the entry `dot -> value` of a join that had not seen `dot` (if the store holds
     /// it anyway, both carry the same value and nothing changes).
-    #[inline]
+    #[inline(always)]
     fn put_unseen(&mut self, dot: Dot, value: V) {
-        // A replica's dots arrive in order: usually after every entry, else among them.
-        let at = match self.0.last() {
-            Some((last, _)) if *last >= dot => {
-                match self.0.binary_search_by(|(s, _)| s.cmp(&dot)) {
-                    Ok(i) => {
-                        debug_assert_eq!(self.0[i].1, value, "dot {dot:?} carries two values");
-                        return;
-                    }
-                    Err(i) => i,
-                }
-            }
-            _ => self.0.len(),
-        };
-        self.put(at, dot, value);
+        // A replica's dots arrive in order, so the new entry sorts after its replica's and
+        // before the (few) entries of replicas above it: pushed, then moved down past those,
+        // one pass with no search and no `memmove` call.
+        self.room_for_one();
+        self.1 |= DotProbe::bit(&dot);
+        self.0.push((dot, value));
+        let entries = self.0.as_mut_slice();
+        let mut at = entries.len() - 1;
+        while at > 0 && entries[at - 1].0 > dot {
+            entries.swap(at - 1, at);
+            at -= 1;
+        }
+        if at > 0 && entries[at - 1].0 == dot {
+            // Held already (the mask bit was set): both carry the same value.
+            debug_assert!(
+                entries[at - 1].1 == entries[at].1,
+                "dot {dot:?} carries two values"
+            );
+            self.0.remove(at);
+        }
     }
 }
 
@@ -564,6 +577,7 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
         }
     }
 
+    #[inline(always)]
     fn join_unseen(&mut self, other: Self) {
         match other.0.into_inner() {
             // A delta's one entry, moved out of its inline array: no loop, nothing to drop.
@@ -816,6 +830,7 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
 impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
     /// The position of `key` (or where it would go) for a join: by the key index, built here
     /// for a state of many keys, else by binary search.
+    #[inline(always)]
     fn locate(&mut self, key: &K) -> Result<usize, usize> {
         if self.2.is_none() && self.0.len() >= INDEXED_FROM && self.1 != Empties::Hints {
             self.2 = Some(Box::new(KeyIndex::build(&self.0)));
@@ -828,7 +843,7 @@ impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
     }
 
     /// Adds `v` under `k` for [`DotStore::join_unseen`]: no dot of `v` was seen here.
-    #[inline]
+    #[inline(always)]
     fn put_unseen(&mut self, k: K, v: V) {
         if v.is_empty() {
             // A hint: nothing to add (and the delta removes nothing).
@@ -979,6 +994,7 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
         self.check_index();
     }
 
+    #[inline(always)]
     fn join_unseen(&mut self, other: Self) {
         match other.0.into_inner() {
             // A delta's one entry, moved out of its inline array: no loop, nothing to drop.

@@ -41,15 +41,21 @@ impl Hasher for KeyHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
         let n = bytes.len();
-        if n >= 8 {
+        if let Some(last) = bytes.last_chunk::<8>() {
             // Whole words, the last one overlapping the one before when `n` is no multiple
             // of 8 (a short key, e.g. a 9-byte sku, is two words: no loop over its bytes).
-            let mut at = 0;
-            while at + 8 < n {
-                self.mix(le_word(bytes, at));
-                at += 8;
+            if let Some(first) = bytes.first_chunk::<8>()
+                && n <= 16
+            {
+                self.mix(u64::from_le_bytes(*first));
+            } else {
+                let mut at = 0;
+                while at + 8 < n {
+                    self.mix(le_word(bytes, at));
+                    at += 8;
+                }
             }
-            self.mix(le_word(bytes, n - 8));
+            self.mix(u64::from_le_bytes(*last));
         } else {
             let tail = (bytes.iter().rev()).fold(0u64, |t, &b| t << 8 | u64::from(b));
             self.mix(tail);
@@ -117,7 +123,7 @@ impl KeyIndex {
     }
 
     /// The position of `key` in `entries` (the slice the index was built from), if present.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find<K: Hash + Eq, V>(&self, entries: &[(K, V)], key: &K) -> Option<usize> {
         let mask = self.slots.len() - 1;
         let mut j = hash_of(key) as usize & mask;
