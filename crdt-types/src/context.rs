@@ -101,6 +101,7 @@ impl CausalContext {
 
     /// `dot` just became its replica's vector entry: moves the cloud dots that now continue
     /// it into the vector (one search for the dot right above it).
+    #[inline]
     fn fold_above(&mut self, dot: Dot) {
         if self.cloud.is_empty() {
             return;

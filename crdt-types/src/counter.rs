@@ -69,6 +69,7 @@ impl DotStore for Counter {
         self.0.contains_dot(dot)
     }
 
+    #[inline]
     fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
         self.0.holds_any(probe)
     }

@@ -273,6 +273,7 @@ impl DotStore for DotSet {
         self.contains(dot)
     }
 
+    #[inline]
     fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
         debug_assert!(
             (self.0.iter()).all(|d| self.1 & DotProbe::bit(d) != 0),
@@ -530,6 +531,7 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
         self.get(dot).is_some()
     }
 
+    #[inline]
     fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
         debug_assert!(
             (self.0.iter()).all(|(d, _)| self.1 & DotProbe::bit(d) != 0),
@@ -978,10 +980,14 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
                 .filter(|d| located.binary_search(d).is_err() && ctx.contains(d))
                 .collect();
             let probe = DotProbe::new(&missing);
-            let holders: SmallVec<[usize; 4]> = (self.0.iter().enumerate())
-                .filter(|(_, (_, v))| v.holds_any(&probe))
-                .map(|(i, _)| i)
-                .collect();
+            let mut holders: SmallVec<[usize; 4]> = SmallVec::new();
+            if !missing.is_empty() {
+                for (i, (_, v)) in self.0.iter().enumerate() {
+                    if v.holds_any(&probe) {
+                        holders.push(i);
+                    }
+                }
+            }
             for &i in holders.iter().rev() {
                 let v = &mut self.0[i].1;
                 v.remove_covered(other_ctx);

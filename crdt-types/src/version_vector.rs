@@ -91,6 +91,7 @@ impl VersionVector {
 
     /// Raises the entry of `dot`'s replica to `dot.counter` if that is the next counter, and
     /// returns the entry as it was: one search for what `get` then `set` would do.
+    #[inline]
     pub(crate) fn advance(&mut self, dot: Dot) -> u64 {
         match self.find(dot.replica) {
             Ok(i) => {
