@@ -74,8 +74,9 @@ impl DotStore for Counter {
         self.0.holds_any(probe)
     }
 
-    fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
-        self.0.held_of(dots, out);
+    #[inline]
+    fn drop_held(&mut self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+        self.0.drop_held(dots, out);
     }
 
     fn join_store(

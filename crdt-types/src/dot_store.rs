@@ -66,10 +66,9 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
         probe.any_in(u64::MAX, |d| self.contains_dot(d))
     }
 
-    /// Appends to `out` the dots of `dots` (sorted, distinct) the store holds.
-    fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
-        out.extend(dots.iter().copied().filter(|d| self.contains_dot(d)));
-    }
+    /// Removes the dots of `dots` (sorted, distinct) the store holds and appends them to
+    /// `out`, in one pass: what a join with [`Drops::These`] removes here.
+    fn drop_held(&mut self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>);
 
     /// Removes every dot `ctx` covers: the join with `(empty, ctx)`.
     fn remove_covered(&mut self, ctx: &CausalContext);
@@ -160,13 +159,6 @@ fn for_common<T>(mine: &[T], dot_of: impl Fn(&T) -> Dot, dots: &[Dot], mut f: im
             }
         }
     }
-}
-
-/// How many dots both sorted, distinct sequences hold (see [`for_common`]).
-fn count_common<T>(mine: &[T], dot_of: impl Fn(&T) -> Dot, dots: &[Dot]) -> usize {
-    let mut n = 0;
-    for_common(mine, dot_of, dots, |_| n += 1);
-    n
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -282,8 +274,19 @@ impl DotStore for DotSet {
         probe.any_in(self.1, |d| self.contains(d))
     }
 
-    fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+    fn drop_held(&mut self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+        let before = out.len();
         for_common(&self.0, |d| *d, dots, |d| out.push(d));
+        let held = &out[before..];
+        match held.len() {
+            0 => {}
+            // Usually a remove covers every dot seen: nothing to keep.
+            n if n == self.0.len() => {
+                self.0.clear();
+                self.1 = 0;
+            }
+            _ => self.retain_dots(|d| held.binary_search(d).is_err()),
+        }
     }
 
     fn join_store(
@@ -295,15 +298,7 @@ impl DotStore for DotSet {
     ) {
         match drops {
             Drops::Nothing => {}
-            Drops::These(dots) => match count_common(&self.0, |d| *d, dots) {
-                0 => {}
-                // Usually a remove covers every dot seen: nothing to keep.
-                n if n == self.0.len() => {
-                    self.0.clear();
-                    self.1 = 0;
-                }
-                _ => self.retain_dots(|d| dots.binary_search(d).is_err()),
-            },
+            Drops::These(dots) => self.drop_held(dots, &mut SmallVec::new()),
             Drops::Unknown => {
                 self.retain_dots(|d| !other_ctx.contains(d) || other.0.binary_search(d).is_ok())
             }
@@ -540,8 +535,21 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
         probe.any_in(self.1, |d| self.get(d).is_some())
     }
 
-    fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+    #[inline]
+    fn drop_held(&mut self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+        let before = out.len();
         for_common(&self.0, |(d, _)| *d, dots, |d| out.push(d));
+        let held = &out[before..];
+        match held.len() {
+            0 => {}
+            // Usually a remove covers every entry seen: nothing to keep.
+            n if n == self.0.len() => {
+                // Keeps the heap block: a counter emptied by a remove often grows again.
+                self.0.clear();
+                self.1 = 0;
+            }
+            _ => self.retain_dots(|d| held.binary_search(d).is_err()),
+        }
     }
 
     fn join_store(
@@ -553,16 +561,7 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
     ) {
         match drops {
             Drops::Nothing => {}
-            Drops::These(dots) => match count_common(&self.0, |(d, _)| *d, dots) {
-                0 => {}
-                // Usually a remove covers every entry seen: nothing to keep.
-                n if n == self.0.len() => {
-                    // Keeps the heap block: a counter emptied by a remove often grows again.
-                    self.0.clear();
-                    self.1 = 0;
-                }
-                _ => self.retain_dots(|d| dots.binary_search(d).is_err()),
-            },
+            Drops::These(dots) => self.drop_held(dots, &mut SmallVec::new()),
             Drops::Unknown => self.retain_dots(|d| {
                 !other_ctx.contains(d) || other.0.binary_search_by(|(o, _)| o.cmp(d)).is_ok()
             }),
@@ -904,9 +903,18 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
         self.0.iter().any(|(_, v)| v.holds_any(probe))
     }
 
-    fn held_of(&self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
-        for (_, v) in &self.0 {
-            v.held_of(dots, out);
+    fn drop_held(&mut self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+        let mut emptied: SmallVec<[usize; 4]> = SmallVec::new();
+        for (i, (_, v)) in self.0.iter_mut().enumerate() {
+            if !v.is_empty() {
+                v.drop_held(dots, out);
+                if v.is_empty() {
+                    emptied.push(i);
+                }
+            }
+        }
+        for &i in emptied.iter().rev() {
+            self.emptied(i);
         }
     }
 
@@ -937,11 +945,17 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
             match self.locate(&k) {
                 Ok(i) => {
                     let mine = &mut self.0[i].1;
-                    if let Drops::These(dots) = drops {
-                        mine.held_of(dots, &mut located);
-                    }
                     let was_slot = mine.is_empty();
-                    mine.join_store(ctx, v, other_ctx, drops);
+                    // With `Drops::These`, what this key holds of them goes first (and is
+                    // recorded); the rest of the join removes nothing more here.
+                    let drops_here = match drops {
+                        Drops::These(dots) => {
+                            mine.drop_held(dots, &mut located);
+                            Drops::Nothing
+                        }
+                        other => other,
+                    };
+                    mine.join_store(ctx, v, other_ctx, drops_here);
                     match (was_slot, mine.is_empty()) {
                         (false, true) => self.emptied(i),
                         (true, false) => {
