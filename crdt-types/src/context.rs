@@ -60,6 +60,7 @@ impl CausalContext {
     }
 
     /// Whether `dot` has been seen.
+    #[inline]
     pub fn contains(&self, dot: &Dot) -> bool {
         self.vv.contains(dot) || (!self.cloud.is_empty() && self.cloud.binary_search(dot).is_ok())
     }
@@ -86,6 +87,7 @@ impl CausalContext {
     }
 
     /// The one dot of a context that names exactly one (`dot_count() == 1`).
+    #[inline]
     pub(crate) fn only_dot(&self) -> Option<Dot> {
         match (self.vv.iter().next(), self.cloud.as_slice()) {
             (Some((r, 1)), []) if self.vv.len() == 1 => Some(Dot::new(r, 1)),
@@ -226,6 +228,7 @@ impl CausalContext {
     ///
     /// Used by the causal join to tell whether a delta's context names any dot its store does
     /// not hold, that is whether the delta can remove anything.
+    #[inline]
     pub fn dot_count(&self) -> u64 {
         self.vv.dot_count().saturating_add(self.cloud.len() as u64)
     }
@@ -269,6 +272,7 @@ impl CausalContext {
     }
 
     /// The contiguous part.
+    #[inline]
     pub fn vv(&self) -> &VersionVector {
         &self.vv
     }
@@ -279,11 +283,13 @@ impl CausalContext {
     }
 
     /// The out-of-order dots above the vector as the sorted slice they are kept in.
+    #[inline]
     pub(crate) fn cloud_dots(&self) -> &[Dot] {
         &self.cloud
     }
 
     /// Whether no dot has been seen.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.vv.is_empty() && self.cloud.is_empty()
     }

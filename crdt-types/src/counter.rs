@@ -53,18 +53,22 @@ impl Counter {
 }
 
 impl DotStore for Counter {
+    #[inline]
     fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    #[inline]
     fn dot_count(&self) -> usize {
         self.0.dot_count()
     }
 
+    #[inline]
     fn for_each_dot<F: FnMut(Dot)>(&self, f: &mut F) {
         self.0.for_each_dot(f);
     }
 
+    #[inline]
     fn contains_dot(&self, dot: &Dot) -> bool {
         self.0.contains_dot(dot)
     }
@@ -79,6 +83,7 @@ impl DotStore for Counter {
         self.0.drop_held(dots, out);
     }
 
+    #[inline]
     fn join_store(
         &mut self,
         ctx: &CausalContext,
@@ -94,6 +99,7 @@ impl DotStore for Counter {
         self.0.join_unseen(other.0);
     }
 
+    #[inline]
     fn remove_covered(&mut self, ctx: &CausalContext) {
         self.0.remove_covered(ctx);
     }

@@ -142,16 +142,19 @@ impl VersionVector {
     }
 
     /// Number of replicas with a non-zero entry.
+    #[inline]
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
     /// Whether no replica has an entry.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// The number of dots the vector covers (the sum of its entries), saturating.
+    #[inline]
     pub fn dot_count(&self) -> u64 {
         self.0.iter().fold(0u64, |n, &(_, c)| n.saturating_add(c))
     }
