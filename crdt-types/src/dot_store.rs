@@ -142,23 +142,48 @@ impl<'a> DotProbe<'a> {
     }
 }
 
-/// Calls `f` with each dot both sorted, distinct sequences hold (`mine` through `dot_of`),
-/// in order: one pass over both slices.
+/// Drops from `entries` (sorted by dot, distinct) those whose dot (through `dot_of`) is in
+/// `dots` (sorted, distinct) and appends those dots to `out`: one pass over both, the kept
+/// entries moved down in place (a heap block is kept). Tells whether any entry was dropped.
 #[inline]
-fn for_common<T>(mine: &[T], dot_of: impl Fn(&T) -> Dot, dots: &[Dot], mut f: impl FnMut(Dot)) {
-    let (mut i, mut j) = (0, 0);
-    while let (Some(a), Some(&b)) = (mine.get(i), dots.get(j)) {
-        let a = dot_of(a);
-        match a.cmp(&b) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                f(a);
-                i += 1;
+fn drop_common<A: smallvec::Array>(
+    entries: &mut SmallVec<A>,
+    dot_of: impl Fn(&A::Item) -> Dot,
+    dots: &[Dot],
+    out: &mut SmallVec<[Dot; 16]>,
+) -> bool {
+    let slice = entries.as_mut_slice();
+    let n = slice.len();
+    let (mut kept, mut j) = (0, 0);
+    for i in 0..n {
+        let d = dot_of(&slice[i]);
+        while dots.get(j).is_some_and(|x| *x < d) {
+            j += 1;
+        }
+        match dots.get(j) {
+            // Past the last dot: every entry from here on stays.
+            None if kept == i => return false,
+            None => {
+                for k in i..n {
+                    slice.swap(kept, k);
+                    kept += 1;
+                }
+                break;
+            }
+            Some(x) if *x == d => {
+                out.push(d);
                 j += 1;
+            }
+            Some(_) => {
+                if kept != i {
+                    slice.swap(kept, i);
+                }
+                kept += 1;
             }
         }
     }
+    entries.truncate(kept);
+    kept < n
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,17 +300,8 @@ impl DotStore for DotSet {
     }
 
     fn drop_held(&mut self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
-        let before = out.len();
-        for_common(&self.0, |d| *d, dots, |d| out.push(d));
-        let held = &out[before..];
-        match held.len() {
-            0 => {}
-            // Usually a remove covers every dot seen: nothing to keep.
-            n if n == self.0.len() => {
-                self.0.clear();
-                self.1 = 0;
-            }
-            _ => self.retain_dots(|d| held.binary_search(d).is_err()),
+        if drop_common(&mut self.0, |d| *d, dots, out) {
+            self.1 = DotProbe::bits(self.0.iter());
         }
     }
 
@@ -537,18 +553,9 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 
     #[inline]
     fn drop_held(&mut self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
-        let before = out.len();
-        for_common(&self.0, |(d, _)| *d, dots, |d| out.push(d));
-        let held = &out[before..];
-        match held.len() {
-            0 => {}
-            // Usually a remove covers every entry seen: nothing to keep.
-            n if n == self.0.len() => {
-                // Keeps the heap block: a counter emptied by a remove often grows again.
-                self.0.clear();
-                self.1 = 0;
-            }
-            _ => self.retain_dots(|d| held.binary_search(d).is_err()),
+        // Keeps the heap block: a counter emptied by a remove often grows again.
+        if drop_common(&mut self.0, |(d, _)| *d, dots, out) {
+            self.1 = DotProbe::bits(self.0.iter().map(|(d, _)| d));
         }
     }
 
