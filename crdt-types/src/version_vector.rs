@@ -8,13 +8,15 @@ use std::fmt;
 /// A map from replica to the highest sequence number `n` such that events `1..=n` of that
 /// replica are all included. Absent replicas are 0.
 ///
-/// Kept as a vector sorted by replica: a vector covers a handful of replicas, where binary
-/// search over contiguous pairs beats a tree's nodes, and an empty one owns no heap block.
+/// Kept as a boxed slice sorted by replica: a vector covers a handful of replicas, where
+/// binary search over contiguous pairs beats a tree's nodes, and an empty one owns no heap
+/// block. A slice without spare capacity is two words, not three, which keeps a delta's
+/// context small; a replica's first entry reallocates it (rare: entries are raised in place).
 /// Encoded as a map, like the `BTreeMap` it decodes through. Zero entries are never stored
 /// (decoding drops them too), so equal vectors are equal values and encode to equal bytes.
 #[derive(Clone, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(from = "BTreeMap<ReplicaId, u64>")]
-pub struct VersionVector(Vec<(ReplicaId, u64)>);
+pub struct VersionVector(Box<[(ReplicaId, u64)]>);
 
 impl From<BTreeMap<ReplicaId, u64>> for VersionVector {
     fn from(entries: BTreeMap<ReplicaId, u64>) -> Self {
@@ -60,6 +62,21 @@ impl VersionVector {
         self.0.binary_search_by(|(r, _)| r.cmp(&replica))
     }
 
+    /// Inserts `entry` at `i`, its place in replica order, growing the slice by one.
+    fn insert_at(&mut self, i: usize, entry: (ReplicaId, u64)) {
+        let mut entries = std::mem::take(&mut self.0).into_vec();
+        entries.reserve_exact(1);
+        entries.insert(i, entry);
+        self.0 = entries.into_boxed_slice();
+    }
+
+    /// Removes the entry at `i`.
+    fn remove_at(&mut self, i: usize) {
+        let mut entries = std::mem::take(&mut self.0).into_vec();
+        entries.remove(i);
+        self.0 = entries.into_boxed_slice();
+    }
+
     /// The highest contiguous counter of `replica` (0 if none).
     #[inline]
     pub fn get(&self, replica: ReplicaId) -> u64 {
@@ -73,19 +90,17 @@ impl VersionVector {
         }
         match self.find(replica) {
             Ok(i) => self.0[i].1 = self.0[i].1.max(counter),
-            Err(i) => self.0.insert(i, (replica, counter)),
+            Err(i) => self.insert_at(i, (replica, counter)),
         }
     }
 
     /// Sets the entry of `replica` exactly (0 removes it).
     pub fn set(&mut self, replica: ReplicaId, counter: u64) {
         match (self.find(replica), counter) {
-            (Ok(i), 0) => {
-                self.0.remove(i);
-            }
+            (Ok(i), 0) => self.remove_at(i),
             (Ok(i), _) => self.0[i].1 = counter,
             (Err(_), 0) => {}
-            (Err(i), _) => self.0.insert(i, (replica, counter)),
+            (Err(i), _) => self.insert_at(i, (replica, counter)),
         }
     }
 
@@ -103,7 +118,7 @@ impl VersionVector {
             }
             Err(i) => {
                 if dot.counter == 1 {
-                    self.0.insert(i, (dot.replica, 1));
+                    self.insert_at(i, (dot.replica, 1));
                 }
                 0
             }
@@ -118,17 +133,41 @@ impl VersionVector {
 
     /// Pointwise maximum.
     pub fn join(&mut self, other: &VersionVector) {
-        for &(r, c) in &other.0 {
-            self.raise(r, c);
+        if other.0.iter().all(|&(r, _)| self.find(r).is_ok()) {
+            for &(r, c) in &other.0 {
+                self.raise(r, c);
+            }
+            return;
         }
+        // New replicas: one merge of both sorted slices.
+        let mut merged = Vec::with_capacity(self.0.len() + other.0.len());
+        let (mut a, mut b) = (self.0.iter().peekable(), other.0.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x.0 < y.0 => a.next().copied(),
+                (Some(x), Some(y)) if x.0 > y.0 => b.next().copied(),
+                (Some(&&(r, x)), Some(&&(_, y))) => {
+                    a.next();
+                    b.next();
+                    Some((r, x.max(y)))
+                }
+                (Some(_), None) => a.next().copied(),
+                (None, Some(_)) => b.next().copied(),
+                (None, None) => break,
+            };
+            merged.extend(next);
+        }
+        self.0 = merged.into_boxed_slice();
     }
 
     /// Pointwise minimum over the replicas of `self` (a replica absent from `other` drops to 0).
     pub fn meet(&mut self, other: &VersionVector) {
-        self.0.retain_mut(|(r, c)| {
+        let mut entries = std::mem::take(&mut self.0).into_vec();
+        entries.retain_mut(|(r, c)| {
             *c = (*c).min(other.get(*r));
             *c > 0
         });
+        self.0 = entries.into_boxed_slice();
     }
 
     /// Whether every entry of `self` is <= the entry in `other`.
@@ -162,10 +201,16 @@ impl VersionVector {
 
 impl FromIterator<(ReplicaId, u64)> for VersionVector {
     fn from_iter<I: IntoIterator<Item = (ReplicaId, u64)>>(iter: I) -> Self {
-        let mut vv = VersionVector::new();
-        for (r, c) in iter {
-            vv.raise(r, c);
-        }
-        vv
+        // Collected, sorted, then one entry per replica (its largest counter): as raising
+        // each in turn would give, with no reallocation per new replica.
+        let mut entries: Vec<(ReplicaId, u64)> = iter.into_iter().filter(|&(_, c)| c > 0).collect();
+        entries.sort_unstable();
+        entries.dedup_by(|later, kept| {
+            later.0 == kept.0 && {
+                kept.1 = kept.1.max(later.1);
+                true
+            }
+        });
+        VersionVector(entries.into_boxed_slice())
     }
 }
