@@ -62,7 +62,7 @@ impl CausalContext {
     /// Whether `dot` has been seen.
     #[inline]
     pub fn contains(&self, dot: &Dot) -> bool {
-        self.vv.contains(dot) || (!self.cloud.is_empty() && self.cloud.binary_search(dot).is_ok())
+        self.vv.contains(dot) || (!self.cloud.is_empty() && self.find_in_cloud(dot).is_ok())
     }
 
     /// Records `dot` as seen and tells whether it was new: one search for what `contains`
@@ -77,7 +77,7 @@ impl CausalContext {
             self.fold_above(dot);
             return true;
         }
-        match self.cloud.binary_search(&dot) {
+        match self.find_in_cloud(&dot) {
             Ok(_) => false,
             Err(i) => {
                 self.cloud.insert(i, dot);
@@ -96,6 +96,14 @@ impl CausalContext {
         }
     }
 
+    /// The position of `dot` in the cloud, as `binary_search` gives it: each step compares
+    /// a dot as one 128-bit key (replica, then counter), not field by field.
+    #[inline]
+    fn find_in_cloud(&self, dot: &Dot) -> Result<usize, usize> {
+        let key = cloud_key(dot);
+        self.cloud.binary_search_by(|d| cloud_key(d).cmp(&key))
+    }
+
     /// The index of the first cloud dot of `replica` (or where it would be).
     fn cloud_start(&self, replica: ReplicaId) -> usize {
         self.cloud.partition_point(|d| d.replica < replica)
@@ -111,7 +119,7 @@ impl CausalContext {
         let Some(mut top) = dot.counter.checked_add(1) else {
             return;
         };
-        let Ok(start) = self.cloud.binary_search(&Dot::new(dot.replica, top)) else {
+        let Ok(start) = self.find_in_cloud(&Dot::new(dot.replica, top)) else {
             return;
         };
         let mut end = start + 1;
@@ -303,6 +311,12 @@ impl CausalContext {
             .map_or(0, |d| d.counter);
         self.vv.get(replica).max(cloud_max)
     }
+}
+
+/// A dot as one integer that sorts as the dot does.
+#[inline]
+fn cloud_key(dot: &Dot) -> u128 {
+    (u128::from(dot.replica.0) << 64) | u128::from(dot.counter)
 }
 
 impl FromIterator<Dot> for CausalContext {
