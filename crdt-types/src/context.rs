@@ -113,8 +113,11 @@ impl CausalContext {
     /// it into the vector (one search for the dot right above it).
     #[inline]
     fn fold_above(&mut self, dot: Dot) {
-        if self.cloud.is_empty() {
-            return;
+        // The cloud is sorted by replica: one of `dot`'s lies between its ends.
+        match (self.cloud.first(), self.cloud.last()) {
+            (Some(first), Some(last))
+                if first.replica <= dot.replica && dot.replica <= last.replica => {}
+            _ => return,
         }
         let Some(mut top) = dot.counter.checked_add(1) else {
             return;

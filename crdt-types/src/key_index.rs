@@ -24,6 +24,7 @@ pub(crate) struct KeyIndex {
 struct KeyHasher(u64);
 
 impl KeyHasher {
+    #[inline]
     fn mix(&mut self, word: u64) {
         self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
@@ -63,14 +64,17 @@ impl Hasher for KeyHasher {
         self.mix(n as u64);
     }
 
+    #[inline]
     fn write_u8(&mut self, n: u8) {
         self.mix(u64::from(n));
     }
 
+    #[inline]
     fn write_u64(&mut self, n: u64) {
         self.mix(n);
     }
 
+    #[inline]
     fn finish(&self) -> u64 {
         self.0
     }
