@@ -113,16 +113,24 @@ impl<S: DotStore> Causal<S> {
 const MAX_ENUMERATED: u64 = 64;
 
 impl<S: DotStore> Lattice for Causal<S> {
+    #[inline]
     fn join(&mut self, other: Self) {
-        let Causal { store, context } = other;
-        if let Some(dot) = context.only_dot()
-            && store.dot_count() == 1
+        if let Some(dot) = other.context.only_dot()
+            && other.store.dot_count() == 1
         {
             // Most deltas: one operation's one entry, e.g. a cart add; `store` holds `dot`
-            // (its context covers its store).
-            self.join_one(store, dot);
+            // (its context covers its store). Only the store moves on.
+            self.join_one(other.store, dot);
             return;
         }
+        self.join_general(other);
+    }
+}
+
+impl<S: DotStore> Causal<S> {
+    /// [`Lattice::join`] with anything but a one-dot delta.
+    fn join_general(&mut self, other: Self) {
+        let Causal { store, context } = other;
         // `other` can remove something only if its context names a dot its store lacks.
         let named = context.dot_count();
         let removes = named > store.dot_count() as u64;
