@@ -194,20 +194,16 @@ impl CausalContext {
         self.normalize();
     }
 
-    /// Whether every cloud dot of `other` is already in `self`: one pass over both clouds
-    /// (both sorted), so a remove delta's many dots, already seen, cost no rebuild.
+    /// Whether every cloud dot of `other` is already in `self`: a remove delta's many dots,
+    /// usually seen already (mostly under the vector), cost no rebuild. A dot above the
+    /// vector is searched for, so a large cloud here is not read through.
     fn covers_cloud(&self, other: &CausalContext) -> bool {
-        let mut mine = self.cloud.iter().peekable();
         let mut top = (None, 0);
         other.cloud.iter().all(|d| {
             if top.0 != Some(d.replica) {
                 top = (Some(d.replica), self.vv.get(d.replica));
             }
-            if d.counter <= top.1 {
-                return true;
-            }
-            while mine.next_if(|m| *m < d).is_some() {}
-            mine.peek() == Some(&d)
+            d.counter <= top.1 || self.find_in_cloud(d).is_ok()
         })
     }
 
