@@ -627,11 +627,10 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 ///
 /// Kept as a vector sorted by key: a delta holds one key, stored inline (no heap block; a
 /// tree node would cost a large allocation per delta), and a cart holds tens of items, where
-/// binary search over contiguous entries beats a tree. A state of many keys also keeps a hash
-/// index of their positions (`KeyIndex`, built on its first join, kept up to date when a key
-/// is inserted, dropped when entries are removed), so a join finds the key a delta names in
-/// one probe. Encoded as a map, like a
-/// `BTreeMap`.
+/// binary search over contiguous entries beats a tree. A state of more than three keys also
+/// keeps a hash index of their positions (`KeyIndex`, built on its first join, kept up to
+/// date when a key is inserted, dropped when entries are removed), so a join finds the key a
+/// delta names in one probe. Encoded as a map, like a `BTreeMap`.
 #[derive(Clone)]
 pub struct DotMap<K, V>(SmallVec<[(K, V); 1]>, Empties, Option<Box<KeyIndex>>);
 
