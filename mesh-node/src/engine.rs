@@ -222,6 +222,8 @@ pub(crate) struct Engine {
     linger: Option<Linger>,
     /// Set at shutdown: submit at once.
     closing: bool,
+    /// The buffer a local operation's answer is packed in.
+    scratch: Vec<u8>,
     /// Anti-entropy frames waiting for the local writes before them to be durable.
     deferred_sync: Vec<Inbound>,
     /// The persisted change-cursor ceiling, as of the last commit.
@@ -270,6 +272,7 @@ impl Engine {
             submitted_at: Instant::now(),
             linger: None,
             closing: false,
+            scratch: Vec::new(),
             deferred_sync: Vec::new(),
             ceiling,
             checkpointing: false,
@@ -609,13 +612,13 @@ impl Engine {
             self.replies.push((reply, Err(e)));
             return;
         }
-        let node = &mut self.node;
+        let (node, scratch) = (&mut self.node, &mut self.scratch);
         let estimate = self.state.bytes_of(&key).saturating_add(op.input_bytes());
         let applied = if op.grows() && estimate > MEASURE_OP_BYTES {
             // Near the limit: apply to a copy and measure it before keeping it.
             let mut copy = current.map_or_else(|| Object::new(key.kind), Clone::clone);
             let grows = op.grows();
-            let mut applied = ops::apply(op, &mut copy, now, &mut || node.next_tag(now));
+            let mut applied = ops::apply(op, &mut copy, now, &mut || node.next_tag(now), scratch);
             let bytes = copy.encoded_len();
             // The delta is bounded too: a document's encoding is compressed, its changes not.
             let delta_bytes = applied.tagged.as_ref().map_or(0, |(_, d)| d.encoded_len());
@@ -638,13 +641,18 @@ impl Engine {
             applied
         } else {
             let object = self.state.object_mut(&key);
-            let applied = ops::apply(op, object, now, &mut || node.next_tag(now));
+            let applied = ops::apply(op, object, now, &mut || node.next_tag(now), scratch);
             if let Some((_, delta)) = &applied.tagged {
                 self.state.add_bytes(&key, delta.encoded_len());
             }
             applied
         };
         if let Some((tag, delta)) = applied.tagged {
+            if let Ok(Output::Cart(packed)) = &applied.result {
+                // The answer is the cart as this change left it: the view can share it.
+                self.state
+                    .set_rendered(&key, view::Committed::Cart(packed.clone()));
+            }
             self.batch_local = true;
             self.state.record(&key, tag.dot, tag.stamp);
             self.local.push(self.segment.deltas.len());

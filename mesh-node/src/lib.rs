@@ -58,6 +58,7 @@ mod member;
 mod mesh;
 pub mod metrics;
 mod ops;
+mod packed_cart;
 pub mod run;
 pub mod settings;
 pub mod shutdown;

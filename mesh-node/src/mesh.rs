@@ -110,7 +110,7 @@ fn check_quantity(q: u64) -> Result<(), MeshError> {
 
 fn cart_output(output: Output) -> CartView {
     match output {
-        Output::Cart(view) => view,
+        Output::Cart(packed) => packed.view(),
         _ => CartView::default(),
     }
 }
@@ -235,7 +235,7 @@ impl Mesh {
     pub fn cart(&self, cart_id: &str) -> Result<CartView, MeshError> {
         let key = cart_key(cart_id)?;
         Ok(match self.committed(&key) {
-            Some(Committed::Cart(view)) => (*view).clone(),
+            Some(Committed::Cart(packed)) => packed.view(),
             _ => CartView::default(),
         })
     }

@@ -35,6 +35,10 @@ pub(crate) struct Slot {
     /// An upper estimate of the object's encoded size: exact when last measured, plus the
     /// encoded size of every delta joined since.
     pub(crate) bytes: usize,
+    /// The committed form of `object` rendered by the local operation that changed it last
+    /// (its answer), for [`State::end_batch`] to take instead of rendering it again; cleared
+    /// by every change.
+    rendered: Option<Committed>,
     /// Whether the key is listed in the batch in progress.
     in_batch: bool,
     /// Whether the key is listed as changed since the last checkpoint snapshot.
@@ -110,6 +114,8 @@ pub(crate) struct State {
     batch: Vec<usize>,
     /// Slots changed since the last checkpoint snapshot.
     unsaved: Vec<usize>,
+    /// The buffer carts are packed in for the read view.
+    scratch: Vec<u8>,
 }
 
 impl State {
@@ -125,6 +131,7 @@ impl State {
             next_cursor: loaded.next_cursor,
             batch: Vec::new(),
             unsaved: Vec::new(),
+            scratch: Vec::new(),
         };
         for (key, (object, change)) in loaded.objects.drain() {
             let bytes = object.encoded_len();
@@ -169,6 +176,7 @@ impl State {
             object,
             change: 0,
             bytes,
+            rendered: None,
             in_batch: false,
             unsaved: false,
         });
@@ -195,10 +203,11 @@ impl State {
 
     /// Every key's committed form, for the read view at start-up.
     pub(crate) fn snapshot_all(&self) -> Vec<view::Entry> {
+        let mut scratch = Vec::new();
         self.slots
             .iter()
             .enumerate()
-            .map(|(n, s)| (n, s.key.clone(), Committed::of(&s.object)))
+            .map(|(n, s)| (n, s.key.clone(), Committed::of(&s.object, &mut scratch)))
             .collect()
     }
 
@@ -248,6 +257,7 @@ impl State {
         }
         let slot = &mut self.slots[n];
         slot.change = cursor;
+        slot.rendered = None;
         if !slot.in_batch {
             slot.in_batch = true;
             self.batch.push(n);
@@ -347,15 +357,27 @@ impl State {
         slot.bytes = bytes;
     }
 
+    /// Keeps `committed`, the committed form of `key`'s object as its last change left it,
+    /// for [`State::end_batch`] (a local operation's answer, which the view can share).
+    pub(crate) fn set_rendered(&mut self, key: &Key, committed: Committed) {
+        if let Some(slot) = self.get_mut(key) {
+            slot.rendered = Some(committed);
+        }
+    }
+
     /// Ends the batch: the keys it changed in their committed form, for the read view.
     pub(crate) fn end_batch(&mut self) -> Vec<view::Entry> {
-        let slots = &mut self.slots;
+        let (slots, scratch) = (&mut self.slots, &mut self.scratch);
         self.batch
             .drain(..)
             .map(|n| {
                 let slot = &mut slots[n];
                 slot.in_batch = false;
-                (n, slot.key.clone(), Committed::of(&slot.object))
+                let committed = slot
+                    .rendered
+                    .take()
+                    .unwrap_or_else(|| Committed::of(&slot.object, scratch));
+                (n, slot.key.clone(), committed)
             })
             .collect()
     }
