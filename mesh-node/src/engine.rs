@@ -607,13 +607,19 @@ impl Engine {
     }
 
     fn run_op(&mut self, now: i64, key: Key, op: Op, reply: Reply) {
-        let current = self.state.get(&key).map(|s| &*s.object);
-        if let Err(e) = op.precheck(current, now) {
+        // The key is looked up once; the calls below take its slot number.
+        let found = self.state.find(&key);
+        let current = found.map(|n| self.state.slot(n));
+        if let Err(e) = op.precheck(current.map(|s| &*s.object), now) {
             self.replies.push((reply, Err(e)));
             return;
         }
         let (node, scratch) = (&mut self.node, &mut self.scratch);
-        let estimate = self.state.bytes_of(&key).saturating_add(op.input_bytes());
+        let estimate = current
+            .map_or(0, |s| s.bytes)
+            .saturating_add(op.input_bytes());
+        let current = current.map(|s| &*s.object);
+        let mut slot = found;
         let applied = if op.grows() && estimate > MEASURE_OP_BYTES {
             // Near the limit: apply to a copy and measure it before keeping it.
             let mut copy = current.map_or_else(|| Object::new(key.kind), Clone::clone);
@@ -636,25 +642,26 @@ impl Engine {
                 }
                 .into());
             } else if applied.tagged.is_some() {
-                self.state.replace(&key, copy, bytes);
+                slot = Some(self.state.replace(&key, found, copy, bytes));
             }
             applied
         } else {
-            let object = self.state.object_mut(&key);
+            let (n, object) = self.state.object_mut(&key, found);
+            slot = Some(n);
             let applied = ops::apply(op, object, now, &mut || node.next_tag(now), scratch);
             if let Some((_, delta)) = &applied.tagged {
-                self.state.add_bytes(&key, delta.encoded_len());
+                self.state.add_bytes(n, delta.encoded_len());
             }
             applied
         };
         if let Some((tag, delta)) = applied.tagged {
-            if let Ok(Output::Cart(packed)) = &applied.result {
+            if let (Some(n), Ok(Output::Cart(packed))) = (slot, &applied.result) {
                 // The answer is the cart as this change left it: the view can share it.
                 self.state
-                    .set_rendered(&key, view::Committed::Cart(packed.clone()));
+                    .set_rendered(n, view::Committed::Cart(packed.clone()));
             }
             self.batch_local = true;
-            self.state.record(&key, tag.dot, tag.stamp);
+            self.state.record(slot, tag.dot, tag.stamp);
             self.local.push(self.segment.deltas.len());
             self.segment.deltas.push(LoggedDelta {
                 origin: tag.dot.replica,
@@ -679,14 +686,18 @@ impl Engine {
                 Event::Apply(delta) => {
                     let key = delta.key.clone();
                     let mut delta = delta;
-                    if let Err(e) = self.state.join(&key, delta.payload.0.clone()) {
-                        self.count_refusal(&e);
-                        warn!(key = %key, origin = %delta.origin, seq = delta.seq, error = %e, "refused a remote delta");
-                        // The store logs what was applied: the dot, not the refused payload
-                        // (which may not even fit in a log record).
-                        delta.payload = MeshDelta(Object::new(key.kind).to_delta());
-                    }
-                    self.state.record(&key, delta.dot(), delta.stamp);
+                    let slot = match self.state.join(&key, delta.payload.0.clone()) {
+                        Ok(n) => Some(n),
+                        Err(e) => {
+                            self.count_refusal(&e);
+                            warn!(key = %key, origin = %delta.origin, seq = delta.seq, error = %e, "refused a remote delta");
+                            // The store logs what was applied: the dot, not the refused payload
+                            // (which may not even fit in a log record).
+                            delta.payload = MeshDelta(Object::new(key.kind).to_delta());
+                            self.state.find(&key)
+                        }
+                    };
+                    self.state.record(slot, delta.dot(), delta.stamp);
                     self.shared
                         .counters
                         .remote_deltas
@@ -702,8 +713,8 @@ impl Engine {
                 }
                 Event::ApplyState { key, payload, from } => {
                     match self.state.join(&key, payload.0.clone()) {
-                        Ok(()) => {
-                            self.state.compact(&key);
+                        Ok(n) => {
+                            self.state.compact(n);
                             self.segment.states.push((key.clone(), payload));
                         }
                         Err(e) => {
