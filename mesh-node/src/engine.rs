@@ -109,8 +109,16 @@ struct InFlight {
     replies: Vec<(Reply, Result<Output, MeshError>)>,
     /// Which of the segment's deltas are local ones, to publish once it is durable (ascending).
     local: Vec<usize>,
-    notify: Vec<Change>,
+    notify: Vec<Notice>,
     view: Vec<view::Entry>,
+}
+
+/// A change to tell subscribers of once its batch is durable: by the key's slot number (the
+/// key is copied into a [`Change`] only if anyone subscribed), or, for an input refused on a
+/// key never written, by key.
+enum Notice {
+    Slot(usize, ChangeSource),
+    Key(Change),
 }
 
 /// A short wait before submitting the next batch, started when a commit answered callers.
@@ -205,7 +213,7 @@ pub(crate) struct Engine {
     /// The last committed segment, emptied, for the next batch to reuse.
     spare: Segment,
     replies: Vec<(Reply, Result<Output, MeshError>)>,
-    notify: Vec<Change>,
+    notify: Vec<Notice>,
     peers: Vec<KnownPeer>,
     /// Whether the batch in progress applied a local operation (anti-entropy requests wait
     /// until none is pending commit: a state transfer must only carry durable local writes).
@@ -600,7 +608,14 @@ impl Engine {
             self.spare = segment;
         }
         if self.shared.changes.receiver_count() > 0 {
-            for change in batch.notify {
+            for notice in batch.notify {
+                let change = match notice {
+                    Notice::Slot(n, source) => Change {
+                        key: (*self.state.slot(n).key).clone(),
+                        source,
+                    },
+                    Notice::Key(change) => change,
+                };
                 let _ = self.shared.changes.send(Arc::new(change));
             }
         }
@@ -662,18 +677,22 @@ impl Engine {
             }
             self.batch_local = true;
             self.state.record(slot, tag.dot, tag.stamp);
+            let notice = match slot {
+                Some(n) => Notice::Slot(n, ChangeSource::Local),
+                None => Notice::Key(Change {
+                    key: key.clone(),
+                    source: ChangeSource::Local,
+                }),
+            };
+            self.notify.push(notice);
             self.local.push(self.segment.deltas.len());
             self.segment.deltas.push(LoggedDelta {
                 origin: tag.dot.replica,
                 seq: tag.dot.counter,
                 stamp: tag.stamp,
                 hops: 0,
-                key: key.clone(),
-                payload: MeshDelta(delta),
-            });
-            self.notify.push(Change {
                 key,
-                source: ChangeSource::Local,
+                payload: MeshDelta(delta),
             });
         }
         self.replies.push((reply, applied.result));
@@ -683,18 +702,16 @@ impl Engine {
     fn drain_events(&mut self) {
         while let Some(event) = self.node.poll_event() {
             match event {
-                Event::Apply(delta) => {
-                    let key = delta.key.clone();
-                    let mut delta = delta;
-                    let slot = match self.state.join(&key, delta.payload.0.clone()) {
+                Event::Apply(mut delta) => {
+                    let slot = match self.state.join(&delta.key, delta.payload.0.clone()) {
                         Ok(n) => Some(n),
                         Err(e) => {
                             self.count_refusal(&e);
-                            warn!(key = %key, origin = %delta.origin, seq = delta.seq, error = %e, "refused a remote delta");
+                            warn!(key = %delta.key, origin = %delta.origin, seq = delta.seq, error = %e, "refused a remote delta");
                             // The store logs what was applied: the dot, not the refused payload
                             // (which may not even fit in a log record).
-                            delta.payload = MeshDelta(Object::new(key.kind).to_delta());
-                            self.state.find(&key)
+                            delta.payload = MeshDelta(Object::new(delta.key.kind).to_delta());
+                            self.state.find(&delta.key)
                         }
                     };
                     self.state.record(slot, delta.dot(), delta.stamp);
@@ -702,34 +719,41 @@ impl Engine {
                         .counters
                         .remote_deltas
                         .fetch_add(1, Ordering::Relaxed);
-                    self.notify.push(Change {
-                        key,
-                        source: ChangeSource::Remote {
-                            origin: delta.origin,
-                            stamp: delta.stamp,
-                        },
+                    let source = ChangeSource::Remote {
+                        origin: delta.origin,
+                        stamp: delta.stamp,
+                    };
+                    self.notify.push(match slot {
+                        Some(n) => Notice::Slot(n, source),
+                        None => Notice::Key(Change {
+                            key: delta.key.clone(),
+                            source,
+                        }),
                     });
                     self.segment.deltas.push(delta);
                 }
                 Event::ApplyState { key, payload, from } => {
-                    match self.state.join(&key, payload.0.clone()) {
+                    let source = ChangeSource::StateTransfer { from };
+                    let notice = match self.state.join(&key, payload.0.clone()) {
                         Ok(n) => {
                             self.state.compact(n);
-                            self.segment.states.push((key.clone(), payload));
+                            self.segment.states.push((key, payload));
+                            Notice::Slot(n, source)
                         }
                         Err(e) => {
                             self.count_refusal(&e);
                             warn!(key = %key, from = %from, error = %e, "refused a transferred state");
+                            match self.state.find(&key) {
+                                Some(n) => Notice::Slot(n, source),
+                                None => Notice::Key(Change { key, source }),
+                            }
                         }
-                    }
+                    };
                     self.shared
                         .counters
                         .remote_states
                         .fetch_add(1, Ordering::Relaxed);
-                    self.notify.push(Change {
-                        key,
-                        source: ChangeSource::StateTransfer { from },
-                    });
+                    self.notify.push(notice);
                 }
                 Event::AdoptDelivered { vv, from } => {
                     debug!(from = %from, "state transfer completed");
