@@ -54,6 +54,7 @@ mod engine;
 mod error;
 pub mod http;
 pub mod inspect;
+mod key_index;
 mod member;
 mod mesh;
 pub mod metrics;

@@ -9,11 +9,11 @@
 //! the committed version until the engine installs the new one after the commit.
 
 use crate::delta::MeshDelta;
+use crate::key_index::KeyIndex;
 use crate::store::{Loaded, ObjectWrite, Segment};
 use crate::view::{self, Committed};
 use crdt_types::{CausalContext, Dot, Key, Object, ObjectDelta, Stamp, VersionVector};
 use gossip::{StateBatch, StateSource};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Remote deltas and states are refused when they would make an object's encoding larger
@@ -28,7 +28,7 @@ const MEASURE_BYTES: usize = 256 << 10;
 /// One key's state and the cursor of its last change.
 #[derive(Clone, Debug)]
 pub(crate) struct Slot {
-    /// The key, shared with the key index and the read view (no copy of the id per change).
+    /// The key, shared with the read view (no copy of the id per change).
     pub(crate) key: Arc<Key>,
     pub(crate) object: Arc<Object>,
     pub(crate) change: u64,
@@ -102,7 +102,7 @@ impl Snapshot {
 #[derive(Debug)]
 pub(crate) struct State {
     /// Key to slot number. Slots are never removed.
-    index: HashMap<Arc<Key>, usize>,
+    index: KeyIndex,
     slots: Vec<Slot>,
     /// The change index, what [`StateSource::changed_since`] walks: `(cursor, slot)` in cursor
     /// order, appended to on every change. An entry whose slot has moved to a later cursor is
@@ -124,7 +124,7 @@ impl State {
     /// joined again (idempotent, so segments a later partial checkpoint holds are harmless).
     pub(crate) fn from_loaded(loaded: &mut Loaded) -> Self {
         let mut state = State {
-            index: HashMap::with_capacity(loaded.objects.len()),
+            index: KeyIndex::with_capacity(loaded.objects.len()),
             slots: Vec::with_capacity(loaded.objects.len()),
             changes: Vec::with_capacity(loaded.objects.len()),
             applied: std::mem::take(&mut loaded.applied),
@@ -165,9 +165,9 @@ impl State {
 
     /// Adds a slot for a key not held yet; returns its number.
     fn insert_slot(&mut self, key: Key, object: Arc<Object>, bytes: usize) -> usize {
-        let key = Arc::new(key);
         let n = self.slots.len();
-        self.index.insert(key.clone(), n);
+        self.index.insert(&key, n);
+        let key = Arc::new(key);
         self.slots.push(Slot {
             key,
             object,
@@ -210,7 +210,7 @@ impl State {
 
     /// The slot number of `key`, if it was ever written.
     pub(crate) fn find(&self, key: &Key) -> Option<usize> {
-        self.index.get(key).copied()
+        self.index.get(key)
     }
 
     /// Slot `n` (a number [`State::find`] or a change handed out).
@@ -464,6 +464,7 @@ mod tests {
     use super::*;
     use crate::delta::LoggedDelta;
     use crdt_types::{Cart, Kind, ReplicaId, Tag};
+    use std::collections::HashMap;
 
     fn loaded(replay: Vec<Segment>) -> Loaded {
         Loaded {
