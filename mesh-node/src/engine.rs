@@ -41,7 +41,7 @@ use crate::member::{Member, MemberStatus};
 use crate::ops::{self, MAX_OBJECT_BYTES, Op, Output};
 use crate::state::{JoinError, State};
 use crate::store::{KnownPeer, Segment, Store, StoreError, cursor_covered_by};
-use crate::subscribe::{Change, ChangeSource};
+use crate::subscribe::{Change, ChangeSource, Committed};
 use crate::transport::{self, Inbound, SendOutcome, Transport};
 use crate::view::{self, View};
 use crdt_types::{Key, Object, Tag};
@@ -185,7 +185,10 @@ pub(crate) struct Counters {
 /// What the engine shares with the handles.
 pub(crate) struct Shared {
     pub(crate) view: Arc<View>,
-    pub(crate) changes: broadcast::Sender<Arc<Change>>,
+    /// Each commit's changes, for subscribers.
+    pub(crate) changes: broadcast::Sender<Arc<Committed>>,
+    /// How many changes were sent to subscribers: the number of the next one.
+    pub(crate) changes_sent: AtomicU64,
     pub(crate) failure: OnceLock<Arc<StoreError>>,
     pub(crate) counters: Counters,
     pub(crate) gossip_stats: std::sync::Mutex<gossip::Stats>,
@@ -607,17 +610,23 @@ impl Engine {
             segment.clear();
             self.spare = segment;
         }
-        if self.shared.changes.receiver_count() > 0 {
-            for notice in batch.notify {
-                let change = match notice {
-                    Notice::Slot(n, source) => Change {
-                        key: (*self.state.slot(n).key).clone(),
-                        source,
-                    },
-                    Notice::Key(change) => change,
-                };
-                let _ = self.shared.changes.send(Arc::new(change));
-            }
+        if self.shared.changes.receiver_count() > 0 && !batch.notify.is_empty() {
+            let changes: Vec<(Arc<Key>, ChangeSource)> = batch
+                .notify
+                .into_iter()
+                .map(|notice| match notice {
+                    Notice::Slot(n, source) => (self.state.slot(n).key.clone(), source),
+                    Notice::Key(change) => (Arc::new(change.key), change.source),
+                })
+                .collect();
+            let first = self
+                .shared
+                .changes_sent
+                .fetch_add(changes.len() as u64, Ordering::AcqRel);
+            let _ = self
+                .shared
+                .changes
+                .send(Arc::new(Committed { first, changes }));
         }
     }
 

@@ -327,7 +327,9 @@ impl Mesh {
     /// A stream of committed changes (local and remote) to the keys `filter` selects, for
     /// cache invalidation. Changes made before the call are not replayed.
     pub fn subscribe(&self, filter: ChangeFilter) -> Subscription {
-        Subscription::new(self.inner.shared.changes.subscribe(), filter)
+        let rx = self.inner.shared.changes.subscribe();
+        let next = self.inner.shared.changes_sent.load(Ordering::Acquire);
+        Subscription::new(rx, filter, next)
     }
 
     /// The node's counters.
