@@ -17,7 +17,7 @@ use crate::view::View;
 use gossip::{Identity, Restored};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
@@ -157,7 +157,8 @@ impl MeshBuilder {
         self
     }
 
-    /// Changes buffered per subscriber before it lags (default 4096).
+    /// Commits whose changes are buffered per subscriber before it lags (default 4096; the
+    /// engine sends each commit's changes as one message).
     pub fn subscription_capacity(mut self, n: usize) -> Self {
         self.subscription_capacity = n.max(1);
         self
@@ -278,6 +279,7 @@ impl MeshBuilder {
         let shared = Arc::new(Shared {
             view,
             changes,
+            changes_sent: AtomicU64::new(0),
             failure: OnceLock::new(),
             counters: Counters::default(),
             gossip_stats: Mutex::new(gossip::Stats::default()),

@@ -41,7 +41,7 @@ use crate::member::{Member, MemberStatus};
 use crate::ops::{self, MAX_OBJECT_BYTES, Op, Output};
 use crate::state::{JoinError, State};
 use crate::store::{KnownPeer, Segment, Store, StoreError, cursor_covered_by};
-use crate::subscribe::{Change, ChangeSource};
+use crate::subscribe::{Change, ChangeSource, Committed};
 use crate::transport::{self, Inbound, SendOutcome, Transport};
 use crate::view::{self, View};
 use crdt_types::{Key, Object, Tag};
@@ -109,8 +109,16 @@ struct InFlight {
     replies: Vec<(Reply, Result<Output, MeshError>)>,
     /// Which of the segment's deltas are local ones, to publish once it is durable (ascending).
     local: Vec<usize>,
-    notify: Vec<Change>,
+    notify: Vec<Notice>,
     view: Vec<view::Entry>,
+}
+
+/// A change to tell subscribers of once its batch is durable: by the key's slot number (the
+/// key is copied into a [`Change`] only if anyone subscribed), or, for an input refused on a
+/// key never written, by key.
+enum Notice {
+    Slot(usize, ChangeSource),
+    Key(Change),
 }
 
 /// A short wait before submitting the next batch, started when a commit answered callers.
@@ -177,7 +185,10 @@ pub(crate) struct Counters {
 /// What the engine shares with the handles.
 pub(crate) struct Shared {
     pub(crate) view: Arc<View>,
-    pub(crate) changes: broadcast::Sender<Arc<Change>>,
+    /// Each commit's changes, for subscribers.
+    pub(crate) changes: broadcast::Sender<Arc<Committed>>,
+    /// How many changes were sent to subscribers: the number of the next one.
+    pub(crate) changes_sent: AtomicU64,
     pub(crate) failure: OnceLock<Arc<StoreError>>,
     pub(crate) counters: Counters,
     pub(crate) gossip_stats: std::sync::Mutex<gossip::Stats>,
@@ -205,7 +216,7 @@ pub(crate) struct Engine {
     /// The last committed segment, emptied, for the next batch to reuse.
     spare: Segment,
     replies: Vec<(Reply, Result<Output, MeshError>)>,
-    notify: Vec<Change>,
+    notify: Vec<Notice>,
     peers: Vec<KnownPeer>,
     /// Whether the batch in progress applied a local operation (anti-entropy requests wait
     /// until none is pending commit: a state transfer must only carry durable local writes).
@@ -222,6 +233,8 @@ pub(crate) struct Engine {
     linger: Option<Linger>,
     /// Set at shutdown: submit at once.
     closing: bool,
+    /// The buffer a local operation's answer is packed in.
+    scratch: Vec<u8>,
     /// Anti-entropy frames waiting for the local writes before them to be durable.
     deferred_sync: Vec<Inbound>,
     /// The persisted change-cursor ceiling, as of the last commit.
@@ -270,6 +283,7 @@ impl Engine {
             submitted_at: Instant::now(),
             linger: None,
             closing: false,
+            scratch: Vec::new(),
             deferred_sync: Vec::new(),
             ceiling,
             checkpointing: false,
@@ -596,26 +610,45 @@ impl Engine {
             segment.clear();
             self.spare = segment;
         }
-        if self.shared.changes.receiver_count() > 0 {
-            for change in batch.notify {
-                let _ = self.shared.changes.send(Arc::new(change));
-            }
+        if self.shared.changes.receiver_count() > 0 && !batch.notify.is_empty() {
+            let changes: Vec<(Arc<Key>, ChangeSource)> = batch
+                .notify
+                .into_iter()
+                .map(|notice| match notice {
+                    Notice::Slot(n, source) => (self.state.slot(n).key.clone(), source),
+                    Notice::Key(change) => (Arc::new(change.key), change.source),
+                })
+                .collect();
+            let first = self
+                .shared
+                .changes_sent
+                .fetch_add(changes.len() as u64, Ordering::AcqRel);
+            let _ = self
+                .shared
+                .changes
+                .send(Arc::new(Committed { first, changes }));
         }
     }
 
     fn run_op(&mut self, now: i64, key: Key, op: Op, reply: Reply) {
-        let current = self.state.get(&key).map(|s| &*s.object);
-        if let Err(e) = op.precheck(current, now) {
+        // The key is looked up once; the calls below take its slot number.
+        let found = self.state.find(&key);
+        let current = found.map(|n| self.state.slot(n));
+        if let Err(e) = op.precheck(current.map(|s| &*s.object), now) {
             self.replies.push((reply, Err(e)));
             return;
         }
-        let node = &mut self.node;
-        let estimate = self.state.bytes_of(&key).saturating_add(op.input_bytes());
+        let (node, scratch) = (&mut self.node, &mut self.scratch);
+        let estimate = current
+            .map_or(0, |s| s.bytes)
+            .saturating_add(op.input_bytes());
+        let current = current.map(|s| &*s.object);
+        let mut slot = found;
         let applied = if op.grows() && estimate > MEASURE_OP_BYTES {
             // Near the limit: apply to a copy and measure it before keeping it.
             let mut copy = current.map_or_else(|| Object::new(key.kind), Clone::clone);
             let grows = op.grows();
-            let mut applied = ops::apply(op, &mut copy, now, &mut || node.next_tag(now));
+            let mut applied = ops::apply(op, &mut copy, now, &mut || node.next_tag(now), scratch);
             let bytes = copy.encoded_len();
             // The delta is bounded too: a document's encoding is compressed, its changes not.
             let delta_bytes = applied.tagged.as_ref().map_or(0, |(_, d)| d.encoded_len());
@@ -633,32 +666,42 @@ impl Engine {
                 }
                 .into());
             } else if applied.tagged.is_some() {
-                self.state.replace(&key, copy, bytes);
+                slot = Some(self.state.replace(&key, found, copy, bytes));
             }
             applied
         } else {
-            let object = self.state.object_mut(&key);
-            let applied = ops::apply(op, object, now, &mut || node.next_tag(now));
+            let (n, object) = self.state.object_mut(&key, found);
+            slot = Some(n);
+            let applied = ops::apply(op, object, now, &mut || node.next_tag(now), scratch);
             if let Some((_, delta)) = &applied.tagged {
-                self.state.add_bytes(&key, delta.encoded_len());
+                self.state.add_bytes(n, delta.encoded_len());
             }
             applied
         };
         if let Some((tag, delta)) = applied.tagged {
+            if let (Some(n), Ok(Output::Cart(packed))) = (slot, &applied.result) {
+                // The answer is the cart as this change left it: the view can share it.
+                self.state
+                    .set_rendered(n, view::Committed::Cart(packed.clone()));
+            }
             self.batch_local = true;
-            self.state.record(&key, tag.dot, tag.stamp);
+            self.state.record(slot, tag.dot, tag.stamp);
+            let notice = match slot {
+                Some(n) => Notice::Slot(n, ChangeSource::Local),
+                None => Notice::Key(Change {
+                    key: key.clone(),
+                    source: ChangeSource::Local,
+                }),
+            };
+            self.notify.push(notice);
             self.local.push(self.segment.deltas.len());
             self.segment.deltas.push(LoggedDelta {
                 origin: tag.dot.replica,
                 seq: tag.dot.counter,
                 stamp: tag.stamp,
                 hops: 0,
-                key: key.clone(),
-                payload: MeshDelta(delta),
-            });
-            self.notify.push(Change {
                 key,
-                source: ChangeSource::Local,
+                payload: MeshDelta(delta),
             });
         }
         self.replies.push((reply, applied.result));
@@ -668,49 +711,58 @@ impl Engine {
     fn drain_events(&mut self) {
         while let Some(event) = self.node.poll_event() {
             match event {
-                Event::Apply(delta) => {
-                    let key = delta.key.clone();
-                    let mut delta = delta;
-                    if let Err(e) = self.state.join(&key, delta.payload.0.clone()) {
-                        self.count_refusal(&e);
-                        warn!(key = %key, origin = %delta.origin, seq = delta.seq, error = %e, "refused a remote delta");
-                        // The store logs what was applied: the dot, not the refused payload
-                        // (which may not even fit in a log record).
-                        delta.payload = MeshDelta(Object::new(key.kind).to_delta());
-                    }
-                    self.state.record(&key, delta.dot(), delta.stamp);
+                Event::Apply(mut delta) => {
+                    let slot = match self.state.join(&delta.key, delta.payload.0.clone()) {
+                        Ok(n) => Some(n),
+                        Err(e) => {
+                            self.count_refusal(&e);
+                            warn!(key = %delta.key, origin = %delta.origin, seq = delta.seq, error = %e, "refused a remote delta");
+                            // The store logs what was applied: the dot, not the refused payload
+                            // (which may not even fit in a log record).
+                            delta.payload = MeshDelta(Object::new(delta.key.kind).to_delta());
+                            self.state.find(&delta.key)
+                        }
+                    };
+                    self.state.record(slot, delta.dot(), delta.stamp);
                     self.shared
                         .counters
                         .remote_deltas
                         .fetch_add(1, Ordering::Relaxed);
-                    self.notify.push(Change {
-                        key,
-                        source: ChangeSource::Remote {
-                            origin: delta.origin,
-                            stamp: delta.stamp,
-                        },
+                    let source = ChangeSource::Remote {
+                        origin: delta.origin,
+                        stamp: delta.stamp,
+                    };
+                    self.notify.push(match slot {
+                        Some(n) => Notice::Slot(n, source),
+                        None => Notice::Key(Change {
+                            key: delta.key.clone(),
+                            source,
+                        }),
                     });
                     self.segment.deltas.push(delta);
                 }
                 Event::ApplyState { key, payload, from } => {
-                    match self.state.join(&key, payload.0.clone()) {
-                        Ok(()) => {
-                            self.state.compact(&key);
-                            self.segment.states.push((key.clone(), payload));
+                    let source = ChangeSource::StateTransfer { from };
+                    let notice = match self.state.join(&key, payload.0.clone()) {
+                        Ok(n) => {
+                            self.state.compact(n);
+                            self.segment.states.push((key, payload));
+                            Notice::Slot(n, source)
                         }
                         Err(e) => {
                             self.count_refusal(&e);
                             warn!(key = %key, from = %from, error = %e, "refused a transferred state");
+                            match self.state.find(&key) {
+                                Some(n) => Notice::Slot(n, source),
+                                None => Notice::Key(Change { key, source }),
+                            }
                         }
-                    }
+                    };
                     self.shared
                         .counters
                         .remote_states
                         .fetch_add(1, Ordering::Relaxed);
-                    self.notify.push(Change {
-                        key,
-                        source: ChangeSource::StateTransfer { from },
-                    });
+                    self.notify.push(notice);
                 }
                 Event::AdoptDelivered { vv, from } => {
                     debug!(from = %from, "state transfer completed");

@@ -110,7 +110,7 @@ fn check_quantity(q: u64) -> Result<(), MeshError> {
 
 fn cart_output(output: Output) -> CartView {
     match output {
-        Output::Cart(view) => view,
+        Output::Cart(packed) => packed.view(),
         _ => CartView::default(),
     }
 }
@@ -235,7 +235,7 @@ impl Mesh {
     pub fn cart(&self, cart_id: &str) -> Result<CartView, MeshError> {
         let key = cart_key(cart_id)?;
         Ok(match self.committed(&key) {
-            Some(Committed::Cart(view)) => (*view).clone(),
+            Some(Committed::Cart(packed)) => packed.view(),
             _ => CartView::default(),
         })
     }
@@ -327,7 +327,9 @@ impl Mesh {
     /// A stream of committed changes (local and remote) to the keys `filter` selects, for
     /// cache invalidation. Changes made before the call are not replayed.
     pub fn subscribe(&self, filter: ChangeFilter) -> Subscription {
-        Subscription::new(self.inner.shared.changes.subscribe(), filter)
+        let rx = self.inner.shared.changes.subscribe();
+        let next = self.inner.shared.changes_sent.load(Ordering::Acquire);
+        Subscription::new(rx, filter, next)
     }
 
     /// The node's counters.

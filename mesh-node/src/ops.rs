@@ -3,9 +3,10 @@
 //! replication: the engine persists and publishes the delta an operation returns.
 
 use crate::error::{InvalidInput, MeshError};
+use crate::packed_cart::PackedCart;
 use crdt_types::{
-    Cart, CartView, DocDelta, DocEdit, Lattice, Object, ObjectDelta, PathSegment, Session,
-    SessionView, Tag, validate_id,
+    Cart, DocDelta, DocEdit, Lattice, Object, ObjectDelta, PathSegment, Session, SessionView, Tag,
+    validate_id,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -41,10 +42,12 @@ pub(crate) enum Op {
     DocChange(Vec<DocEdit>),
 }
 
-/// What an operation answers: the key's value after it.
+/// What an operation answers: the key's value after it (a cart's items packed: the caller
+/// unpacks them, and the read view takes the same block if nothing changes the cart again
+/// before the commit).
 #[derive(Clone, Debug)]
 pub(crate) enum Output {
-    Cart(CartView),
+    Cart(PackedCart),
     Session(Option<SessionView>),
     Doc(serde_json::Value),
     Unit,
@@ -134,12 +137,14 @@ impl Op {
     }
 }
 
-/// Applies `op` to `object`, taking a tag from `next_tag` when the operation writes something.
+/// Applies `op` to `object`, taking a tag from `next_tag` when the operation writes something
+/// (`scratch` is the buffer a cart answer is packed in).
 pub(crate) fn apply(
     op: Op,
     object: &mut Object,
     now_ms: i64,
     next_tag: &mut dyn FnMut() -> Result<Tag, crdt_types::ClockError>,
+    scratch: &mut Vec<u8>,
 ) -> Applied {
     let failed = |e: MeshError| Applied {
         tagged: None,
@@ -151,38 +156,38 @@ pub(crate) fn apply(
                 Ok(t) => t,
                 Err(e) => return failed(e.into()),
             };
-            cart_result(tag, cart.add(tag, &sku, n), cart)
+            cart_result(tag, cart.add(tag, &sku, n), cart, scratch)
         }
         (Op::CartSetQuantity { sku, q }, Object::Cart(cart)) => {
             let tag = match next_tag() {
                 Ok(t) => t,
                 Err(e) => return failed(e.into()),
             };
-            cart_result(tag, cart.set_quantity(tag, &sku, q), cart)
+            cart_result(tag, cart.set_quantity(tag, &sku, q), cart, scratch)
         }
         (Op::CartRemove { sku }, Object::Cart(cart)) => {
             if let Err(e) = validate_id(&sku) {
                 return failed(InvalidInput::from(crdt_types::CartError::from(e)).into());
             }
             if !cart.counters().any(|(s, _)| s == sku) {
-                return untouched(cart);
+                return untouched(cart, scratch);
             }
             let tag = match next_tag() {
                 Ok(t) => t,
                 Err(e) => return failed(e.into()),
             };
-            cart_result(tag, cart.remove(&sku), cart)
+            cart_result(tag, cart.remove(&sku), cart, scratch)
         }
         (Op::CartClear, Object::Cart(cart)) => {
             if cart.counters().next().is_none() {
-                return untouched(cart);
+                return untouched(cart, scratch);
             }
             let tag = match next_tag() {
                 Ok(t) => t,
                 Err(e) => return failed(e.into()),
             };
             let delta = cart.clear();
-            cart_result(tag, Ok(delta), cart)
+            cart_result(tag, Ok(delta), cart, scratch)
         }
         (Op::SessionPut(update), Object::Session(session)) => {
             let tag = match next_tag() {
@@ -236,11 +241,16 @@ pub(crate) fn apply(
     }
 }
 
-fn cart_result(tag: Tag, result: Result<Cart, crdt_types::CartError>, cart: &Cart) -> Applied {
+fn cart_result(
+    tag: Tag,
+    result: Result<Cart, crdt_types::CartError>,
+    cart: &Cart,
+    scratch: &mut Vec<u8>,
+) -> Applied {
     match result {
         Ok(delta) => Applied {
             tagged: Some((tag, ObjectDelta::Cart(delta))),
-            result: Ok(Output::Cart(cart.view())),
+            result: Ok(Output::Cart(PackedCart::of(cart, scratch))),
         },
         Err(e) => Applied {
             tagged: Some((tag, ObjectDelta::Cart(Cart::new()))),
@@ -250,10 +260,10 @@ fn cart_result(tag: Tag, result: Result<Cart, crdt_types::CartError>, cart: &Car
 }
 
 /// An operation that had nothing to change: no tag, no delta.
-fn untouched(cart: &Cart) -> Applied {
+fn untouched(cart: &Cart, scratch: &mut Vec<u8>) -> Applied {
     Applied {
         tagged: None,
-        result: Ok(Output::Cart(cart.view())),
+        result: Ok(Output::Cart(PackedCart::of(cart, scratch))),
     }
 }
 

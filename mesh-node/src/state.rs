@@ -9,11 +9,11 @@
 //! the committed version until the engine installs the new one after the commit.
 
 use crate::delta::MeshDelta;
+use crate::key_index::KeyIndex;
 use crate::store::{Loaded, ObjectWrite, Segment};
 use crate::view::{self, Committed};
 use crdt_types::{CausalContext, Dot, Key, Object, ObjectDelta, Stamp, VersionVector};
 use gossip::{StateBatch, StateSource};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Remote deltas and states are refused when they would make an object's encoding larger
@@ -28,13 +28,17 @@ const MEASURE_BYTES: usize = 256 << 10;
 /// One key's state and the cursor of its last change.
 #[derive(Clone, Debug)]
 pub(crate) struct Slot {
-    /// The key, shared with the key index and the read view (no copy of the id per change).
+    /// The key, shared with the read view (no copy of the id per change).
     pub(crate) key: Arc<Key>,
     pub(crate) object: Arc<Object>,
     pub(crate) change: u64,
     /// An upper estimate of the object's encoded size: exact when last measured, plus the
     /// encoded size of every delta joined since.
     pub(crate) bytes: usize,
+    /// The committed form of `object` rendered by the local operation that changed it last
+    /// (its answer), for [`State::end_batch`] to take instead of rendering it again; cleared
+    /// by every change.
+    rendered: Option<Committed>,
     /// Whether the key is listed in the batch in progress.
     in_batch: bool,
     /// Whether the key is listed as changed since the last checkpoint snapshot.
@@ -93,11 +97,12 @@ impl Snapshot {
 ///
 /// Slots live in a vector and are found by key once; the change index, the batch and the
 /// unsaved set hold slot numbers, so a change (run for every applied delta) copies no key and
-/// hashes it once.
+/// hashes it once: callers look a key up with [`State::find`] and hand the slot number to
+/// the calls that follow (slots are never removed, so a number stays valid).
 #[derive(Debug)]
 pub(crate) struct State {
     /// Key to slot number. Slots are never removed.
-    index: HashMap<Arc<Key>, usize>,
+    index: KeyIndex,
     slots: Vec<Slot>,
     /// The change index, what [`StateSource::changed_since`] walks: `(cursor, slot)` in cursor
     /// order, appended to on every change. An entry whose slot has moved to a later cursor is
@@ -110,6 +115,8 @@ pub(crate) struct State {
     batch: Vec<usize>,
     /// Slots changed since the last checkpoint snapshot.
     unsaved: Vec<usize>,
+    /// The buffer carts are packed in for the read view.
+    scratch: Vec<u8>,
 }
 
 impl State {
@@ -117,7 +124,7 @@ impl State {
     /// joined again (idempotent, so segments a later partial checkpoint holds are harmless).
     pub(crate) fn from_loaded(loaded: &mut Loaded) -> Self {
         let mut state = State {
-            index: HashMap::with_capacity(loaded.objects.len()),
+            index: KeyIndex::with_capacity(loaded.objects.len()),
             slots: Vec::with_capacity(loaded.objects.len()),
             changes: Vec::with_capacity(loaded.objects.len()),
             applied: std::mem::take(&mut loaded.applied),
@@ -125,6 +132,7 @@ impl State {
             next_cursor: loaded.next_cursor,
             batch: Vec::new(),
             unsaved: Vec::new(),
+            scratch: Vec::new(),
         };
         for (key, (object, change)) in loaded.objects.drain() {
             let bytes = object.encoded_len();
@@ -138,13 +146,9 @@ impl State {
         for segment in replay {
             state.replay(segment);
         }
-        let touched: Vec<Arc<Key>> = state
-            .unsaved
-            .iter()
-            .map(|&n| state.slots[n].key.clone())
-            .collect();
-        for key in &touched {
-            state.compact(key);
+        let touched = state.unsaved.clone();
+        for &n in &touched {
+            state.compact(n);
         }
         for n in std::mem::take(&mut state.batch) {
             state.slots[n].in_batch = false;
@@ -161,14 +165,15 @@ impl State {
 
     /// Adds a slot for a key not held yet; returns its number.
     fn insert_slot(&mut self, key: Key, object: Arc<Object>, bytes: usize) -> usize {
-        let key = Arc::new(key);
         let n = self.slots.len();
-        self.index.insert(key.clone(), n);
+        self.index.insert(&key, n);
+        let key = Arc::new(key);
         self.slots.push(Slot {
             key,
             object,
             change: 0,
             bytes,
+            rendered: None,
             in_batch: false,
             unsaved: false,
         });
@@ -195,20 +200,27 @@ impl State {
 
     /// Every key's committed form, for the read view at start-up.
     pub(crate) fn snapshot_all(&self) -> Vec<view::Entry> {
+        let mut scratch = Vec::new();
         self.slots
             .iter()
             .enumerate()
-            .map(|(n, s)| (n, s.key.clone(), Committed::of(&s.object)))
+            .map(|(n, s)| (n, s.key.clone(), Committed::of(&s.object, &mut scratch)))
             .collect()
+    }
+
+    /// The slot number of `key`, if it was ever written.
+    pub(crate) fn find(&self, key: &Key) -> Option<usize> {
+        self.index.get(key)
+    }
+
+    /// Slot `n` (a number [`State::find`] or a change handed out).
+    pub(crate) fn slot(&self, n: usize) -> &Slot {
+        &self.slots[n]
     }
 
     /// The slot of `key`, if it was ever written.
     pub(crate) fn get(&self, key: &Key) -> Option<&Slot> {
-        self.index.get(key).map(|&n| &self.slots[n])
-    }
-
-    fn get_mut(&mut self, key: &Key) -> Option<&mut Slot> {
-        self.index.get(key).map(|&n| &mut self.slots[n])
+        self.find(key).map(|n| &self.slots[n])
     }
 
     /// Every delta applied here.
@@ -226,20 +238,24 @@ impl State {
         self.next_cursor
     }
 
-    /// The object of `key` for changing (created empty if new): marks it changed and moves it
-    /// to a fresh change cursor.
-    pub(crate) fn object_mut(&mut self, key: &Key) -> &mut Object {
-        Arc::make_mut(&mut self.touch(key).object)
+    /// The object of `key` for changing (created empty if new) and its slot number: marks it
+    /// changed and moves it to a fresh change cursor. `found` is what [`State::find`] said of
+    /// `key`.
+    pub(crate) fn object_mut(&mut self, key: &Key, found: Option<usize>) -> (usize, &mut Object) {
+        let n = self.touch(key, found);
+        (n, Arc::make_mut(&mut self.slots[n].object))
     }
 
     /// The slot of `key` (created empty if new), marked changed and moved to a fresh change
-    /// cursor.
-    fn touch(&mut self, key: &Key) -> &mut Slot {
-        // Called for every applied delta: one lookup, and the key is copied only when new.
-        let n = match self.index.get(key) {
-            Some(&n) => n,
+    /// cursor; `found` is what [`State::find`] said of `key`.
+    fn touch(&mut self, key: &Key, found: Option<usize>) -> usize {
+        // Called for every applied delta: no lookup for a key found before, and the key is
+        // copied only when new.
+        let n = match found.or_else(|| self.find(key)) {
+            Some(n) => n,
             None => self.insert_slot(key.clone(), Arc::new(Object::new(key.kind)), 0),
         };
+        debug_assert!(*self.slots[n].key == *key, "slot {n} is not {key}");
         let cursor = self.next_cursor;
         self.next_cursor += 1;
         self.changes.push((cursor, n));
@@ -248,6 +264,7 @@ impl State {
         }
         let slot = &mut self.slots[n];
         slot.change = cursor;
+        slot.rendered = None;
         if !slot.in_batch {
             slot.in_batch = true;
             self.batch.push(n);
@@ -256,7 +273,7 @@ impl State {
             slot.unsaved = true;
             self.unsaved.push(n);
         }
-        slot
+        n
     }
 
     /// Drops the change-index entries of slots that moved to a later cursor since.
@@ -266,21 +283,22 @@ impl State {
             .retain(|&(cursor, n)| slots[n].change == cursor);
     }
 
-    /// Records a delta's dot as applied and the stamp as seen, then folds the key's context
-    /// with the applied vector (ARCHITECTURE "Dots are delta sequence numbers").
-    pub(crate) fn record(&mut self, key: &Key, dot: Dot, stamp: Stamp) {
+    /// Records a delta's dot as applied and the stamp as seen, then folds the context of the
+    /// delta's key (its slot, if it has one) with the applied vector (ARCHITECTURE "Dots are
+    /// delta sequence numbers").
+    pub(crate) fn record(&mut self, slot: Option<usize>, dot: Dot, stamp: Stamp) {
         self.applied.insert(dot);
         self.last_stamp = self.last_stamp.max(Some(stamp));
-        self.compact(key);
+        if let Some(n) = slot {
+            self.compact(n);
+        }
     }
 
-    /// Folds the applied vector into `key`'s causal context. Not with the gossip core's
+    /// Folds the applied vector into slot `n`'s causal context. Not with the gossip core's
     /// delivered context, which runs ahead by events not applied yet.
-    pub(crate) fn compact(&mut self, key: &Key) {
+    pub(crate) fn compact(&mut self, n: usize) {
         let vv = self.applied.vv();
-        if let Some(&n) = self.index.get(key) {
-            Arc::make_mut(&mut self.slots[n].object).compact(vv);
-        }
+        Arc::make_mut(&mut self.slots[n].object).compact(vv);
     }
 
     /// Joins a state transfer's adopted vector into the applied context.
@@ -288,10 +306,10 @@ impl State {
         self.applied.join(&context_of(vv));
     }
 
-    /// Joins a remote delta or state into `key`. A delta of the wrong kind, or one that
-    /// would make the object larger than [`MAX_STORED_OBJECT_BYTES`], is refused before the
-    /// key is touched.
-    pub(crate) fn join(&mut self, key: &Key, delta: ObjectDelta) -> Result<(), JoinError> {
+    /// Joins a remote delta or state into `key`; answers the key's slot number. A delta of
+    /// the wrong kind, or one that would make the object larger than
+    /// [`MAX_STORED_OBJECT_BYTES`], is refused before the key is touched.
+    pub(crate) fn join(&mut self, key: &Key, delta: ObjectDelta) -> Result<usize, JoinError> {
         if delta.kind() != key.kind {
             return Err(crdt_types::ApplyError::KindMismatch {
                 object: key.kind,
@@ -306,12 +324,14 @@ impl State {
                 max: MAX_STORED_OBJECT_BYTES,
             });
         }
-        let current = self.get(key);
+        let found = self.find(key);
+        let current = found.map(|n| &self.slots[n]);
         if current.map_or(0, |s| s.bytes).saturating_add(added) <= MEASURE_BYTES {
-            let slot = self.touch(key);
+            let n = self.touch(key, found);
+            let slot = &mut self.slots[n];
             Arc::make_mut(&mut slot.object).apply(delta)?;
             slot.bytes = slot.bytes.saturating_add(added);
-            return Ok(());
+            return Ok(n);
         }
         // Near a limit: join into a copy and measure it before keeping it.
         let mut copy = current.map_or_else(|| Object::new(key.kind), |s| (*s.object).clone());
@@ -323,39 +343,50 @@ impl State {
                 max: MAX_STORED_OBJECT_BYTES,
             });
         }
-        self.replace(key, copy, bytes);
-        Ok(())
+        Ok(self.replace(key, found, copy, bytes))
     }
 
-    /// The estimated encoded size of `key`'s object (0 for a key never written).
-    pub(crate) fn bytes_of(&self, key: &Key) -> usize {
-        self.get(key).map_or(0, |s| s.bytes)
-    }
-
-    /// Adds `bytes` to the size estimate of `key`'s object.
-    pub(crate) fn add_bytes(&mut self, key: &Key, bytes: usize) {
-        if let Some(slot) = self.get_mut(key) {
-            slot.bytes = slot.bytes.saturating_add(bytes);
-        }
+    /// Adds `bytes` to the size estimate of slot `n`'s object.
+    pub(crate) fn add_bytes(&mut self, n: usize, bytes: usize) {
+        let slot = &mut self.slots[n];
+        slot.bytes = slot.bytes.saturating_add(bytes);
     }
 
     /// Replaces `key`'s object with `object`, measured at `bytes` (a change like
-    /// [`State::object_mut`]).
-    pub(crate) fn replace(&mut self, key: &Key, object: Object, bytes: usize) {
-        let slot = self.touch(key);
+    /// [`State::object_mut`], `found` as there); answers its slot number.
+    pub(crate) fn replace(
+        &mut self,
+        key: &Key,
+        found: Option<usize>,
+        object: Object,
+        bytes: usize,
+    ) -> usize {
+        let n = self.touch(key, found);
+        let slot = &mut self.slots[n];
         slot.object = Arc::new(object);
         slot.bytes = bytes;
+        n
+    }
+
+    /// Keeps `committed`, the committed form of slot `n`'s object as its last change left it,
+    /// for [`State::end_batch`] (a local operation's answer, which the view can share).
+    pub(crate) fn set_rendered(&mut self, n: usize, committed: Committed) {
+        self.slots[n].rendered = Some(committed);
     }
 
     /// Ends the batch: the keys it changed in their committed form, for the read view.
     pub(crate) fn end_batch(&mut self) -> Vec<view::Entry> {
-        let slots = &mut self.slots;
+        let (slots, scratch) = (&mut self.slots, &mut self.scratch);
         self.batch
             .drain(..)
             .map(|n| {
                 let slot = &mut slots[n];
                 slot.in_batch = false;
-                (n, slot.key.clone(), Committed::of(&slot.object))
+                let committed = slot
+                    .rendered
+                    .take()
+                    .unwrap_or_else(|| Committed::of(&slot.object, scratch));
+                (n, slot.key.clone(), committed)
             })
             .collect()
     }
@@ -433,6 +464,7 @@ mod tests {
     use super::*;
     use crate::delta::LoggedDelta;
     use crdt_types::{Cart, Kind, ReplicaId, Tag};
+    use std::collections::HashMap;
 
     fn loaded(replay: Vec<Segment>) -> Loaded {
         Loaded {
@@ -501,10 +533,10 @@ mod tests {
     fn a_key_changed_again_moves_to_the_newest_cursor_once() {
         let mut state = State::from_loaded(&mut loaded(Vec::new()));
         let (a, b) = (Key::new(Kind::Cart, "a"), Key::new(Kind::Cart, "b"));
-        state.object_mut(&a);
-        state.object_mut(&b);
-        state.object_mut(&a);
-        state.object_mut(&a);
+        state.object_mut(&a, None);
+        state.object_mut(&b, None);
+        state.object_mut(&a, None);
+        state.object_mut(&a, None);
         let live = state
             .changes
             .iter()
@@ -536,7 +568,7 @@ mod tests {
         for round in 0..500 {
             for (i, key) in keys.iter().enumerate() {
                 if (round + i) % 3 != 0 {
-                    state.object_mut(key);
+                    state.object_mut(key, None);
                 }
             }
         }

@@ -151,6 +151,11 @@ pub struct TransportConfig {
     /// How long [`Transport::shutdown`] waits for queued frames to go out and connections to
     /// close. Default 2 s.
     pub shutdown_timeout: Duration,
+    /// UDP receive and send buffer asked of the kernel, in bytes (Linux caps it at
+    /// `net.core.rmem_max` / `wmem_max`). Default 4 MiB: with the kernel's default of about
+    /// 208 KiB a loaded node's socket overflows, and every dropped datagram costs QUIC a loss
+    /// recovery that stalls the stream behind it (BENCHMARKS "mesh-node").
+    pub socket_buffer_size: usize,
 }
 
 impl Default for TransportConfig {
@@ -165,6 +170,7 @@ impl Default for TransportConfig {
             idle_timeout: Duration::from_secs(10),
             keep_alive_interval: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(2),
+            socket_buffer_size: 4 << 20,
         }
     }
 }
@@ -307,8 +313,7 @@ impl Transport {
 
         let stats = Arc::new(TransportStats::default());
         let faults = Arc::new(Faults::default());
-        let socket = std::net::UdpSocket::bind(addr)?;
-        socket.set_nonblocking(true)?;
+        let socket = bind_udp(addr, config.socket_buffer_size)?;
         let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
         let socket = Arc::new(FaultySocket {
             inner: runtime.wrap_udp_socket(socket)?,
@@ -503,6 +508,34 @@ impl Transport {
         }
         info!(addr = %self.local_addr(), node_id = %self.node_id(), "transport shut down");
     }
+}
+
+/// A non-blocking UDP socket on `addr` whose kernel buffers were asked to hold `buffer` bytes.
+/// The kernel may grant less (its maximum); the sizes granted are logged.
+fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    for (what, result) in [
+        ("receive", socket.set_recv_buffer_size(buffer)),
+        ("send", socket.set_send_buffer_size(buffer)),
+    ] {
+        if let Err(error) = result {
+            warn!(%addr, %error, requested = buffer, "cannot size the UDP {what} buffer");
+        }
+    }
+    debug!(
+        %addr,
+        requested = buffer,
+        receive = socket.recv_buffer_size().unwrap_or(0),
+        send = socket.send_buffer_size().unwrap_or(0),
+        "UDP socket buffers"
+    );
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// The QUIC limits shared by both roles.

@@ -3,30 +3,32 @@
 //! It holds no logic: reads never wait for the engine's queue, so their latency does not
 //! depend on the write load.
 //!
-//! Carts are kept as the reader's [`CartView`], rendered once per commit that changed them:
-//! a read costs a clone of the items, and the engine's own copy of the cart is not shared, so
+//! Carts are kept as their visible items packed in one block ([`PackedCart`]), rendered once
+//! per commit that changed them (or taken from the answer of the write that changed them
+//! last): a read unpacks the items, and the engine's own copy of the cart is not shared, so
 //! changing it does not copy it. Sessions and documents are kept as the committed object
 //! (their reader's view depends on the time, or is rendered on demand).
 
 use crate::member::Member;
-use crdt_types::{CartView, Key, Object};
+use crate::packed_cart::PackedCart;
+use crdt_types::{Key, Object};
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// What the view holds for one key.
 #[derive(Clone, Debug)]
 pub(crate) enum Committed {
-    /// A cart, as readers see it.
-    Cart(Arc<CartView>),
+    /// A cart's visible items.
+    Cart(PackedCart),
     /// A session or document.
     Object(Arc<Object>),
 }
 
 impl Committed {
-    /// The committed form of `object`.
-    pub(crate) fn of(object: &Arc<Object>) -> Self {
+    /// The committed form of `object` (`scratch` is the buffer a cart is packed in).
+    pub(crate) fn of(object: &Arc<Object>, scratch: &mut Vec<u8>) -> Self {
         match &**object {
-            Object::Cart(cart) => Committed::Cart(Arc::new(cart.view())),
+            Object::Cart(cart) => Committed::Cart(PackedCart::of(cart, scratch)),
             _ => Committed::Object(object.clone()),
         }
     }
