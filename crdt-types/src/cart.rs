@@ -168,12 +168,18 @@ impl Cart {
 
     /// The visible items, sorted by sku, quantities positive.
     pub fn items(&self) -> impl Iterator<Item = Item> + '_ {
+        self.visible().map(|(sku, qty)| Item {
+            sku: sku.to_owned(),
+            qty,
+        })
+    }
+
+    /// The visible items as `(sku, quantity)` without allocating, in the order of [`Cart::items`]:
+    /// the skus whose quantity is positive. For readers that render the items themselves.
+    pub fn visible(&self) -> impl Iterator<Item = (&str, u64)> {
         self.0.store().iter().filter_map(|(sku, c)| {
             let qty = u64::try_from(c.value()).ok().filter(|&q| q > 0)?;
-            Some(Item {
-                sku: sku.as_str().to_owned(),
-                qty,
-            })
+            Some((sku.as_str(), qty))
         })
     }
 

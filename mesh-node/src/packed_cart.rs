@@ -24,12 +24,9 @@ impl PackedCart {
     /// copying it into the shared block (so the block is the one allocation).
     pub(crate) fn of(cart: &Cart, scratch: &mut Vec<u8>) -> Self {
         scratch.clear();
-        // The items `Cart::items` shows (a positive quantity), without a `String` for each;
-        // the tests below check that unpacking gives exactly `Cart::view`.
-        let visible = cart
-            .counters()
-            .filter_map(|(sku, c)| Some((sku, u64::try_from(c.value()).ok().filter(|&q| q > 0)?)));
-        for (sku, qty) in visible {
+        // The items `Cart::items` shows, without a `String` for each; the tests below check
+        // that unpacking gives exactly `Cart::view`.
+        for (sku, qty) in cart.visible() {
             // Skus are validated to at most 256 bytes; a longer one could only come from a bug,
             // and is then cut at a byte boundary rather than mis-framing the items after it.
             let len = u16::try_from(sku.len()).unwrap_or(u16::MAX);
