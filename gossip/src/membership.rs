@@ -380,8 +380,16 @@ impl Membership {
     /// clones nothing for unchanged members, and looks for removed members only when the table
     /// sizes say one was removed.
     fn refresh(&mut self, renamed: &[SocketAddr]) -> Vec<MemberChange> {
-        let mut changes: Vec<(SocketAddr, MemberChange)> = Vec::new();
-        let mut updates: Vec<MemberInfo> = Vec::new();
+        // Members listed beyond the cached order are new: room for them up front (a formed
+        // start adds every member in one call).
+        let added = self
+            .foca
+            .iter_membership_state()
+            .len()
+            .saturating_sub(self.order.len());
+        let mut changes: Vec<(SocketAddr, MemberChange)> = Vec::with_capacity(added);
+        let mut updates: Vec<MemberInfo> = Vec::with_capacity(added);
+        self.order.reserve(added);
         let mut listed = 0usize;
         for (i, m) in self.foca.iter_membership_state().enumerate() {
             listed += 1;
@@ -428,6 +436,22 @@ impl Membership {
         // Stable: foca lists each address once, so this is address order.
         changes.sort_by_key(|(a, _)| *a);
         let mut out: Vec<MemberChange> = changes.into_iter().map(|(_, c)| c).collect();
+        if self.members.is_empty() && self.by_replica.is_empty() {
+            // The first call that lists members (a formed start: every member at once):
+            // built in bulk, the same maps as the inserts below would make (foca lists each
+            // address once; of two members with one replica id the later one is kept, as
+            // there).
+            self.by_replica = updates
+                .iter()
+                .map(|info| (info.identity.replica, info.identity.addr))
+                .collect();
+            self.members = updates
+                .into_iter()
+                .map(|info| (info.identity.addr, info))
+                .collect();
+            self.order.truncate(listed);
+            return out;
+        }
         for info in updates {
             let (addr, replica) = (info.identity.addr, info.identity.replica);
             if let Some(old) = self.members.insert(addr, info)
