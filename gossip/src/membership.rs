@@ -1,14 +1,14 @@
 //! Who is in the cluster: foca (SWIM with suspicion) wrapped for the node, our identity type,
 //! and foca's codec on `crdt_types::wire`; it decides liveness and must not touch deltas.
 //!
-//! foca owns no socket or clock: its [`AccumulatingRuntime`] collects the packets it wants
-//! sent, the timers it wants set and its notifications, and the node's membership wrapper drains them after
-//! every call into the node's outbox and timer list. Liveness changes are found by comparing
+//! foca owns no socket or clock: a [`Runtime`] of ours collects the packets it wants sent, the
+//! timers it wants set and the renames among its notifications, and the node's membership
+//! wrapper drains them after every call into the node's outbox and timer list. Liveness changes are found by comparing
 //! foca's member table before and after each call, which also yields *suspect* transitions
 //! (foca only notifies up and down).
 
 use crdt_types::{ReplicaId, wire};
-use foca::{AccumulatingRuntime, Codec, Foca, Header, Member, NoCustomBroadcast, State, Timer};
+use foca::{Codec, Foca, Header, Member, NoCustomBroadcast, Notification, Runtime, State, Timer};
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
@@ -214,10 +214,37 @@ pub(crate) enum MemberChange {
 
 type Swim = Foca<Identity, WireCodec, Xoshiro256PlusPlus, NoCustomBroadcast>;
 
+/// What foca asked for during one call, in the order it asked: packets to send, timers to
+/// set, and the addresses whose identity it renamed. Its other notifications (member up or
+/// down) are not kept: the table comparison after the call finds them, so cloning an identity
+/// into each would be wasted (a formed start brings up every member in one call).
+#[derive(Default)]
+struct Collected {
+    sends: Vec<(SocketAddr, Vec<u8>)>,
+    timers: Vec<(Duration, Timer<Identity>)>,
+    renamed: Vec<SocketAddr>,
+}
+
+impl Runtime<Identity> for Collected {
+    fn notify(&mut self, notification: Notification<'_, Identity>) {
+        if let Notification::Rename(_, new) = notification {
+            self.renamed.push(new.addr);
+        }
+    }
+
+    fn send_to(&mut self, to: Identity, data: &[u8]) {
+        self.sends.push((to.addr, data.to_vec()));
+    }
+
+    fn submit_after(&mut self, event: Timer<Identity>, after: Duration) {
+        self.timers.push((after, event));
+    }
+}
+
 /// foca plus its runtime, timers and the member table derived from it.
 pub(crate) struct Membership {
     foca: Swim,
-    runtime: AccumulatingRuntime<Identity>,
+    runtime: Collected,
     timers: BTreeMap<(i64, u64), Timer<Identity>>,
     /// The earliest key of `timers`, kept as it changes: the node asks for it after every
     /// input, and finding the first key of a large map is a walk of cold nodes.
@@ -244,7 +271,7 @@ impl Membership {
         let rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         Membership {
             foca: Foca::new(identity, config, rng, WireCodec),
-            runtime: AccumulatingRuntime::new(),
+            runtime: Collected::default(),
             timers: BTreeMap::new(),
             first_timer: None,
             timer_seq: 0,
@@ -349,11 +376,11 @@ impl Membership {
     }
 
     fn drain(&mut self, now: i64) -> Drained {
-        let mut out = Drained::default();
-        while let Some((to, data)) = self.runtime.to_send() {
-            out.sends.push((to.addr, data.to_vec()));
-        }
-        while let Some((after, timer)) = self.runtime.to_schedule() {
+        let mut out = Drained {
+            sends: std::mem::take(&mut self.runtime.sends),
+            changes: Vec::new(),
+        };
+        for (after, timer) in self.runtime.timers.drain(..) {
             let at = now.saturating_add(duration_ms(after));
             self.timer_seq += 1;
             self.timers.insert((at, self.timer_seq), timer);
@@ -362,12 +389,7 @@ impl Membership {
         // Notifications are summarised by the table comparison below, except that a rename
         // (a new identity at a known address) is looked at in full there: the comparison's
         // fast path only sees the address, incarnation, replica and state.
-        let mut renamed = Vec::new();
-        while let Some(n) = self.runtime.to_notify() {
-            if let foca::OwnedNotification::Rename(_, new) = n {
-                renamed.push(new.addr);
-            }
-        }
+        let renamed = std::mem::take(&mut self.runtime.renamed);
         out.changes = self.refresh(&renamed);
         out
     }
