@@ -194,18 +194,20 @@ impl Store {
         }
         if let Object::Cart(cart) = object {
             // `compact_stable` only raises the entries of replicas the key's context already
-            // mentions and the delivered vector is ahead on. Find those and fold with just
-            // them (usually none, then nothing to do) instead of searching the key's context
-            // for every replica of the cluster. Same result.
+            // mentions and the delivered vector is ahead on. Find those in one walk of both
+            // sorted vectors and fold with just them (usually none, then nothing to do)
+            // instead of searching the key's context for every replica of the cluster. Same
+            // result.
             let ctx = cart.context();
             let all = delivered.vv();
             let mut stable = VersionVector::new();
-            // A key's context names a few replicas (its writers), the delivered vector every
-            // origin of the cluster: look each of the few up (a binary search) rather than
-            // walk the whole vector on every join.
+            let mut ahead = all.iter().peekable();
             for (r, c) in ctx.vv().iter() {
-                let n = all.get(r);
-                if n > c {
+                while ahead.next_if(|&(dr, _)| dr < r).is_some() {}
+                if let Some(&(dr, n)) = ahead.peek()
+                    && dr == r
+                    && n > c
+                {
                     stable.raise(r, n);
                 }
             }
