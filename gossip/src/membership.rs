@@ -1,14 +1,14 @@
 //! Who is in the cluster: foca (SWIM with suspicion) wrapped for the node, our identity type,
 //! and foca's codec on `crdt_types::wire`; it decides liveness and must not touch deltas.
 //!
-//! foca owns no socket or clock: its [`AccumulatingRuntime`] collects the packets it wants
-//! sent, the timers it wants set and its notifications, and the node's membership wrapper drains them after
-//! every call into the node's outbox and timer list. Liveness changes are found by comparing
+//! foca owns no socket or clock: a [`Runtime`] of ours collects the packets it wants sent, the
+//! timers it wants set and the renames among its notifications, and the node's membership
+//! wrapper drains them after every call into the node's outbox and timer list. Liveness changes are found by comparing
 //! foca's member table before and after each call, which also yields *suspect* transitions
 //! (foca only notifies up and down).
 
 use crdt_types::{ReplicaId, wire};
-use foca::{AccumulatingRuntime, Codec, Foca, Header, Member, NoCustomBroadcast, State, Timer};
+use foca::{Codec, Foca, Header, Member, NoCustomBroadcast, Notification, Runtime, State, Timer};
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
@@ -214,10 +214,37 @@ pub(crate) enum MemberChange {
 
 type Swim = Foca<Identity, WireCodec, Xoshiro256PlusPlus, NoCustomBroadcast>;
 
+/// What foca asked for during one call, in the order it asked: packets to send, timers to
+/// set, and the addresses whose identity it renamed. Its other notifications (member up or
+/// down) are not kept: the table comparison after the call finds them, so cloning an identity
+/// into each would be wasted (a formed start brings up every member in one call).
+#[derive(Default)]
+struct Collected {
+    sends: Vec<(SocketAddr, Vec<u8>)>,
+    timers: Vec<(Duration, Timer<Identity>)>,
+    renamed: Vec<SocketAddr>,
+}
+
+impl Runtime<Identity> for Collected {
+    fn notify(&mut self, notification: Notification<'_, Identity>) {
+        if let Notification::Rename(_, new) = notification {
+            self.renamed.push(new.addr);
+        }
+    }
+
+    fn send_to(&mut self, to: Identity, data: &[u8]) {
+        self.sends.push((to.addr, data.to_vec()));
+    }
+
+    fn submit_after(&mut self, event: Timer<Identity>, after: Duration) {
+        self.timers.push((after, event));
+    }
+}
+
 /// foca plus its runtime, timers and the member table derived from it.
 pub(crate) struct Membership {
     foca: Swim,
-    runtime: AccumulatingRuntime<Identity>,
+    runtime: Collected,
     timers: BTreeMap<(i64, u64), Timer<Identity>>,
     /// The earliest key of `timers`, kept as it changes: the node asks for it after every
     /// input, and finding the first key of a large map is a walk of cold nodes.
@@ -244,7 +271,7 @@ impl Membership {
         let rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         Membership {
             foca: Foca::new(identity, config, rng, WireCodec),
-            runtime: AccumulatingRuntime::new(),
+            runtime: Collected::default(),
             timers: BTreeMap::new(),
             first_timer: None,
             timer_seq: 0,
@@ -349,11 +376,11 @@ impl Membership {
     }
 
     fn drain(&mut self, now: i64) -> Drained {
-        let mut out = Drained::default();
-        while let Some((to, data)) = self.runtime.to_send() {
-            out.sends.push((to.addr, data.to_vec()));
-        }
-        while let Some((after, timer)) = self.runtime.to_schedule() {
+        let mut out = Drained {
+            sends: std::mem::take(&mut self.runtime.sends),
+            changes: Vec::new(),
+        };
+        for (after, timer) in self.runtime.timers.drain(..) {
             let at = now.saturating_add(duration_ms(after));
             self.timer_seq += 1;
             self.timers.insert((at, self.timer_seq), timer);
@@ -362,12 +389,7 @@ impl Membership {
         // Notifications are summarised by the table comparison below, except that a rename
         // (a new identity at a known address) is looked at in full there: the comparison's
         // fast path only sees the address, incarnation, replica and state.
-        let mut renamed = Vec::new();
-        while let Some(n) = self.runtime.to_notify() {
-            if let foca::OwnedNotification::Rename(_, new) = n {
-                renamed.push(new.addr);
-            }
-        }
+        let renamed = std::mem::take(&mut self.runtime.renamed);
         out.changes = self.refresh(&renamed);
         out
     }
@@ -380,8 +402,16 @@ impl Membership {
     /// clones nothing for unchanged members, and looks for removed members only when the table
     /// sizes say one was removed.
     fn refresh(&mut self, renamed: &[SocketAddr]) -> Vec<MemberChange> {
-        let mut changes: Vec<(SocketAddr, MemberChange)> = Vec::new();
-        let mut updates: Vec<MemberInfo> = Vec::new();
+        // Members listed beyond the cached order are new: room for them up front (a formed
+        // start adds every member in one call).
+        let added = self
+            .foca
+            .iter_membership_state()
+            .len()
+            .saturating_sub(self.order.len());
+        let mut changes: Vec<(SocketAddr, MemberChange)> = Vec::with_capacity(added);
+        let mut updates: Vec<MemberInfo> = Vec::with_capacity(added);
+        self.order.reserve(added);
         let mut listed = 0usize;
         for (i, m) in self.foca.iter_membership_state().enumerate() {
             listed += 1;
@@ -425,9 +455,27 @@ impl Membership {
             }
             updates.push(info);
         }
-        // Stable: foca lists each address once, so this is address order.
-        changes.sort_by_key(|(a, _)| *a);
-        let mut out: Vec<MemberChange> = changes.into_iter().map(|(_, c)| c).collect();
+        // foca lists each address once, so this is address order.
+        let mut out: Vec<MemberChange> = by_address(changes, |(a, _)| *a)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        if self.members.is_empty() && self.by_replica.is_empty() {
+            // The first call that lists members (a formed start: every member at once):
+            // built in bulk, the same maps as the inserts below would make (foca lists each
+            // address once; of two members with one replica id the later one is kept, as
+            // there). Sorted first, the members' map is built without moving them again.
+            self.by_replica = updates
+                .iter()
+                .map(|info| (info.identity.replica, info.identity.addr))
+                .collect();
+            self.members = by_address(updates, |info| info.identity.addr)
+                .into_iter()
+                .map(|info| (info.identity.addr, info))
+                .collect();
+            self.order.truncate(listed);
+            return out;
+        }
         for info in updates {
             let (addr, replica) = (info.identity.addr, info.identity.replica);
             if let Some(old) = self.members.insert(addr, info)
@@ -469,6 +517,23 @@ impl Membership {
         }
         out
     }
+}
+
+/// `items` in the order of their addresses (ties in their order), sorted through a list of
+/// `(address, index)` pairs: the items (member identities, over a hundred bytes each) are
+/// moved twice instead of at every step of the sort.
+fn by_address<T>(items: Vec<T>, addr: impl Fn(&T) -> SocketAddr) -> Vec<T> {
+    let mut order: Vec<(SocketAddr, usize)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (addr(t), i))
+        .collect();
+    order.sort_unstable();
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(|(_, i)| slots[i].take())
+        .collect()
 }
 
 /// The identity a foca packet says it comes from (its header's source), if the header decodes.
@@ -531,6 +596,22 @@ mod tests {
             codec.encode_member(&Member::alive(id(1)), &mut small[..]),
             Err(CodecError::BufferFull)
         ));
+    }
+
+    #[test]
+    fn by_address_sorts_by_address_and_keeps_the_order_of_ties() {
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let items = vec![
+            (addr(9), 'a'),
+            (addr(3), 'b'),
+            (addr(9), 'c'),
+            (addr(1), 'd'),
+        ];
+        let sorted: Vec<char> = by_address(items, |(a, _)| *a)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        assert_eq!(sorted, vec!['d', 'b', 'a', 'c']);
     }
 
     #[test]

@@ -642,6 +642,8 @@ impl<P: Payload> Node<P> {
         if drained.changes.is_empty() {
             return;
         }
+        // One event per change: grow the queue once (a formed start brings up every member).
+        self.events.reserve(drained.changes.len());
         for change in drained.changes {
             match change {
                 MemberChange::Up(info) => {

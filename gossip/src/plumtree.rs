@@ -50,7 +50,7 @@
 
 use crate::config::PlumtreeConfig;
 use crdt_types::{Dot, ReplicaId};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque, btree_map};
 use std::net::SocketAddr;
 
 /// A live peer as the overlay needs it.
@@ -293,12 +293,19 @@ impl Plumtree {
             return;
         }
         let r = self.region_index(region);
-        match self.peer_region.get(&addr) {
-            Some(&old) if old == r => return,
-            Some(_) => self.forget_member(&addr),
-            None => {}
+        // One search of the map for a new peer (the formed start brings up every member).
+        match self.peer_region.entry(addr) {
+            btree_map::Entry::Vacant(v) => {
+                v.insert(r);
+            }
+            btree_map::Entry::Occupied(e) => {
+                if *e.get() == r {
+                    return;
+                }
+                self.forget_member(&addr);
+                self.peer_region.insert(addr, r);
+            }
         }
-        self.peer_region.insert(addr, r);
         let e = tree_entry(addr);
         let list = &mut self.regions[r].1;
         if let Err(at) = list.binary_search(&e) {

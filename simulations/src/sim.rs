@@ -267,13 +267,15 @@ impl Simulation {
             .iter()
             .filter_map(|n| n.gossip.as_ref().map(|g| g.identity().clone()))
             .collect();
-        for n in &mut self.nodes {
+        // Each node is drained right after it took the roster, so its 999 member-up events
+        // are dropped before the next node makes its own (a node's drain touches only its
+        // own links and queue entries, so the order of everything queued is unchanged).
+        for slot in 0..self.nodes.len() {
+            let n = &mut self.nodes[slot];
             let local = n.local_now(self.now);
             if let Some(g) = n.gossip.as_mut() {
                 g.add_known_members(local, roster.iter().cloned());
             }
-        }
-        for slot in 0..self.nodes.len() {
             self.drain(slot);
         }
     }

@@ -8,8 +8,9 @@
 
 use crdt_types::{ApplyError, CausalContext, Key, Object, ObjectDelta, Stamp, VersionVector};
 use gossip::{StateBatch, StateSource};
+use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 /// A bug planted in the store on purpose (tests only), to show the checkers catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,9 +29,10 @@ struct Entry {
 /// The store of one replica.
 #[derive(Default)]
 pub struct Store {
-    /// Key -> index in `entries`. Looked up only, never iterated: state transfers walk
-    /// `by_change`.
-    slots: HashMap<Key, usize, FxBuildHasher>,
+    /// Indices into `entries`, found by their entry's key: the key is stored once (in its
+    /// entry) and hashed once per lookup. Looked up only, never iterated: state transfers
+    /// walk `by_change`.
+    slots: HashTable<usize>,
     /// Every key ever written here, in the order of its first write; never removed.
     entries: Vec<Entry>,
     /// (change counter, index in `entries`) in counter order, for
@@ -57,7 +59,10 @@ impl Store {
 
     /// The state of `key`, if it was ever written.
     pub fn get(&self, key: &Key) -> Option<&Object> {
-        self.slots.get(key).map(|&i| &self.entries[i].object)
+        let entries = &self.entries;
+        self.slots
+            .find(FxBuildHasher.hash_one(key), |&i| entries[i].key == *key)
+            .map(|&i| &entries[i].object)
     }
 
     /// Every delta applied here, as persisted.
@@ -84,17 +89,25 @@ impl Store {
 
     /// The index of `key`'s entry, created empty if new (the key is cloned only then).
     fn slot(&mut self, key: &Key) -> usize {
-        if let Some(&i) = self.slots.get(key) {
-            return i;
+        let Store { slots, entries, .. } = self;
+        let found = slots.entry(
+            FxBuildHasher.hash_one(key),
+            |&i| entries[i].key == *key,
+            |&i| FxBuildHasher.hash_one(&entries[i].key),
+        );
+        match found {
+            hashbrown::hash_table::Entry::Occupied(e) => *e.get(),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let i = entries.len();
+                entries.push(Entry {
+                    key: key.clone(),
+                    object: Object::new(key.kind),
+                    changed: 0,
+                });
+                v.insert(i);
+                i
+            }
         }
-        let i = self.entries.len();
-        self.entries.push(Entry {
-            key: key.clone(),
-            object: Object::new(key.kind),
-            changed: 0,
-        });
-        self.slots.insert(key.clone(), i);
-        i
     }
 
     /// Runs a local mutation on `key` (created empty if new) and records its stamp. The
