@@ -12,10 +12,11 @@
 //! [`crate::StateSource`] for why that is sound).
 
 use crate::config::AntiEntropyConfig;
+use crate::delivered::Delivered;
 use crate::delta_log::DeltaLog;
 use crate::messages::{Digest, EncodedDelta, StateChunk};
 use crate::{Payload, StateSource};
-use crdt_types::{CausalContext, ReplicaId, Stamp, VersionVector};
+use crdt_types::{ReplicaId, Stamp, VersionVector};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -66,9 +67,9 @@ impl AntiEntropy {
     }
 
     /// The digest to send to `peer`.
-    pub fn digest(&self, delivered: &CausalContext, peer: &SocketAddr, reply: bool) -> Digest {
+    pub fn digest(&self, delivered: &Delivered, peer: &SocketAddr, reply: bool) -> Digest {
         Digest {
-            delivered: delivered.clone(),
+            delivered: delivered.digest(),
             reply,
             state_cursor: self.incoming.get(peer).map(|t| t.next_cursor),
         }
@@ -93,7 +94,7 @@ impl AntiEntropy {
     pub fn respond<P: Payload>(
         &self,
         digest: &Digest,
-        mine: &CausalContext,
+        mine: &Delivered,
         log: &DeltaLog<P>,
         state: &impl StateSource<P>,
         now: i64,
@@ -110,7 +111,7 @@ impl AntiEntropy {
             let cursor = digest.state_cursor.unwrap_or(0);
             let batch = state.changed_since(cursor, self.config.state_budget_bytes);
             Some(StateChunk {
-                snapshot: digest.state_cursor.is_none().then(|| mine.vv().clone()),
+                snapshot: digest.state_cursor.is_none().then(|| mine.vv()),
                 clock,
                 next_cursor: batch.next_cursor,
                 done: batch.done,

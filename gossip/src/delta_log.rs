@@ -21,6 +21,7 @@
 //! and gets a state transfer instead.
 
 use crate::Payload;
+use crate::delivered::{Delivered, DigestContext};
 use crate::messages::{Delta, EncodedDelta};
 use crdt_types::{CausalContext, Dot, ReplicaId, VersionVector};
 use std::cmp::Reverse;
@@ -392,14 +393,18 @@ impl<P: Payload> DeltaLog<P> {
     }
 
     /// What a peer whose delivered context is `peer` should be sent, given our own delivered
-    /// context `mine`: the logged deltas it misses (up to `budget` bytes) and whether it also
+    /// set `mine`: the logged deltas it misses (up to `budget` bytes) and whether it also
     /// misses deltas the log no longer holds. Deltas logged after `settled_before` are left
     /// out: they are most likely still being disseminated to the peer, and sending them here
     /// would only make the dissemination copy a duplicate.
+    ///
+    /// Walks the log's origins (in replica order) alongside the peer's sorted vector: an
+    /// origin without log entries has nothing to send, and a gap below its floor only matters
+    /// for an origin the log keeps a floor for.
     pub fn plan_for(
         &self,
-        peer: &CausalContext,
-        mine: &CausalContext,
+        peer: &DigestContext,
+        mine: &Delivered,
         budget: usize,
         settled_before: i64,
     ) -> RepairPlan {
@@ -409,20 +414,19 @@ impl<P: Payload> DeltaLog<P> {
             needs_state: false,
         };
         let mut spent = 0usize;
-        let origins: std::collections::BTreeSet<ReplicaId> = mine
-            .vv()
-            .iter()
-            .map(|(r, _)| r)
-            .chain(mine.cloud().map(|d| d.replica))
-            .collect();
-        for origin in origins {
-            let theirs = peer.vv().get(origin);
-            if mine.max_counter(origin) <= theirs {
+        let mut theirs_iter = peer.vv().iter().peekable();
+        for (&origin, log) in &self.origins {
+            while theirs_iter.next_if(|&(r, _)| r < origin).is_some() {}
+            let theirs = theirs_iter
+                .peek()
+                .filter(|&&(r, _)| r == origin)
+                .map_or(0, |&(_, c)| c);
+            // Nothing logged above what the peer has and no floor above it: nothing to do here,
+            // whatever we delivered (asked first: it needs no lookup in `mine`).
+            let logged_top = log.entries.back().map_or(0, |e| e.seq);
+            if (logged_top <= theirs && log.floor <= theirs) || mine.max_counter(origin) <= theirs {
                 continue;
             }
-            let Some(log) = self.origins.get(&origin) else {
-                continue;
-            };
             if theirs < log.floor && !plan.needs_state {
                 plan.needs_state = self.gap_below_floor(origin, theirs, log.floor, peer, mine);
             }
@@ -448,8 +452,8 @@ impl<P: Payload> DeltaLog<P> {
         origin: ReplicaId,
         theirs: u64,
         floor: u64,
-        peer: &CausalContext,
-        mine: &CausalContext,
+        peer: &DigestContext,
+        mine: &Delivered,
     ) -> bool {
         if floor - theirs > self.len as u64 {
             // More dots than the log has entries: some are certainly gone.
@@ -533,6 +537,22 @@ mod tests {
             .collect()
     }
 
+    /// `plan_for` with both sides given as contexts.
+    fn plan_of(
+        log: &DeltaLog<u64>,
+        peer: &CausalContext,
+        mine: &CausalContext,
+        budget: usize,
+        settled_before: i64,
+    ) -> RepairPlan {
+        log.plan_for(
+            &DigestContext::from(peer),
+            &Delivered::from(mine),
+            budget,
+            settled_before,
+        )
+    }
+
     fn upto(r: u64, n: u64) -> Vec<(u64, u64)> {
         (1..=n).map(|c| (r, c)).collect()
     }
@@ -546,7 +566,7 @@ mod tests {
         let mine = ctx(&upto(1, 5));
         let mut peer = ctx(&upto(1, 2));
         peer.insert(Dot::new(ReplicaId(1), 4));
-        let plan = log.plan_for(&peer, &mine, usize::MAX, 0);
+        let plan = plan_of(&log, &peer, &mine, usize::MAX, 0);
         let seqs: Vec<u64> = plan
             .deltas
             .iter()
@@ -564,11 +584,8 @@ mod tests {
         }
         assert_eq!(log.len(), 3);
         let mine = ctx(&upto(1, 5));
-        assert!(
-            log.plan_for(&ctx(&upto(1, 1)), &mine, usize::MAX, 0)
-                .needs_state
-        );
-        let plan = log.plan_for(&ctx(&upto(1, 2)), &mine, usize::MAX, 0);
+        assert!(plan_of(&log, &ctx(&upto(1, 1)), &mine, usize::MAX, 0).needs_state);
+        let plan = plan_of(&log, &ctx(&upto(1, 2)), &mine, usize::MAX, 0);
         assert!(!plan.needs_state);
         assert_eq!(plan.deltas.len(), 3);
     }
@@ -661,7 +678,13 @@ mod tests {
         let mut log = DeltaLog::<u64>::new(100, 1 << 20);
         log.insert(Dot::new(ReplicaId(1), 1), enc(1, 1), 10);
         log.insert(Dot::new(ReplicaId(1), 2), enc(1, 2), 20);
-        let plan = log.plan_for(&CausalContext::new(), &ctx(&upto(1, 2)), usize::MAX, 15);
+        let plan = plan_of(
+            &log,
+            &CausalContext::new(),
+            &ctx(&upto(1, 2)),
+            usize::MAX,
+            15,
+        );
         assert_eq!(plan.deltas.len(), 1);
         assert_eq!(plan.deltas[0].decode::<u64>().expect("decodes").seq, 1);
     }
@@ -672,7 +695,7 @@ mod tests {
         for s in 1..=5 {
             log.insert(Dot::new(ReplicaId(1), s), enc(1, s), 0);
         }
-        let plan = log.plan_for(&CausalContext::new(), &ctx(&upto(1, 5)), 1, 0);
+        let plan = plan_of(&log, &CausalContext::new(), &ctx(&upto(1, 5)), 1, 0);
         assert_eq!(plan.deltas.len(), 1);
         assert!(plan.truncated);
     }
@@ -686,11 +709,8 @@ mod tests {
             (6..=10).map(|s| delta(1, s)).collect(),
             &delivered,
         );
-        assert!(
-            log.plan_for(&ctx(&upto(1, 4)), &delivered, usize::MAX, 0)
-                .needs_state
-        );
-        let plan = log.plan_for(&ctx(&upto(1, 5)), &delivered, usize::MAX, 0);
+        assert!(plan_of(&log, &ctx(&upto(1, 4)), &delivered, usize::MAX, 0).needs_state);
+        let plan = plan_of(&log, &ctx(&upto(1, 5)), &delivered, usize::MAX, 0);
         assert!(!plan.needs_state);
         assert_eq!(plan.deltas.len(), 5);
     }

@@ -16,7 +16,8 @@
 //! driver's store through [`StateSource`].
 //!
 //! Module map: [`membership`] (foca, identities, the codec), [`plumtree`] (eager/lazy
-//! dissemination), [`anti_entropy`] (digests, log repair, state transfer), [`delta_log`] (the
+//! dissemination), [`anti_entropy`] (digests, log repair, state transfer), [`delivered`]
+//! (which deltas a node has delivered, and as a digest carries it), [`delta_log`] (the
 //! bounded log and its GC), [`messages`] (every wire type), [`stats`] (counters), [`config`]
 //! (presets), [`node`] (the state machine that ties them together).
 
@@ -24,6 +25,7 @@
 
 pub mod anti_entropy;
 pub mod config;
+pub mod delivered;
 pub mod delta_log;
 pub mod membership;
 pub mod messages;
@@ -34,6 +36,7 @@ pub mod stats;
 
 pub use config::{AntiEntropyConfig, Config, PlumtreeConfig};
 pub use crdt_types::Key;
+pub use delivered::{Delivered, DigestContext};
 pub use delta_log::DeltaLog;
 pub use membership::{Identity, MemberInfo, MemberState, WireCodec};
 pub use messages::Delta;

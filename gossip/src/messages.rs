@@ -9,9 +9,10 @@
 //! travels encoded inside the message ([`EncodedDelta`]) and is checked when it is decoded.
 
 use crate::Payload;
+use crate::delivered::DigestContext;
 use bytes::Bytes;
 use crdt_types::wire::{self, WireError};
-use crdt_types::{CausalContext, Dot, Key, ReplicaId, Stamp, VersionVector};
+use crdt_types::{Dot, Key, ReplicaId, Stamp, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -181,8 +182,9 @@ pub enum GossipItem {
 /// A digest: the sender's delivered context, opening or answering an anti-entropy round.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Digest {
-    /// Every delta the sender has applied (version vector plus out-of-order dots).
-    pub delivered: CausalContext,
+    /// Every delta the sender has applied (version vector plus out-of-order dots), encoded
+    /// as the `CausalContext` of those dots.
+    pub delivered: DigestContext,
     /// Whether the receiver should answer with its own digest (push-pull).
     pub reply: bool,
     /// When the sender is receiving a state transfer from the receiver: the cursor to go on
@@ -312,9 +314,9 @@ fn vv_ok(vv: &VersionVector) -> Result<(), DecodeError> {
     vv.iter().try_for_each(|(_, c)| seq_ok(c))
 }
 
-fn ctx_ok(cc: &CausalContext) -> Result<(), DecodeError> {
+fn ctx_ok(cc: &DigestContext) -> Result<(), DecodeError> {
     vv_ok(cc.vv())?;
-    cc.cloud().try_for_each(dot_ok)
+    cc.cloud().iter().try_for_each(dot_ok)
 }
 
 fn key_ok(k: &Key) -> Result<(), DecodeError> {

@@ -22,6 +22,7 @@
 
 use crate::anti_entropy::{AntiEntropy, ChunkOutcome};
 use crate::config::Config;
+use crate::delivered::Delivered;
 use crate::delta_log::DeltaLog;
 use crate::membership::{Drained, Identity, MemberChange, MemberInfo, Membership, packet_source};
 use crate::messages::{
@@ -141,7 +142,7 @@ pub struct Node<P: Payload> {
     plumtree: Plumtree,
     anti_entropy: AntiEntropy,
     log: DeltaLog<P>,
-    delivered: CausalContext,
+    delivered: Delivered,
     next_seq: u64,
     /// Per peer: its replica and the delivered vector of its latest digest.
     acked: BTreeMap<SocketAddr, (ReplicaId, VersionVector)>,
@@ -210,7 +211,7 @@ impl<P: Payload> Node<P> {
             rng,
             membership,
             log,
-            delivered: restored.delivered,
+            delivered: Delivered::from(&restored.delivered),
             next_seq,
             acked: BTreeMap::new(),
             pending_ihave: BTreeMap::new(),
@@ -239,11 +240,17 @@ impl<P: Payload> Node<P> {
         self.replica
     }
 
-    /// Every delta this node has delivered (its own included). Per ARCHITECTURE "Dots are
-    /// delta sequence numbers", its vector part is what the CRDT layer may fold every key's
-    /// context with (`CausalContext::compact_stable`).
-    pub fn delivered(&self) -> &CausalContext {
-        &self.delivered
+    /// Every delta this node has delivered (its own included), as a context. Per
+    /// ARCHITECTURE "Dots are delta sequence numbers", its vector part is what the CRDT layer
+    /// may fold every key's context with (`CausalContext::compact_stable`). Built on each
+    /// call, one step per delivered dot: to ask about one dot, use [`Node::has_delivered`].
+    pub fn delivered(&self) -> CausalContext {
+        self.delivered.to_context()
+    }
+
+    /// Whether this node has delivered the delta with this dot (its own included).
+    pub fn has_delivered(&self, dot: &Dot) -> bool {
+        self.delivered.contains(dot)
     }
 
     /// The causal-stability watermark: the meet of the delivered vectors of every live member,
@@ -251,12 +258,29 @@ impl<P: Payload> Node<P> {
     /// sent a digest yet counts as having nothing, so the watermark is empty until every live
     /// member has been heard from. Members declared down do not hold it back.
     pub fn stable_watermark(&self) -> VersionVector {
-        let mut wm = self.delivered.vv().clone();
-        for m in self.membership.members().filter(|m| m.state.is_live()) {
+        self.watermark(true)
+    }
+
+    /// The meet of our delivered vector and the acknowledged vectors of every member (every
+    /// live one with `live_only`), or the empty vector while one has not acknowledged any.
+    /// Every member is checked before our vector is built, so the common case (some member
+    /// not heard from yet) costs no vector.
+    fn watermark(&self, live_only: bool) -> VersionVector {
+        let members = || {
+            self.membership
+                .members()
+                .filter(move |m| !live_only || m.state.is_live())
+        };
+        let mut acked = Vec::new();
+        for m in members() {
             match self.acked.get(&m.identity.addr) {
-                Some((replica, vv)) if *replica == m.identity.replica => wm.meet(vv),
+                Some((replica, vv)) if *replica == m.identity.replica => acked.push(vv),
                 _ => return VersionVector::new(),
             }
+        }
+        let mut wm = self.delivered.vv();
+        for vv in acked {
+            wm.meet(vv);
         }
         wm
     }
@@ -706,14 +730,7 @@ impl<P: Payload> Node<P> {
     /// (foca forgets a down member after `remove_down_after`): below it no one will ever ask
     /// for a delta again.
     fn retention_watermark(&self) -> VersionVector {
-        let mut wm = self.delivered.vv().clone();
-        for m in self.membership.members() {
-            match self.acked.get(&m.identity.addr) {
-                Some((replica, vv)) if *replica == m.identity.replica => wm.meet(vv),
-                _ => return VersionVector::new(),
-            }
-        }
-        wm
+        self.watermark(false)
     }
 
     /// A peer showed a delta of our own replica: never reuse its sequence number.
@@ -963,8 +980,6 @@ impl<P: Payload> Node<P> {
         match item {
             SyncItem::Digest(digest) => {
                 self.note_own(digest.delivered.max_counter(self.replica));
-                self.acked
-                    .insert(from, (replica, digest.delivered.vv().clone()));
                 let resp = self.anti_entropy.respond(
                     &digest,
                     &self.delivered,
@@ -993,7 +1008,10 @@ impl<P: Payload> Node<P> {
                         self.stats.dropped_backpressure += 1;
                     }
                 }
-                if digest.reply {
+                let reply = digest.reply;
+                self.acked
+                    .insert(from, (replica, digest.delivered.into_vv()));
+                if reply {
                     self.send_digest(from, false);
                 }
                 self.trim_log();
@@ -1045,33 +1063,11 @@ impl<P: Payload> Node<P> {
         }
         if let ChunkOutcome::Adopt(vv) = outcome {
             self.note_own(vv.get(self.replica));
-            self.delivered.join(&context_of(&vv));
+            self.delivered.raise(&vv);
             self.log.raise_floors(&vv);
             self.stats.state_transfers_completed += 1;
             self.events
                 .push_back(Event::AdoptDelivered { vv, from: replica });
         }
-    }
-}
-
-/// The causal context holding exactly the dots of `vv`.
-fn context_of(vv: &VersionVector) -> CausalContext {
-    // One dot per replica names it; folding the vector in as "stable" raises each to its
-    // entry, without enumerating the dots.
-    let mut cc: CausalContext = vv.iter().map(|(r, _)| Dot::new(r, 1)).collect();
-    cc.compact_stable(vv);
-    cc
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn context_of_a_vector_holds_exactly_its_dots() {
-        let vv: VersionVector = [(ReplicaId(1), 5), (ReplicaId(2), 1)].into_iter().collect();
-        let cc = context_of(&vv);
-        assert_eq!(cc.vv(), &vv);
-        assert_eq!(cc.cloud().count(), 0);
     }
 }

@@ -27,8 +27,7 @@ fn a_stamp_beyond_the_drift_bound_is_refused_then_repaired() {
         assert!(
             !net.nodes[i]
                 .node
-                .delivered()
-                .contains(&crdt_types::Dot::new(net.nodes[skewed].node.replica(), 1))
+                .has_delivered(&crdt_types::Dot::new(net.nodes[skewed].node.replica(), 1))
         );
     }
     // The refusal did not drag anyone's clock: a write now is stamped at real time.

@@ -74,7 +74,7 @@ fn an_impostor_is_refused_and_changes_nothing() {
     let victim = net.nodes[1].identity.clone();
     let before = net.stats(0);
     let members_before: Vec<_> = net.nodes[0].node.members().cloned().collect();
-    let delivered_before = net.nodes[0].node.delivered().clone();
+    let delivered_before = net.nodes[0].node.delivered();
 
     // Claims node-1's address (and replica), authenticated as someone else.
     let forged = push(&net, victim.addr, victim.replica, victim.replica);
@@ -105,7 +105,7 @@ fn an_impostor_is_refused_and_changes_nothing() {
     assert_eq!(after.received_gossip, before.received_gossip);
     assert_eq!(after.received_membership, before.received_membership);
     assert_eq!(after.membership_errors, before.membership_errors);
-    assert_eq!(net.nodes[0].node.delivered(), &delivered_before);
+    assert_eq!(net.nodes[0].node.delivered(), delivered_before);
     assert!(net.nodes[0].store.values("forged").is_empty());
     assert_eq!(
         net.nodes[0].node.members().cloned().collect::<Vec<_>>(),

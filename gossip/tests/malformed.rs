@@ -126,7 +126,7 @@ fn out_of_range_sequence_numbers_are_refused() {
             sender: addr(9),
             replica: crdt_types::ReplicaId(9),
             body: Body::Sync(vec![SyncItem::Digest(Digest {
-                delivered,
+                delivered: (&delivered).into(),
                 reply: true,
                 state_cursor: None,
             })]),
@@ -140,7 +140,7 @@ fn out_of_range_sequence_numbers_are_refused() {
         sender: addr(9),
         replica: crdt_types::ReplicaId(9),
         body: Body::Sync(vec![SyncItem::Digest(Digest {
-            delivered,
+            delivered: (&delivered).into(),
             reply: false,
             state_cursor: None,
         })]),

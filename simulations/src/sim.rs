@@ -587,7 +587,7 @@ impl Simulation {
             _ => None,
         };
         let observed = self.oracle.observed(&key, |d| {
-            g.delivered().contains(d) || key_ctx.as_ref().is_some_and(|c| c.contains(d))
+            g.has_delivered(d) || key_ctx.as_ref().is_some_and(|c| c.contains(d))
         });
         let made = store.write(&key, tag.stamp, |obj| {
             mutate(obj, &key, &intent, tag, ttl, exists)
