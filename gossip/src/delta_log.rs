@@ -55,6 +55,9 @@ struct Entry {
 #[derive(Clone, Debug)]
 struct OriginLog {
     entries: VecDeque<Entry>,
+    /// The sequence number of the last entry (0 if none), kept here so that a digest's walk
+    /// over every origin reads no entry of an origin the peer is up to date with.
+    last: u64,
     stable_upto: u64,
     floor: u64,
 }
@@ -63,6 +66,7 @@ impl OriginLog {
     fn new() -> Self {
         OriginLog {
             entries: VecDeque::new(),
+            last: 0,
             stable_upto: 0,
             floor: 0,
         }
@@ -83,6 +87,11 @@ impl OriginLog {
     /// The index of the first entry above `seq`.
     fn first_above(&self, seq: u64) -> usize {
         self.entries.partition_point(|e| e.seq <= seq)
+    }
+
+    /// Recomputes `last` after entries left.
+    fn update_last(&mut self) {
+        self.last = self.entries.back().map_or(0, |e| e.seq);
     }
 }
 
@@ -225,6 +234,7 @@ impl<P: Payload> DeltaLog<P> {
                 stable,
             },
         );
+        origin.last = origin.last.max(dot.counter);
         if stable {
             self.stable_by_age.push(Reverse((inserted, dot)));
             self.stable_len += 1;
@@ -294,6 +304,7 @@ impl<P: Payload> DeltaLog<P> {
         let origin = self.origins.get_mut(&dot.replica)?;
         let i = origin.position(dot.counter).ok()?;
         let e = origin.entries.remove(i)?;
+        origin.update_last();
         self.forget(&e);
         Some(e)
     }
@@ -349,6 +360,7 @@ impl<P: Payload> DeltaLog<P> {
             }
             if let Some(top) = doomed.last() {
                 origin.floor = origin.floor.max(top.seq);
+                origin.update_last();
             }
             for e in &doomed {
                 self.forget(e);
@@ -386,10 +398,7 @@ impl<P: Payload> DeltaLog<P> {
 
     /// The highest logged sequence number of `origin` (0 if none).
     pub fn max_seq(&self, origin: ReplicaId) -> u64 {
-        self.origins
-            .get(&origin)
-            .and_then(|o| o.entries.back())
-            .map_or(0, |e| e.seq)
+        self.origins.get(&origin).map_or(0, |o| o.last)
     }
 
     /// What a peer whose delivered context is `peer` should be sent, given our own delivered
@@ -423,8 +432,7 @@ impl<P: Payload> DeltaLog<P> {
                 .map_or(0, |&(_, c)| c);
             // Nothing logged above what the peer has and no floor above it: nothing to do here,
             // whatever we delivered (asked first: it needs no lookup in `mine`).
-            let logged_top = log.entries.back().map_or(0, |e| e.seq);
-            if (logged_top <= theirs && log.floor <= theirs) || mine.max_counter(origin) <= theirs {
+            if (log.last <= theirs && log.floor <= theirs) || mine.max_counter(origin) <= theirs {
                 continue;
             }
             if theirs < log.floor && !plan.needs_state {
@@ -698,6 +706,33 @@ mod tests {
         let plan = plan_of(&log, &CausalContext::new(), &ctx(&upto(1, 5)), 1, 0);
         assert_eq!(plan.deltas.len(), 1);
         assert!(plan.truncated);
+    }
+
+    #[test]
+    fn max_seq_follows_inserts_evictions_and_trims() {
+        let mut log = DeltaLog::<u64>::new(3, 1 << 20);
+        let r = ReplicaId(1);
+        for s in [2, 5, 3] {
+            log.insert(Dot::new(r, s), enc(1, s), 0);
+        }
+        assert_eq!(log.max_seq(r), 5);
+        // Over capacity: the oldest inserted (2) goes, the last stays.
+        log.insert(Dot::new(r, 4), enc(1, 4), 0);
+        assert_eq!(log.max_seq(r), 5);
+        let vv: VersionVector = [(r, 5)].into_iter().collect();
+        assert_eq!(log.trim_stable(&vv), 3);
+        assert_eq!(log.max_seq(r), 0);
+        log.insert(Dot::new(r, 7), enc(1, 7), 0);
+        assert_eq!(log.max_seq(r), 7);
+        // A peer with everything up to 7 is sent nothing; one at 5 gets 7.
+        let mine = ctx(&upto(1, 7));
+        assert!(plan_of(&log, &mine, &mine, usize::MAX, 0).deltas.is_empty());
+        assert_eq!(
+            plan_of(&log, &ctx(&upto(1, 5)), &mine, usize::MAX, 0)
+                .deltas
+                .len(),
+            1
+        );
     }
 
     #[test]
