@@ -50,7 +50,8 @@
 
 use crate::config::PlumtreeConfig;
 use crdt_types::{Dot, ReplicaId};
-use std::collections::{BTreeMap, BTreeSet, VecDeque, btree_map};
+use rustc_hash::FxBuildHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque, btree_map};
 use std::net::SocketAddr;
 
 /// A live peer as the overlay needs it.
@@ -94,10 +95,12 @@ pub struct Plumtree {
     /// Live peers of this node's region, and of the others, by this node's rank.
     ranked_local: BTreeSet<(u64, SocketAddr)>,
     ranked_remote: BTreeSet<(u64, SocketAddr)>,
-    /// Per root, the other neighbours that are eager: they pushed to us or grafted.
-    eager_extra: BTreeMap<ReplicaId, BTreeSet<SocketAddr>>,
-    lazy: BTreeMap<ReplicaId, BTreeSet<SocketAddr>>,
-    parent: BTreeMap<ReplicaId, SocketAddr>,
+    /// Per root, the other neighbours that are eager: they pushed to us or grafted. The
+    /// per-root maps are looked up (never walked in order) for every delivered delta, over as
+    /// many roots as writers, hence hash maps: one probe instead of a B-tree descent.
+    eager_extra: HashMap<ReplicaId, BTreeSet<SocketAddr>, FxBuildHasher>,
+    lazy: HashMap<ReplicaId, BTreeSet<SocketAddr>, FxBuildHasher>,
+    parent: HashMap<ReplicaId, SocketAddr, FxBuildHasher>,
     /// For recent deltas delivered by a link other than the parent: that link.
     first_from: BTreeMap<Dot, SocketAddr>,
     first_from_order: VecDeque<Dot>,
@@ -152,9 +155,9 @@ impl Plumtree {
             regions: Vec::new(),
             ranked_local: BTreeSet::new(),
             ranked_remote: BTreeSet::new(),
-            eager_extra: BTreeMap::new(),
-            lazy: BTreeMap::new(),
-            parent: BTreeMap::new(),
+            eager_extra: HashMap::default(),
+            lazy: HashMap::default(),
+            parent: HashMap::default(),
             first_from: BTreeMap::new(),
             first_from_order: VecDeque::new(),
             missing: BTreeMap::new(),
