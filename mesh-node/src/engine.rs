@@ -7,10 +7,10 @@
 //! Commits are pipelined (group commit, depth one): while one batch's log segment is being
 //! synced, the engine keeps applying what arrives into the next batch, and submits that batch
 //! as soon as the commit in flight is done. One loop iteration:
-//! 1. takes the commit thread's reports: a durable batch is installed in the read view, its
-//!    callers are answered, its local deltas published (never before they are durable) from
-//!    the segment the commit thread hands back and sent to the transport at once, its
-//!    subscribers notified;
+//! 1. takes the commit thread's reports: a durable batch's local deltas are published (never
+//!    before they are durable) from the segment the commit thread hands back and sent to the
+//!    transport at once, then the batch is installed in the read view, its callers are
+//!    answered, its subscribers notified;
 //! 2. fires due timers and handles frames, applying the events each one yields at once, so the
 //!    state always reflects everything the core counts as delivered. Frames of the anti-entropy
 //!    channel may read the state for a transfer, which must only ever carry durable local
@@ -18,7 +18,8 @@
 //!    pending commit;
 //! 3. applies the local operations, each with a tag from the core;
 //! 4. if no commit is in flight, submits everything applied since the last submission: one log
-//!    segment in one `Durability::Immediate` transaction on the commit thread. Right after a
+//!    segment in one `Durability::Immediate` transaction on the commit thread (the batch's
+//!    changed keys are rendered for the read view while it is written). Right after a
 //!    commit answered callers, it first waits briefly for their next operations ([`Linger`]),
 //!    so callers that wait for their answer share one commit;
 //! 5. hands every transmit to the transport; a full peer queue marks the peer congested in the
@@ -536,26 +537,30 @@ impl Engine {
         let needs_commit = !self.segment.is_empty()
             || !self.peers.is_empty()
             || !cursor_covered_by(self.ceiling, self.state.next_cursor());
+        self.batch_local = false;
+        if needs_commit {
+            let job = Job::Append {
+                segment: std::mem::replace(&mut self.segment, std::mem::take(&mut self.spare)),
+                peers: std::mem::take(&mut self.peers),
+                next_cursor: self.state.next_cursor(),
+            };
+            // A closed queue means the commit thread stopped; its report follows.
+            let _ = self.jobs.send(job);
+            self.submitted_at = Instant::now();
+        }
+        // Rendered while the commit thread writes the segment: nothing changes the state in
+        // between, and the view is needed only once the commit is durable.
         let batch = InFlight {
             replies: std::mem::take(&mut self.replies),
             local: std::mem::take(&mut self.local),
             notify: std::mem::take(&mut self.notify),
             view: self.state.end_batch(),
         };
-        self.batch_local = false;
-        if !needs_commit {
+        if needs_commit {
+            self.in_flight = Some(batch);
+        } else {
             self.complete(batch, None, now_ms());
-            return;
         }
-        let job = Job::Append {
-            segment: std::mem::replace(&mut self.segment, std::mem::take(&mut self.spare)),
-            peers: std::mem::take(&mut self.peers),
-            next_cursor: self.state.next_cursor(),
-        };
-        // A closed queue means the commit thread stopped; its report follows.
-        let _ = self.jobs.send(job);
-        self.in_flight = Some(batch);
-        self.submitted_at = Instant::now();
     }
 
     /// What the commit thread reports.
@@ -586,15 +591,14 @@ impl Engine {
         }
     }
 
-    /// A durable batch: installs it in the read view, answers the callers, publishes the local
-    /// deltas of its `segment` (never before they are durable), notifies subscribers.
+    /// A durable batch: publishes the local deltas of its `segment` (never before they are
+    /// durable) and hands them to the transport, then installs the batch in the read view,
+    /// answers the callers and notifies subscribers. Publishing first lets the deltas leave
+    /// before the callers' tasks are woken (they share the runtime with the transport).
     fn complete(&mut self, batch: InFlight, segment: Option<Segment>, now: i64) {
-        self.shared.view.install(batch.view);
-        for (reply, result) in batch.replies {
-            let _ = reply.send(result);
-        }
         if let Some(mut segment) = segment {
             let mut local = batch.local.iter().copied().peekable();
+            let mut published = false;
             for (i, delta) in segment.deltas.drain(..).enumerate() {
                 if local.next_if_eq(&i).is_none() {
                     continue;
@@ -606,9 +610,17 @@ impl Engine {
                 if let Err(e) = self.node.publish(now, delta.key, delta.payload, tag) {
                     error!(error = %e, "the gossip core refused a local delta");
                 }
+                published = true;
             }
             segment.clear();
             self.spare = segment;
+            if published {
+                self.flush_transmits(now);
+            }
+        }
+        self.shared.view.install(batch.view);
+        for (reply, result) in batch.replies {
+            let _ = reply.send(result);
         }
         if self.shared.changes.receiver_count() > 0 && !batch.notify.is_empty() {
             let changes: Vec<(Arc<Key>, ChangeSource)> = batch

@@ -257,6 +257,9 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     }
 
     let load_started = Instant::now();
+    let load_started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
     let before = origin.stats();
     let replicas_before: Vec<_> = nodes[1..].iter().map(|n| n.stats()).collect();
@@ -321,6 +324,15 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         all_lags.extend(lags);
     }
     all_lags.sort();
+    // The largest lag of the samples acknowledged in each 100 ms since the load started: when
+    // in the run the tail happened.
+    let mut max_lag_by_100ms =
+        vec![0.0f64; ((args.warmup_secs + args.duration_secs) * 10 + 10) as usize];
+    for &(lag, at) in &slowest {
+        if let Some(m) = max_lag_by_100ms.get_mut((at * 10.0) as usize) {
+            *m = m.max((lag * 10.0).round() / 10.0);
+        }
+    }
     slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
     slowest.truncate(10);
     let mut latencies = lock(&samples.latencies).clone();
@@ -363,6 +375,8 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         "replication_lag_p99_ms": percentile(&all_lags, 0.99),
         "replication_lag_per_node": per_node,
         "slowest_lags_ms_at_s": slowest,
+        "load_started_unix_ms": load_started_unix_ms,
+        "max_lag_ms_by_100ms": max_lag_by_100ms,
         "transport_dropped": after.transport_dropped,
         "gossip_dropped_backpressure": after.gossip.dropped_backpressure,
         "replica_commits": replica_commits,
