@@ -8,10 +8,11 @@
 //! the bucket it misses about twice (BENCHMARKS "mesh-node").
 //!
 //! A hash table that is full rehashes every entry into one twice its size within one insert:
-//! at 28,672 or 57,344 keys that took 4 to 15 ms, on every node at about the same moment
-//! (each holds the same keys), and held up the engine loop and the view's readers for it
-//! (BENCHMARKS "mesh-node"). So a full table is set aside instead, still searched, and its
-//! entries move into the new table a few per insert.
+//! at 28,672 keys the read view's table took 18 ms on a loaded origin and 65 to 72 ms (8 to
+//! 15 ms of CPU) on the replicas, every node at about the same moment (each holds the same
+//! keys), holding up the engine loop and the view's readers (BENCHMARKS "mesh-node"). So a
+//! full table is set aside instead, still searched, and its entries move into the new table
+//! a few per insert.
 
 use crdt_types::{Key, Kind};
 use std::borrow::Borrow;
