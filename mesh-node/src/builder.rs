@@ -170,7 +170,7 @@ impl MeshBuilder {
         self
     }
 
-    /// Checkpoint pacing (default: after 65 536 changed keys, 1 000 000 logged deltas or 30 s,
+    /// Checkpoint pacing (default: after 65 536 changed keys, 500 000 logged deltas or 30 s,
     /// each checkpoint's writes spread over half that period): objects are written to the
     /// store by checkpoints, and a restart replays the log written since the last one.
     pub fn checkpoint_every(mut self, keys: usize, interval: std::time::Duration) -> Self {

@@ -9,7 +9,9 @@
 //! spread evenly over its `spread` (a chunk is written when the schedule says it is due and no
 //! job is waiting), so an append waits for at most one small chunk, and seldom. A checkpoint's snapshot is
 //! taken by the engine between two submissions, so it matches every segment appended before its
-//! job: the thread records the last segment when it starts the checkpoint. The first error is
+//! job: the thread records the last segment when it starts the checkpoint. Once a checkpoint is
+//! complete, the log segments it covers beyond the log's bounds are trimmed in small steps, one
+//! after each append. The first error is
 //! reported as [`Done::Failed`] and stops the thread (the engine then stops: fail-stop).
 
 use crate::engine::Shared;
@@ -20,6 +22,10 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc as tmpsc;
+
+/// Log segments removed per trimming step, one step after each append (an append adds one
+/// segment, or a few for a large batch).
+const TRIM_STEP: usize = 16;
 
 /// What the engine asks of the commit thread.
 pub(crate) enum Job {
@@ -172,6 +178,11 @@ impl Committer {
                         ceiling: self.store.ceiling(),
                         segment,
                     });
+                    // One trimming step per append: the log shrinks faster than it grows,
+                    // and the work is spread like the appends.
+                    if self.store.trimmable() {
+                        self.store.trim(TRIM_STEP, false)?;
+                    }
                 }
                 Some(Job::Checkpoint {
                     mut snapshot,
@@ -182,6 +193,11 @@ impl Committer {
                     while self.checkpoint.is_some() {
                         self.checkpoint_chunk(false)?;
                     }
+                    tracing::info!(
+                        objects = snapshot.objects.len(),
+                        spread_ms = spread.as_millis() as u64,
+                        "checkpoint started"
+                    );
                     self.checkpoint = Some(Checkpoint {
                         snapshot,
                         upto: self.store.last_segment(),
@@ -224,6 +240,11 @@ impl Committer {
             Ordering::Relaxed,
         );
         if last {
+            tracing::info!(
+                objects = cp.snapshot.objects.len(),
+                took_ms = cp.started.elapsed().as_millis() as u64,
+                "checkpoint done"
+            );
             self.checkpoint = None;
             c.checkpoints.fetch_add(1, Ordering::Relaxed);
             let _ = self.done.send(Done::Checkpointed);
@@ -242,6 +263,55 @@ impl Committer {
             last_stamp: snapshot.last_stamp,
             upto_segment: self.store.last_segment(),
         };
-        self.store.checkpoint(&writes, Some(mark), true)
+        self.store.checkpoint(&writes, Some(mark), true)?;
+        self.store.trim(usize::MAX, true).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crdt_types::{Cart, CausalContext, Key, Kind, Object};
+
+    fn checkpoint(len: usize, spread: Duration, written: usize) -> Checkpoint {
+        let objects = (0..len)
+            .map(|i| {
+                (
+                    Arc::new(Key::new(Kind::Cart, format!("c{i}"))),
+                    Arc::new(Object::Cart(Cart::default())),
+                    1,
+                )
+            })
+            .collect();
+        Checkpoint {
+            snapshot: Snapshot {
+                objects,
+                applied: CausalContext::default(),
+                last_stamp: None,
+            },
+            upto: 0,
+            written,
+            started: Instant::now(),
+            spread,
+        }
+    }
+
+    #[test]
+    fn a_checkpoints_objects_fall_due_evenly_over_its_spread() {
+        let spread = Duration::from_secs(100);
+        // The first chunk is due at once, the object half-way through at half the spread.
+        assert_eq!(checkpoint(1000, spread, 0).next_due_in(), Duration::ZERO);
+        let half = checkpoint(1000, spread, 500).next_due_in();
+        assert!(
+            half > Duration::from_secs(49) && half <= Duration::from_secs(50),
+            "{half:?}"
+        );
+        let last = checkpoint(1000, spread, 999).next_due_in();
+        assert!(last > Duration::from_secs(98) && last <= spread, "{last:?}");
+        // No spread: everything is due now.
+        assert_eq!(
+            checkpoint(1000, Duration::ZERO, 500).next_due_in(),
+            Duration::ZERO
+        );
     }
 }

@@ -104,7 +104,7 @@ impl Default for Limits {
             max_frames: 256,
             congestion_ms: 50,
             checkpoint_keys: 65_536,
-            checkpoint_log_entries: 1_000_000,
+            checkpoint_log_entries: 500_000,
             checkpoint_interval: Duration::from_secs(30),
             checkpoint_chunk: 64,
             max_linger: Duration::from_millis(1),
