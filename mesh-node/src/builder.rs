@@ -179,6 +179,13 @@ impl MeshBuilder {
         self
     }
 
+    /// Also start a checkpoint once this many deltas and states were logged since the last one
+    /// started (default 500 000): this bounds the log a restart replays.
+    pub fn checkpoint_after_logged(mut self, entries: usize) -> Self {
+        self.limits.checkpoint_log_entries = entries.max(1);
+        self
+    }
+
     /// Opens the data directory, binds the transport, joins through the seeds and starts the
     /// engine. Must be called within a tokio runtime (of any flavour: the engine runs on a
     /// thread of its own).

@@ -841,6 +841,52 @@ mod tests {
     }
 
     #[test]
+    fn trimming_removes_only_checkpointed_segments_beyond_the_bounds_in_steps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = LogLimits {
+            max_entries: 10,
+            max_bytes: usize::MAX,
+        };
+        let (mut store, _) = Store::open(dir.path(), "n", limits).expect("open");
+        // Ten segments of three deltas each: 30 entries, bounds of 10.
+        for i in 0..10u64 {
+            let segment = Segment {
+                deltas: (1..=3).map(|s| delta(i * 3 + s, 8)).collect(),
+                ..Segment::default()
+            };
+            store.append(&segment, &[], 1).expect("append");
+        }
+        // Nothing is covered by a checkpoint yet: nothing may go.
+        assert!(!store.trimmable());
+        assert_eq!(store.trim(usize::MAX, false).expect("trim"), 0);
+        // A checkpoint covering the first six segments (18 entries).
+        let applied = CausalContext::default();
+        let mark = CheckpointMark {
+            applied: &applied,
+            last_stamp: None,
+            upto_segment: store.segments[5].0,
+        };
+        store
+            .checkpoint(&[], Some(mark), false)
+            .expect("checkpoint");
+        assert!(store.trimmable());
+        // Steps of two: the bounds would allow going down to 10 entries, but only covered
+        // segments go, so six are removed (12 entries left) and the covered rest stays.
+        assert_eq!(store.trim(2, false).expect("trim"), 2);
+        assert_eq!(store.trim(2, false).expect("trim"), 2);
+        assert_eq!(store.trim(2, false).expect("trim"), 2);
+        assert!(!store.trimmable());
+        assert_eq!(store.trim(2, true).expect("trim"), 0);
+        assert_eq!(store.log_entries, 12);
+        drop(store);
+        // What is left reads back: the four newest segments, none replayed past the mark.
+        let (_, loaded) = Store::open(dir.path(), "n", limits).expect("reopen");
+        let seqs: Vec<u64> = loaded.log.iter().map(|d| d.seq).collect();
+        assert_eq!(seqs, (19..=30).collect::<Vec<_>>());
+        assert_eq!(loaded.replay.len(), 4);
+    }
+
+    #[test]
     fn a_small_segment_is_one_record() {
         let segment = Segment {
             deltas: (1..=10).map(|s| delta(s, 8)).collect(),

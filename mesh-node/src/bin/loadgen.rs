@@ -124,7 +124,9 @@ async fn start_node(
     .map_err(|e| e.to_string())?;
     let mut builder = Mesh::builder();
     if let Some(secs) = checkpoint_secs {
-        builder = builder.checkpoint_every(usize::MAX, Duration::from_secs(secs));
+        builder = builder
+            .checkpoint_every(usize::MAX, Duration::from_secs(secs))
+            .checkpoint_after_logged(usize::MAX);
     }
     builder
         .node_id(id)
