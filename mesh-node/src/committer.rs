@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc as tmpsc;
 
 /// Log segments removed per trimming step, one step after each append (an append adds one
-/// segment, or a few for a large batch).
-const TRIM_STEP: usize = 16;
+/// segment, or a few for a large batch). A step of 16 took 2 to 4.6 ms under load.
+const TRIM_STEP: usize = 4;
 
 /// What the engine asks of the commit thread.
 pub(crate) enum Job {
