@@ -170,11 +170,19 @@ impl MeshBuilder {
         self
     }
 
-    /// Checkpoint pacing (default: after 65 536 changed keys or 5 s): objects are written to
-    /// the store by checkpoints, and a restart replays the log written since the last one.
+    /// Checkpoint pacing (default: after 65 536 changed keys, 500 000 logged deltas or 30 s,
+    /// each checkpoint's writes spread over half that period): objects are written to the
+    /// store by checkpoints, and a restart replays the log written since the last one.
     pub fn checkpoint_every(mut self, keys: usize, interval: std::time::Duration) -> Self {
         self.limits.checkpoint_keys = keys.max(1);
         self.limits.checkpoint_interval = interval;
+        self
+    }
+
+    /// Also start a checkpoint once this many deltas and states were logged since the last one
+    /// started (default 500 000): this bounds the log a restart replays.
+    pub fn checkpoint_after_logged(mut self, entries: usize) -> Self {
+        self.limits.checkpoint_log_entries = entries.max(1);
         self
     }
 
@@ -224,9 +232,22 @@ impl MeshBuilder {
 
         let open_id = node_id.clone();
         let (store, mut loaded, state) = tokio::task::spawn_blocking(move || {
+            let opening = std::time::Instant::now();
             let (mut store, mut loaded) = Store::open(&data_dir, &open_id, limits)?;
+            let read_ms = opening.elapsed().as_millis() as u64;
+            let (objects, replayed) = (
+                loaded.objects.len(),
+                loaded.replay.iter().map(|s| s.deltas.len()).sum::<usize>(),
+            );
             // The checkpoint plus the log replayed: what the gossip core counts as delivered.
             let state = State::from_loaded(&mut loaded);
+            tracing::info!(
+                objects,
+                replayed,
+                read_ms,
+                total_ms = opening.elapsed().as_millis() as u64,
+                "opened the store: checkpointed objects, log deltas replayed"
+            );
             store.ensure_cursor_ceiling(state.next_cursor())?;
             Ok::<_, StartError>((store, loaded, state))
         })

@@ -5,9 +5,13 @@
 //!
 //! Jobs run in submission order: log appends (one durable transaction each; answered with
 //! [`Done::Appended`]), checkpoints (written chunk by chunk between appends, answered with
-//! [`Done::Checkpointed`]) and the final checkpoint at shutdown. A checkpoint's snapshot is
+//! [`Done::Checkpointed`]) and the final checkpoint at shutdown. A checkpoint's chunks are
+//! spread evenly over its `spread` (a chunk is written when the schedule says it is due and no
+//! job is waiting), so an append waits for at most one small chunk, and seldom. A checkpoint's snapshot is
 //! taken by the engine between two submissions, so it matches every segment appended before its
-//! job: the thread records the last segment when it starts the checkpoint. The first error is
+//! job: the thread records the last segment when it starts the checkpoint. Once a checkpoint is
+//! complete, the log segments it covers beyond the log's bounds are trimmed in small steps, one
+//! after each append. The first error is
 //! reported as [`Done::Failed`] and stops the thread (the engine then stops: fail-stop).
 
 use crate::engine::Shared;
@@ -16,7 +20,12 @@ use crate::store::{CheckpointMark, KnownPeer, Segment, Store, StoreError};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc as tmpsc;
+
+/// Log segments removed per trimming step, one step after each append (an append adds one
+/// segment, or a few for a large batch). A step of 16 took 2 to 4.6 ms under load.
+const TRIM_STEP: usize = 4;
 
 /// What the engine asks of the commit thread.
 pub(crate) enum Job {
@@ -26,8 +35,14 @@ pub(crate) enum Job {
         peers: Vec<KnownPeer>,
         next_cursor: u64,
     },
-    /// Start a checkpoint of these objects (written in chunks between appends).
-    Checkpoint(Snapshot),
+    /// Start a checkpoint of these objects, written in chunks between appends, evenly over
+    /// `spread` (the last chunk is due when it ends).
+    Checkpoint {
+        /// The objects and the context they were taken at.
+        snapshot: Snapshot,
+        /// How long the checkpoint may take.
+        spread: Duration,
+    },
     /// Finish the checkpoint in progress, write `Snapshot` durably as a final checkpoint, answer
     /// and stop.
     Close(Snapshot, mpsc::Sender<Result<(), StoreError>>),
@@ -56,6 +71,19 @@ struct Checkpoint {
     upto: u64,
     /// Objects written so far.
     written: usize,
+    /// When it started.
+    started: Instant,
+    /// How long it may take: object `i` is due at `started + spread * i / len`.
+    spread: Duration,
+}
+
+impl Checkpoint {
+    /// How long until the next unwritten object is due (zero when it is due now).
+    fn next_due_in(&self) -> Duration {
+        let len = self.snapshot.objects.len().max(1);
+        let at = self.spread.mul_f64(self.written as f64 / len as f64);
+        at.saturating_sub(self.started.elapsed())
+    }
 }
 
 /// Starts the commit thread over `store`.
@@ -107,10 +135,22 @@ impl Committer {
     /// Runs jobs until the queue closes (`None`) or a [`Job::Close`] (its reply and result).
     fn run(&mut self, jobs: &mpsc::Receiver<Job>) -> Result<Option<Closed>, StoreError> {
         loop {
-            let job = if self.checkpoint.is_some() {
+            let job = if let Some(cp) = &self.checkpoint {
+                // A waiting job first; otherwise the next chunk once it is due.
                 match jobs.try_recv() {
                     Ok(job) => Some(job),
-                    Err(mpsc::TryRecvError::Empty) => None,
+                    Err(mpsc::TryRecvError::Empty) => {
+                        let wait = cp.next_due_in();
+                        if wait.is_zero() {
+                            None
+                        } else {
+                            match jobs.recv_timeout(wait) {
+                                Ok(job) => Some(job),
+                                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
+                            }
+                        }
+                    }
                     Err(mpsc::TryRecvError::Disconnected) => return Ok(None),
                 }
             } else {
@@ -138,17 +178,32 @@ impl Committer {
                         ceiling: self.store.ceiling(),
                         segment,
                     });
+                    // One trimming step per append: the log shrinks faster than it grows,
+                    // and the work is spread like the appends.
+                    if self.store.trimmable() {
+                        self.store.trim(TRIM_STEP, false)?;
+                    }
                 }
-                Some(Job::Checkpoint(mut snapshot)) => {
+                Some(Job::Checkpoint {
+                    mut snapshot,
+                    spread,
+                }) => {
                     snapshot.sort_in_table_order();
                     // The engine starts one only after the previous one was reported done.
                     while self.checkpoint.is_some() {
                         self.checkpoint_chunk(false)?;
                     }
+                    tracing::info!(
+                        objects = snapshot.objects.len(),
+                        spread_ms = spread.as_millis() as u64,
+                        "checkpoint started"
+                    );
                     self.checkpoint = Some(Checkpoint {
                         snapshot,
                         upto: self.store.last_segment(),
                         written: 0,
+                        started: Instant::now(),
+                        spread,
                     });
                 }
                 Some(Job::Close(snapshot, reply)) => {
@@ -176,10 +231,22 @@ impl Committer {
             last_stamp: cp.snapshot.last_stamp,
             upto_segment: cp.upto,
         });
+        let started = Instant::now();
         self.store.checkpoint(&writes, mark, false)?;
         cp.written = to;
+        let c = &self.shared.counters;
+        c.checkpoint_micros.fetch_add(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         if last {
+            tracing::info!(
+                objects = cp.snapshot.objects.len(),
+                took_ms = cp.started.elapsed().as_millis() as u64,
+                "checkpoint done"
+            );
             self.checkpoint = None;
+            c.checkpoints.fetch_add(1, Ordering::Relaxed);
             let _ = self.done.send(Done::Checkpointed);
         }
         Ok(())
@@ -196,6 +263,55 @@ impl Committer {
             last_stamp: snapshot.last_stamp,
             upto_segment: self.store.last_segment(),
         };
-        self.store.checkpoint(&writes, Some(mark), true)
+        self.store.checkpoint(&writes, Some(mark), true)?;
+        self.store.trim(usize::MAX, true).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crdt_types::{Cart, CausalContext, Key, Kind, Object};
+
+    fn checkpoint(len: usize, spread: Duration, written: usize) -> Checkpoint {
+        let objects = (0..len)
+            .map(|i| {
+                (
+                    Arc::new(Key::new(Kind::Cart, format!("c{i}"))),
+                    Arc::new(Object::Cart(Cart::default())),
+                    1,
+                )
+            })
+            .collect();
+        Checkpoint {
+            snapshot: Snapshot {
+                objects,
+                applied: CausalContext::default(),
+                last_stamp: None,
+            },
+            upto: 0,
+            written,
+            started: Instant::now(),
+            spread,
+        }
+    }
+
+    #[test]
+    fn a_checkpoints_objects_fall_due_evenly_over_its_spread() {
+        let spread = Duration::from_secs(100);
+        // The first chunk is due at once, the object half-way through at half the spread.
+        assert_eq!(checkpoint(1000, spread, 0).next_due_in(), Duration::ZERO);
+        let half = checkpoint(1000, spread, 500).next_due_in();
+        assert!(
+            half > Duration::from_secs(49) && half <= Duration::from_secs(50),
+            "{half:?}"
+        );
+        let last = checkpoint(1000, spread, 999).next_due_in();
+        assert!(last > Duration::from_secs(98) && last <= spread, "{last:?}");
+        // No spread: everything is due now.
+        assert_eq!(
+            checkpoint(1000, Duration::ZERO, 500).next_due_in(),
+            Duration::ZERO
+        );
     }
 }

@@ -7,10 +7,10 @@
 //! Commits are pipelined (group commit, depth one): while one batch's log segment is being
 //! synced, the engine keeps applying what arrives into the next batch, and submits that batch
 //! as soon as the commit in flight is done. One loop iteration:
-//! 1. takes the commit thread's reports: a durable batch is installed in the read view, its
-//!    callers are answered, its local deltas published (never before they are durable) from
-//!    the segment the commit thread hands back and sent to the transport at once, its
-//!    subscribers notified;
+//! 1. takes the commit thread's reports: a durable batch's local deltas are published (never
+//!    before they are durable) from the segment the commit thread hands back and sent to the
+//!    transport at once, then the batch is installed in the read view, its callers are
+//!    answered, its subscribers notified;
 //! 2. fires due timers and handles frames, applying the events each one yields at once, so the
 //!    state always reflects everything the core counts as delivered. Frames of the anti-entropy
 //!    channel may read the state for a transfer, which must only ever carry durable local
@@ -18,13 +18,15 @@
 //!    pending commit;
 //! 3. applies the local operations, each with a tag from the core;
 //! 4. if no commit is in flight, submits everything applied since the last submission: one log
-//!    segment in one `Durability::Immediate` transaction on the commit thread. Right after a
+//!    segment in one `Durability::Immediate` transaction on the commit thread (the batch's
+//!    changed keys are rendered for the read view while it is written). Right after a
 //!    commit answered callers, it first waits briefly for their next operations ([`Linger`]),
 //!    so callers that wait for their answer share one commit;
 //! 5. hands every transmit to the transport; a full peer queue marks the peer congested in the
 //!    core for a short while (the core then holds and bounds that peer's messages);
-//! 6. starts a checkpoint when enough keys changed or enough time passed (see
-//!    [`crate::store`]: objects are written by checkpoints, chunk by chunk between commits).
+//! 6. starts a checkpoint when enough keys changed, enough was logged or enough time passed (see
+//!    [`crate::store`]: objects are written by checkpoints, chunk by chunk between commits,
+//!    paced over half the period).
 //!
 //! A commit failure stops the engine (fail-stop): the in-memory state is then ahead of the
 //! disk, and serving or shipping it could hand out a sequence number a restart would reuse.
@@ -76,9 +78,14 @@ pub(crate) struct Limits {
     pub(crate) max_frames: usize,
     /// How long a peer whose transport queue was full stays congested in the core.
     pub(crate) congestion_ms: i64,
-    /// A checkpoint starts once this many keys changed since the last one...
+    /// A checkpoint starts once this many keys changed since the last one started...
     pub(crate) checkpoint_keys: usize,
-    /// ...or this long after the last one, if any key changed.
+    /// ...or once this many deltas and states were logged since then (this bounds the log a
+    /// restart replays)...
+    pub(crate) checkpoint_log_entries: usize,
+    /// ...or this long after the last one started, if any key changed. A checkpoint's chunks
+    /// are spread over half the time since the previous one started (at most half of this),
+    /// so its writes are paced over the period instead of coming in one burst.
     pub(crate) checkpoint_interval: Duration,
     /// Objects the commit thread writes per checkpoint transaction, between log appends: a
     /// log append that arrives meanwhile waits for the chunk, so this bounds the delay a
@@ -97,8 +104,9 @@ impl Default for Limits {
             max_frames: 256,
             congestion_ms: 50,
             checkpoint_keys: 65_536,
-            checkpoint_interval: Duration::from_secs(5),
-            checkpoint_chunk: 256,
+            checkpoint_log_entries: 500_000,
+            checkpoint_interval: Duration::from_secs(30),
+            checkpoint_chunk: 64,
             max_linger: Duration::from_millis(1),
         }
     }
@@ -174,6 +182,8 @@ pub(crate) enum Command {
 pub(crate) struct Counters {
     pub(crate) commits: AtomicU64,
     pub(crate) commit_micros: AtomicU64,
+    pub(crate) checkpoints: AtomicU64,
+    pub(crate) checkpoint_micros: AtomicU64,
     pub(crate) local_ops: AtomicU64,
     pub(crate) remote_deltas: AtomicU64,
     pub(crate) remote_states: AtomicU64,
@@ -240,7 +250,10 @@ pub(crate) struct Engine {
     /// The persisted change-cursor ceiling, as of the last commit.
     ceiling: u64,
     checkpointing: bool,
+    /// When the last checkpoint started (or the engine, before the first).
     checkpoint_at: std::time::Instant,
+    /// Deltas and states submitted to the log since the last checkpoint started.
+    logged_since_checkpoint: usize,
 }
 
 impl Engine {
@@ -288,6 +301,7 @@ impl Engine {
             ceiling,
             checkpointing: false,
             checkpoint_at: std::time::Instant::now(),
+            logged_since_checkpoint: 0,
         };
         engine.publish_members();
         Ok(engine)
@@ -536,26 +550,31 @@ impl Engine {
         let needs_commit = !self.segment.is_empty()
             || !self.peers.is_empty()
             || !cursor_covered_by(self.ceiling, self.state.next_cursor());
+        self.batch_local = false;
+        if needs_commit {
+            self.logged_since_checkpoint += self.segment.deltas.len() + self.segment.states.len();
+            let job = Job::Append {
+                segment: std::mem::replace(&mut self.segment, std::mem::take(&mut self.spare)),
+                peers: std::mem::take(&mut self.peers),
+                next_cursor: self.state.next_cursor(),
+            };
+            // A closed queue means the commit thread stopped; its report follows.
+            let _ = self.jobs.send(job);
+            self.submitted_at = Instant::now();
+        }
+        // Rendered while the commit thread writes the segment: nothing changes the state in
+        // between, and the view is needed only once the commit is durable.
         let batch = InFlight {
             replies: std::mem::take(&mut self.replies),
             local: std::mem::take(&mut self.local),
             notify: std::mem::take(&mut self.notify),
             view: self.state.end_batch(),
         };
-        self.batch_local = false;
-        if !needs_commit {
+        if needs_commit {
+            self.in_flight = Some(batch);
+        } else {
             self.complete(batch, None, now_ms());
-            return;
         }
-        let job = Job::Append {
-            segment: std::mem::replace(&mut self.segment, std::mem::take(&mut self.spare)),
-            peers: std::mem::take(&mut self.peers),
-            next_cursor: self.state.next_cursor(),
-        };
-        // A closed queue means the commit thread stopped; its report follows.
-        let _ = self.jobs.send(job);
-        self.in_flight = Some(batch);
-        self.submitted_at = Instant::now();
     }
 
     /// What the commit thread reports.
@@ -579,22 +598,20 @@ impl Engine {
             }
             Done::Checkpointed => {
                 self.checkpointing = false;
-                self.checkpoint_at = std::time::Instant::now();
                 Ok(())
             }
             Done::Failed(e) => Err(e),
         }
     }
 
-    /// A durable batch: installs it in the read view, answers the callers, publishes the local
-    /// deltas of its `segment` (never before they are durable), notifies subscribers.
+    /// A durable batch: publishes the local deltas of its `segment` (never before they are
+    /// durable) and hands them to the transport, then installs the batch in the read view,
+    /// answers the callers and notifies subscribers. Publishing first lets the deltas leave
+    /// before the callers' tasks are woken (they share the runtime with the transport).
     fn complete(&mut self, batch: InFlight, segment: Option<Segment>, now: i64) {
-        self.shared.view.install(batch.view);
-        for (reply, result) in batch.replies {
-            let _ = reply.send(result);
-        }
         if let Some(mut segment) = segment {
             let mut local = batch.local.iter().copied().peekable();
+            let mut published = false;
             for (i, delta) in segment.deltas.drain(..).enumerate() {
                 if local.next_if_eq(&i).is_none() {
                     continue;
@@ -606,9 +623,17 @@ impl Engine {
                 if let Err(e) = self.node.publish(now, delta.key, delta.payload, tag) {
                     error!(error = %e, "the gossip core refused a local delta");
                 }
+                published = true;
             }
             segment.clear();
             self.spare = segment;
+            if published {
+                self.flush_transmits(now);
+            }
+        }
+        self.shared.view.install(batch.view);
+        for (reply, result) in batch.replies {
+            let _ = reply.send(result);
         }
         if self.shared.changes.receiver_count() > 0 && !batch.notify.is_empty() {
             let changes: Vec<(Arc<Key>, ChangeSource)> = batch
@@ -870,22 +895,31 @@ impl Engine {
         }
     }
 
-    /// Starts a checkpoint when enough keys changed or enough time passed, and none is in
-    /// progress. Only between submissions (nothing applied since the last one), so the snapshot
-    /// matches the log up to the last segment submitted; the commit thread writes it in
-    /// chunks between appends.
+    /// Starts a checkpoint when enough keys changed, enough was logged or enough time passed
+    /// since the last one started, and none is in progress. Only between submissions (nothing
+    /// applied since the last one), so the snapshot matches the log up to the last segment
+    /// submitted; the commit thread writes it in chunks between appends, spread over half the
+    /// time since the last one started (see [`Limits::checkpoint_interval`]).
     fn checkpoint_step(&mut self) {
         if self.checkpointing || !self.segment.is_empty() || !self.replies.is_empty() {
             return;
         }
         let unsaved = self.state.unsaved();
+        let since = self.checkpoint_at.elapsed();
         let due = unsaved >= self.limits.checkpoint_keys
-            || (unsaved > 0 && self.checkpoint_at.elapsed() >= self.limits.checkpoint_interval);
+            || (unsaved > 0
+                && (self.logged_since_checkpoint >= self.limits.checkpoint_log_entries
+                    || since >= self.limits.checkpoint_interval));
         if !due {
             return;
         }
         self.checkpointing = true;
-        let _ = self.jobs.send(Job::Checkpoint(self.state.take_snapshot()));
+        self.checkpoint_at = std::time::Instant::now();
+        self.logged_since_checkpoint = 0;
+        let _ = self.jobs.send(Job::Checkpoint {
+            snapshot: self.state.take_snapshot(),
+            spread: since.min(self.limits.checkpoint_interval) / 2,
+        });
     }
 
     /// Finishes the checkpoint in progress and checkpoints every key changed since, durably,

@@ -67,6 +67,10 @@ pub struct NodeStats {
     pub commits: u64,
     /// Time spent committing, in microseconds.
     pub commit_micros: u64,
+    /// Checkpoints completed (each one writes every key changed since the previous one).
+    pub checkpoints: u64,
+    /// Time spent writing checkpoint chunks, in microseconds.
+    pub checkpoint_micros: u64,
     /// Local operations processed.
     pub local_ops: u64,
     /// Remote deltas applied.
@@ -347,6 +351,8 @@ impl Mesh {
             transport: self.inner.transport.stats().snapshot(),
             commits: load(&c.commits),
             commit_micros: load(&c.commit_micros),
+            checkpoints: load(&c.checkpoints),
+            checkpoint_micros: load(&c.checkpoint_micros),
             local_ops: load(&c.local_ops),
             remote_deltas: load(&c.remote_deltas),
             remote_states: load(&c.remote_states),

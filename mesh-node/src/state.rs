@@ -71,10 +71,10 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     /// Puts the objects in the store's table order. A checkpoint is written in chunks of a few
-    /// hundred objects, each its own transaction that copies every B-tree leaf it changes: in
+    /// dozen objects, each its own transaction that copies every B-tree leaf it changes: in
     /// the order keys changed, every chunk touched leaves all over the table, and each leaf
     /// was copied and written once per chunk that held one of its keys; in table order each
-    /// leaf is copied about once per checkpoint.
+    /// leaf is copied about once per checkpoint (twice where a chunk boundary falls in it).
     pub(crate) fn sort_in_table_order(&mut self) {
         self.objects
             .sort_by_cached_key(|(key, _, _)| crate::store::object_key(key).unwrap_or_default());

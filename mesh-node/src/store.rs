@@ -19,8 +19,9 @@
 //!
 //! # Write path
 //! A commit appends one segment (sequential, one fsync with `Durability::Immediate`): this is
-//! what makes a batch of writes durable. Objects are written by *checkpoints*, in chunks, with
-//! `Durability::None` (they become durable with the next segment's commit): a key changed a
+//! what makes a batch of writes durable. Objects are written by *checkpoints*, in chunks paced
+//! over time by the commit thread, with `Durability::None` (they become durable with the next
+//! segment's commit): a key changed a
 //! hundred times between two checkpoints is written once, and no commit rewrites random B-tree
 //! pages. A checkpoint covers the log up to the segment that was last when it started; once
 //! its final chunk is written, the segments it covers may be trimmed (the newest are kept, up
@@ -588,7 +589,7 @@ impl Store {
     }
 
     /// Writes one chunk of a checkpoint; with `mark`, the last one: it records the context the
-    /// checkpoint was taken at and trims the segments it covers beyond the log bounds.
+    /// checkpoint was taken at, after which [`Store::trim`] may remove the segments it covers.
     ///
     /// Written with `Durability::None` unless `durable`: the chunk becomes durable with the
     /// next [`Store::append`], and a crash before then only means more to replay.
@@ -606,7 +607,6 @@ impl Store {
             Durability::None
         };
         txn.set_durability(durability).map_err(engine_err)?;
-        let mut trimmed = 0;
         {
             let mut table = txn.open_table(OBJECTS).map_err(engine_err)?;
             for w in objects {
@@ -636,39 +636,71 @@ impl Store {
                     put(&mut meta, META_LAST_STAMP, &stamp)?;
                 }
                 put(&mut meta, META_CHECKPOINT, &mark.upto_segment)?;
-                // Trim the oldest covered segments beyond the log bounds (the accounting is
-                // updated once the commit succeeded).
-                let mut log = txn.open_table(LOG).map_err(engine_err)?;
-                let (mut entries, mut bytes) = (self.log_entries, self.log_bytes);
-                for &(n, e, b) in &self.segments {
-                    let over = entries > self.limits.max_entries || bytes > self.limits.max_bytes;
-                    if !over || n > mark.upto_segment {
-                        break;
-                    }
-                    log.remove(n).map_err(engine_err)?;
-                    entries -= e;
-                    bytes -= b;
-                    trimmed += 1;
-                }
             }
         }
         txn.commit().map_err(engine_err)?;
         if let Some(mark) = mark {
             self.checkpointed = mark.upto_segment;
-            for _ in 0..trimmed {
-                if let Some((_, e, b)) = self.segments.pop_front() {
-                    self.log_entries -= e;
-                    self.log_bytes -= b;
-                }
-            }
         }
         tracing::debug!(
             objects = objects.len(),
-            trimmed,
             micros = started.elapsed().as_micros() as u64,
             "wrote a checkpoint chunk"
         );
         Ok(())
+    }
+
+    /// Whether [`Store::trim`] has work: the oldest segment is covered by the last completed
+    /// checkpoint and the log is over its bounds.
+    pub fn trimmable(&self) -> bool {
+        self.segments
+            .front()
+            .is_some_and(|&(n, _, _)| self.may_trim(n, self.log_entries, self.log_bytes))
+    }
+
+    /// Whether segment `n`, the oldest left, may be trimmed with the log at `entries` deltas
+    /// and `bytes`: the last completed checkpoint covers it and the log is over its bounds.
+    fn may_trim(&self, n: u64, entries: usize, bytes: usize) -> bool {
+        let over = entries > self.limits.max_entries || bytes > self.limits.max_bytes;
+        over && n <= self.checkpointed
+    }
+
+    /// Removes up to `max` of the oldest segments that the last completed checkpoint covers,
+    /// while the log is over its bounds (the gossip log's, so the newest are kept for repairs).
+    /// In small steps between appends, so no commit waits for a whole checkpoint's worth of
+    /// deletions. Written with `Durability::None` unless `durable`, like a checkpoint chunk: a
+    /// crash before the next append only leaves segments that the next start trims again.
+    pub fn trim(&mut self, max: usize, durable: bool) -> Result<usize, StoreError> {
+        let mut txn = self.db.begin_write().map_err(engine_err)?;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(engine_err)?;
+        let mut trimmed = 0;
+        {
+            let mut log = txn.open_table(LOG).map_err(engine_err)?;
+            let (mut entries, mut bytes) = (self.log_entries, self.log_bytes);
+            for &(n, e, b) in &self.segments {
+                if trimmed == max || !self.may_trim(n, entries, bytes) {
+                    break;
+                }
+                log.remove(n).map_err(engine_err)?;
+                entries -= e;
+                bytes -= b;
+                trimmed += 1;
+            }
+        }
+        txn.commit().map_err(engine_err)?;
+        // The accounting follows once the commit succeeded.
+        for _ in 0..trimmed {
+            if let Some((_, e, b)) = self.segments.pop_front() {
+                self.log_entries -= e;
+                self.log_bytes -= b;
+            }
+        }
+        Ok(trimmed)
     }
 }
 
@@ -806,6 +838,52 @@ mod tests {
         }
         assert_eq!(deltas, segment.deltas);
         assert_eq!(adopted, segment.adopted);
+    }
+
+    #[test]
+    fn trimming_removes_only_checkpointed_segments_beyond_the_bounds_in_steps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = LogLimits {
+            max_entries: 10,
+            max_bytes: usize::MAX,
+        };
+        let (mut store, _) = Store::open(dir.path(), "n", limits).expect("open");
+        // Ten segments of three deltas each: 30 entries, bounds of 10.
+        for i in 0..10u64 {
+            let segment = Segment {
+                deltas: (1..=3).map(|s| delta(i * 3 + s, 8)).collect(),
+                ..Segment::default()
+            };
+            store.append(&segment, &[], 1).expect("append");
+        }
+        // Nothing is covered by a checkpoint yet: nothing may go.
+        assert!(!store.trimmable());
+        assert_eq!(store.trim(usize::MAX, false).expect("trim"), 0);
+        // A checkpoint covering the first six segments (18 entries).
+        let applied = CausalContext::default();
+        let mark = CheckpointMark {
+            applied: &applied,
+            last_stamp: None,
+            upto_segment: store.segments[5].0,
+        };
+        store
+            .checkpoint(&[], Some(mark), false)
+            .expect("checkpoint");
+        assert!(store.trimmable());
+        // Steps of two: the bounds would allow going down to 10 entries, but only covered
+        // segments go, so six are removed (12 entries left) and the covered rest stays.
+        assert_eq!(store.trim(2, false).expect("trim"), 2);
+        assert_eq!(store.trim(2, false).expect("trim"), 2);
+        assert_eq!(store.trim(2, false).expect("trim"), 2);
+        assert!(!store.trimmable());
+        assert_eq!(store.trim(2, true).expect("trim"), 0);
+        assert_eq!(store.log_entries, 12);
+        drop(store);
+        // What is left reads back: the four newest segments, none replayed past the mark.
+        let (_, loaded) = Store::open(dir.path(), "n", limits).expect("reopen");
+        let seqs: Vec<u64> = loaded.log.iter().map(|d| d.seq).collect();
+        assert_eq!(seqs, (19..=30).collect::<Vec<_>>());
+        assert_eq!(loaded.replay.len(), 4);
     }
 
     #[test]

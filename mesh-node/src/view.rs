@@ -9,10 +9,10 @@
 //! changing it does not copy it. Sessions and documents are kept as the committed object
 //! (their reader's view depends on the time, or is rendered on demand).
 
+use crate::key_index::KeyIndex;
 use crate::member::Member;
 use crate::packed_cart::PackedCart;
 use crdt_types::{Key, Object};
-use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// What the view holds for one key.
@@ -42,7 +42,7 @@ pub(crate) type Entry = (usize, Arc<Key>, Committed);
 #[derive(Debug, Default)]
 struct Objects {
     /// Key to slot number: written once per key, when it is first installed.
-    index: HashMap<Arc<Key>, usize>,
+    index: KeyIndex,
     /// Slot number to the key's committed form (`None` for a slot not installed yet).
     committed: Vec<Option<Committed>>,
 }
@@ -65,7 +65,7 @@ impl View {
     /// The committed state of `key`, if it was ever written.
     pub(crate) fn get(&self, key: &Key) -> Option<Committed> {
         let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
-        let &slot = objects.index.get(key)?;
+        let slot = objects.index.get(key)?;
         objects.committed.get(slot)?.clone()
     }
 
@@ -85,9 +85,7 @@ impl View {
                 }
                 match objects.committed[slot].replace(committed) {
                     Some(old) => replaced.push(old),
-                    None => {
-                        objects.index.insert(key, slot);
-                    }
+                    None => objects.index.insert(&key, slot),
                 }
             }
         }

@@ -65,6 +65,10 @@ struct Args {
     /// what checkpoints cost, not to tune a run.
     #[arg(long)]
     checkpoint_secs: Option<u64>,
+    /// After the run, crash the origin (every handle dropped: no shutdown, no final
+    /// checkpoint) and time its restart from its data directory, log replay included.
+    #[arg(long)]
+    crash_restart: bool,
     /// Where to write the report as JSON.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -120,7 +124,9 @@ async fn start_node(
     .map_err(|e| e.to_string())?;
     let mut builder = Mesh::builder();
     if let Some(secs) = checkpoint_secs {
-        builder = builder.checkpoint_every(usize::MAX, Duration::from_secs(secs));
+        builder = builder
+            .checkpoint_every(usize::MAX, Duration::from_secs(secs))
+            .checkpoint_after_logged(usize::MAX);
     }
     builder
         .node_id(id)
@@ -257,9 +263,13 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     }
 
     let load_started = Instant::now();
+    let load_started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
     let before = origin.stats();
     let replicas_before: Vec<_> = nodes[1..].iter().map(|n| n.stats()).collect();
+    let all_before: Vec<_> = nodes.iter().map(|n| n.stats()).collect();
     let cpu_before = CpuTimes::now();
     measuring.store(true, Ordering::SeqCst);
     let window = Instant::now();
@@ -269,6 +279,18 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let cpu = CpuTimes::now().since(&cpu_before);
     let after = origin.stats();
     let replicas_after: Vec<_> = nodes[1..].iter().map(|n| n.stats()).collect();
+    // Checkpoints completed inside the window and their chunks' time, per node.
+    let checkpoints: Vec<_> = nodes
+        .iter()
+        .zip(&all_before)
+        .map(|(n, b)| {
+            let a = n.stats();
+            serde_json::json!({
+                "completed": a.checkpoints - b.checkpoints,
+                "chunk_ms": (a.checkpoint_micros - b.checkpoint_micros) as f64 / 1e3,
+            })
+        })
+        .collect();
     stop.store(true, Ordering::SeqCst);
     for w in writers {
         w.await.map_err(|e| e.to_string())?;
@@ -285,9 +307,22 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     for o in observers {
         o.abort();
     }
-    for node in &nodes {
-        node.shutdown().await;
-    }
+    let restart = if args.crash_restart {
+        // The crash: every handle of the origin dropped, no shutdown, no final checkpoint.
+        drop((target, origin));
+        let mut nodes = nodes;
+        drop(nodes.remove(0));
+        let restart = restart_origin(dir.path(), &certs, args.checkpoint_secs).await?;
+        for node in &nodes {
+            node.shutdown().await;
+        }
+        restart
+    } else {
+        for node in &nodes {
+            node.shutdown().await;
+        }
+        serde_json::Value::Null
+    };
     let lagged = lagged.load(Ordering::Relaxed);
 
     let acked = lock(&samples.acked).clone();
@@ -321,6 +356,15 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         all_lags.extend(lags);
     }
     all_lags.sort();
+    // The largest lag of the samples acknowledged in each 100 ms since the load started: when
+    // in the run the tail happened.
+    let mut max_lag_by_100ms =
+        vec![0.0f64; ((args.warmup_secs + args.duration_secs) * 10 + 10) as usize];
+    for &(lag, at) in &slowest {
+        if let Some(m) = max_lag_by_100ms.get_mut((at * 10.0) as usize) {
+            *m = m.max((lag * 10.0).round() / 10.0);
+        }
+    }
     slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
     slowest.truncate(10);
     let mut latencies = lock(&samples.latencies).clone();
@@ -363,6 +407,8 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         "replication_lag_p99_ms": percentile(&all_lags, 0.99),
         "replication_lag_per_node": per_node,
         "slowest_lags_ms_at_s": slowest,
+        "load_started_unix_ms": load_started_unix_ms,
+        "max_lag_ms_by_100ms": max_lag_by_100ms,
         "transport_dropped": after.transport_dropped,
         "gossip_dropped_backpressure": after.gossip.dropped_backpressure,
         "replica_commits": replica_commits,
@@ -375,7 +421,39 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             cpu["total_s"].as_f64().unwrap_or(f64::NAN) * 1e6 / writes as f64
         },
         "cpu_by_thread_s": cpu["by_thread"],
+        "checkpoints_in_window": checkpoints,
+        "crash_restart": restart,
     }))
+}
+
+/// Starts the crashed origin again on its data directory (retrying while its previous life
+/// still holds the database) and reports how long the start that succeeded took.
+async fn restart_origin(
+    data: &Path,
+    certs: &Path,
+    checkpoint_secs: Option<u64>,
+) -> Result<serde_json::Value, String> {
+    let crashed = Instant::now();
+    loop {
+        let attempt = Instant::now();
+        match start_node(data, certs, "origin", vec![], checkpoint_secs).await {
+            Ok(node) => {
+                let start_ms = attempt.elapsed().as_secs_f64() * 1e3;
+                let since_crash_ms = crashed.elapsed().as_secs_f64() * 1e3;
+                node.shutdown().await;
+                return Ok(serde_json::json!({
+                    "start_ms": start_ms,
+                    "since_crash_ms": since_crash_ms,
+                }));
+            }
+            Err(e)
+                if e.contains("already in use") && crashed.elapsed() < Duration::from_secs(60) =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(format!("restart after the crash: {e}")),
+        }
+    }
 }
 
 fn main() -> ExitCode {
