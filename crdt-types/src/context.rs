@@ -157,14 +157,25 @@ impl CausalContext {
             1 => {
                 self.insert(other.cloud[0]);
             }
-            // A remove's dots: usually all seen already (one pass), else a few inserts.
-            n if self.covers_cloud(other) => debug_assert!(n > 1),
-            n if n <= 8 => {
-                for d in &other.cloud {
-                    self.insert(*d);
+            // A remove's dots (usually all seen already) or an add's on a hidden item (the
+            // dots it saw and its own): one pass finds the few this side lacks, inserted one
+            // by one; more than a few make one merge.
+            _ => {
+                let mut lacking: SmallVec<[Dot; 8]> = SmallVec::new();
+                let many = {
+                    let mut seen = self.seen_in_order();
+                    (other.cloud.iter().filter(|d| !seen(d))).any(|d| {
+                        lacking.push(*d);
+                        lacking.len() > lacking.inline_size()
+                    })
+                };
+                if many {
+                    return self.merge_cloud(other);
+                }
+                for d in lacking {
+                    self.insert(d);
                 }
             }
-            _ => self.merge_cloud(other),
         }
     }
 
@@ -194,17 +205,18 @@ impl CausalContext {
         self.normalize();
     }
 
-    /// Whether every cloud dot of `other` is already in `self`: a remove delta's many dots,
-    /// usually seen already (mostly under the vector), cost no rebuild. A dot above the
-    /// vector is searched for, so a large cloud here is not read through.
-    fn covers_cloud(&self, other: &CausalContext) -> bool {
+    /// [`CausalContext::contains`] for dots asked in order (a delta's, sorted): each
+    /// replica's vector entry is looked up once, and only a dot above it is searched for in
+    /// the cloud, so a remove's many dots cost a compare each, and a large cloud here is not
+    /// read through.
+    pub(crate) fn seen_in_order(&self) -> impl FnMut(&Dot) -> bool + '_ {
         let mut top = (None, 0);
-        other.cloud.iter().all(|d| {
+        move |d| {
             if top.0 != Some(d.replica) {
                 top = (Some(d.replica), self.vv.get(d.replica));
             }
-            d.counter <= top.1 || self.find_in_cloud(d).is_ok()
-        })
+            d.counter <= top.1 || (!self.cloud.is_empty() && self.find_in_cloud(d).is_ok())
+        }
     }
 
     /// Re-establishes the canonical form after the vector grew or the cloud was rebuilt:

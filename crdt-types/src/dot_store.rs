@@ -1040,8 +1040,9 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
             // does not list (a wrong hint, or a `clear`, which lists none). The listed keys no
             // longer hold any: read every key for the seen ones, then change the keys that
             // hold one. (A dot past the first `MAX_DROPS` counts as not found: looked for.)
+            let mut seen = ctx.seen_in_order();
             let missing: SmallVec<[Dot; 16]> = (dots.iter().enumerate())
-                .filter(|&(j, d)| (j >= MAX_DROPS || found & 1 << j == 0) && ctx.contains(d))
+                .filter(|&(j, d)| (j >= MAX_DROPS || found & 1 << j == 0) && seen(d))
                 .map(|(_, d)| *d)
                 .collect();
             let probe = DotProbe::new(&missing);
