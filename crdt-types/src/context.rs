@@ -100,8 +100,8 @@ impl CausalContext {
     /// a dot as one 128-bit key (replica, then counter), not field by field.
     #[inline]
     fn find_in_cloud(&self, dot: &Dot) -> Result<usize, usize> {
-        let key = cloud_key(dot);
-        self.cloud.binary_search_by(|d| cloud_key(d).cmp(&key))
+        let key = dot.key();
+        self.cloud.binary_search_by(|d| d.key().cmp(&key))
     }
 
     /// The index of the first cloud dot of `replica` (or where it would be).
@@ -322,12 +322,6 @@ impl CausalContext {
             .map_or(0, |d| d.counter);
         self.vv.get(replica).max(cloud_max)
     }
-}
-
-/// A dot as one integer that sorts as the dot does.
-#[inline]
-fn cloud_key(dot: &Dot) -> u128 {
-    (u128::from(dot.replica.0) << 64) | u128::from(dot.counter)
 }
 
 impl FromIterator<Dot> for CausalContext {

@@ -456,10 +456,15 @@ impl<V: fmt::Debug> fmt::Debug for DotFun<V> {
 impl<V> DotFun<V> {
     /// The value written under `dot`, if the store holds it.
     pub fn get(&self, dot: &Dot) -> Option<&V> {
-        self.0
-            .binary_search_by(|(d, _)| d.cmp(dot))
-            .ok()
-            .map(|i| &self.0[i].1)
+        self.find(dot).ok().map(|i| &self.0[i].1)
+    }
+
+    /// The index of `dot`'s entry, or where it would go: a binary search comparing each
+    /// dot as one 128-bit key ([`Dot::key`]).
+    #[inline]
+    fn find(&self, dot: &Dot) -> Result<usize, usize> {
+        let key = dot.key();
+        self.0.binary_search_by(|(d, _)| d.key().cmp(&key))
     }
 
     /// The `(dot, value)` entries in dot order.
@@ -615,12 +620,10 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
                 self.drop_held(dots, &mut found);
                 all_held = all_found(dots.len()) == Some(found);
             }
-            Drops::Unknown => self.retain_dots(|d| {
-                !other_ctx.contains(d) || other.0.binary_search_by(|(o, _)| o.cmp(d)).is_ok()
-            }),
+            Drops::Unknown => self.retain_dots(|d| !other_ctx.contains(d) || other.find(d).is_ok()),
         }
         for (d, v) in other.0 {
-            match self.0.binary_search_by(|(s, _)| s.cmp(&d)) {
+            match self.find(&d) {
                 Ok(i) => debug_assert_eq!(self.0[i].1, v, "dot {d:?} carries two values"),
                 Err(i) => {
                     if !ctx.contains(&d) {
