@@ -205,10 +205,10 @@ impl CausalContext {
         self.normalize();
     }
 
-    /// [`CausalContext::contains`] for dots asked in order (a delta's, sorted): each
-    /// replica's vector entry is looked up once, and only a dot above it is searched for in
-    /// the cloud, so a remove's many dots cost a compare each, and a large cloud here is not
-    /// read through.
+    /// [`CausalContext::contains`] for a run of dots, e.g. a delta's (sorted): a replica's
+    /// vector entry is looked up again only when the replica changes, and only a dot above it
+    /// is searched for in the cloud, so a remove's many dots cost a compare each and a large
+    /// cloud here is not read through. Exact in any order; fastest grouped by replica.
     pub(crate) fn seen_in_order(&self) -> impl FnMut(&Dot) -> bool + '_ {
         let mut top = (None, 0);
         move |d| {

@@ -71,8 +71,8 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
     }
 
     /// Removes the dots of `dots` (sorted, distinct) the store holds, in one pass, and sets
-    /// bit `j` of `found` for each `dots[j]` it dropped (the first [`MAX_DROPS`] are
-    /// tracked): what a join with [`Drops::These`] removes here.
+    /// bit `j` of `found` for each `dots[j]` it dropped (the first 64 are tracked): what a
+    /// join with [`Drops::These`] removes here.
     fn drop_held(&mut self, dots: &[Dot], found: &mut u64);
 
     /// Removes every dot `ctx` covers: the join with `(empty, ctx)`.
@@ -94,7 +94,7 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
 pub(crate) const MAX_DROPS: usize = 64;
 
 /// The bits of `found` that `n` dots of a [`Drops::These`] set when every one was found, if
-/// `n` is at most [`MAX_DROPS`].
+/// `n` is at most `MAX_DROPS`.
 #[inline]
 fn all_found(n: usize) -> Option<u64> {
     match n {
