@@ -1,6 +1,7 @@
 //! `Causal<S>`: a dot store with its causal context, the shape of every causal CRDT state and
 //! delta, and the one causal join they all share.
 
+use crate::dot_store::MAX_DROPS;
 use crate::{CausalContext, DeltaCrdt, Dot, DotStore, Drops, Lattice, VersionVector};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -109,8 +110,9 @@ impl<S: DotStore> Causal<S> {
 }
 
 /// Contexts of up to this many dots (a delta's) are read dot by dot to work out what a join
-/// removes; a larger one (a full state's) makes the join read the whole store.
-const MAX_ENUMERATED: u64 = 64;
+/// removes (as many as a store records the finding of); a larger one (a full state's) makes
+/// the join read the whole store.
+const MAX_ENUMERATED: u64 = MAX_DROPS as u64;
 
 impl<S: DotStore> Lattice for Causal<S> {
     #[inline]
@@ -137,11 +139,14 @@ impl<S: DotStore> Causal<S> {
         // For a small context: the dots `other` removes. The store join finds the ones this side
         // holds under the keys `other` lists (and looks further only for those it has seen).
         let mut doomed: SmallVec<[Dot; 16]> = SmallVec::new();
+        // Whether the drops are the whole context (a remove's: no vector, no store dot).
+        let mut only_drops = false;
         let drops = if !removes {
             Drops::Nothing
         } else if named <= MAX_ENUMERATED && store.is_empty() && context.vv().is_empty() {
             // A remove's small context (`removes`: not empty): its cloud is the dots it
             // removes, sorted and distinct, with no copy.
+            only_drops = true;
             Drops::These(context.cloud_dots())
         } else if named <= MAX_ENUMERATED {
             let mut theirs: SmallVec<[Dot; 2]> = SmallVec::new();
@@ -163,8 +168,16 @@ impl<S: DotStore> Causal<S> {
         };
         #[cfg(debug_assertions)]
         let seen = self.context.dot_count();
-        self.store.join_store(&self.context, store, &context, drops);
-        self.context.join(&context);
+        let all_held = self.store.join_store(&self.context, store, &context, drops);
+        if only_drops && all_held {
+            // Every dot of `context` was held here, so this context has them all already.
+            debug_assert!(
+                context.dots().all(|d| self.context.contains(&d)),
+                "a held dot is missing from the context"
+            );
+        } else {
+            self.context.join(&context);
+        }
         #[cfg(debug_assertions)]
         debug_assert!(
             self.context.dot_count() >= seen,

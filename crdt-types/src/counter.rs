@@ -2,7 +2,6 @@
 
 use crate::{Causal, CausalContext, Dot, DotFun, DotProbe, DotStore, Drops, Tag};
 use serde::{Deserialize, Serialize};
-use smallvec::SmallVec;
 use std::fmt;
 
 /// A counter embedded in an add-wins map (ARCHITECTURE.md, "Data types"): every change is its
@@ -79,8 +78,8 @@ impl DotStore for Counter {
     }
 
     #[inline]
-    fn drop_held(&mut self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
-        self.0.drop_held(dots, out);
+    fn drop_held(&mut self, dots: &[Dot], found: &mut u64) {
+        self.0.drop_held(dots, found);
     }
 
     #[inline]
@@ -90,8 +89,8 @@ impl DotStore for Counter {
         other: Self,
         other_ctx: &CausalContext,
         drops: Drops<'_>,
-    ) {
-        self.0.join_store(ctx, other.0, other_ctx, drops);
+    ) -> bool {
+        self.0.join_store(ctx, other.0, other_ctx, drops)
     }
 
     #[inline(always)]

@@ -22,6 +22,13 @@ impl Dot {
     pub fn new(replica: ReplicaId, counter: u64) -> Self {
         Dot { replica, counter }
     }
+
+    /// The dot as one integer that sorts as the dot does (replica, then counter): a sorted
+    /// search compares it in one step instead of field by field.
+    #[inline]
+    pub(crate) fn key(&self) -> u128 {
+        (u128::from(self.replica.0) << 64) | u128::from(self.counter)
+    }
 }
 
 impl fmt::Debug for Dot {

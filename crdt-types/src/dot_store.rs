@@ -16,6 +16,7 @@ use crate::{Causal, CausalContext, Dot, Tag};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use smallvec::{SmallVec, smallvec};
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -41,6 +42,9 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
 
     /// The store part of the causal join of `(self, ctx)` and `(other, other_ctx)`; the caller
     /// joins the contexts afterwards. `other` is taken by move so nothing is cloned.
+    /// Tells whether `drops` was [`Drops::These`] and every one of its dots was held here (and
+    /// is now dropped): those dots were all in `ctx` already, so a context made of them alone
+    /// adds nothing to it.
     ///
     /// `drops` says what of `self` the join removes (see [`Drops`]). With
     /// [`Drops::Nothing`], entries `other` does not mention are left untouched, and with
@@ -53,7 +57,7 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
         other: Self,
         other_ctx: &CausalContext,
         drops: Drops<'_>,
-    );
+    ) -> bool;
 
     /// Adds `other`, a store none of whose dots the receiver's context has seen: the causal
     /// join when the other context names nothing else (a one-dot delta, e.g. a cart add), so
@@ -66,9 +70,10 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
         probe.any_in(u64::MAX, |d| self.contains_dot(d))
     }
 
-    /// Removes the dots of `dots` (sorted, distinct) the store holds and appends them to
-    /// `out`, in one pass: what a join with [`Drops::These`] removes here.
-    fn drop_held(&mut self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>);
+    /// Removes the dots of `dots` (sorted, distinct) the store holds, in one pass, and sets
+    /// bit `j` of `found` for each `dots[j]` it dropped (the first 64 are tracked): what a
+    /// join with [`Drops::These`] removes here.
+    fn drop_held(&mut self, dots: &[Dot], found: &mut u64);
 
     /// Removes every dot `ctx` covers: the join with `(empty, ctx)`.
     fn remove_covered(&mut self, ctx: &CausalContext);
@@ -80,6 +85,22 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
             cc.insert(d);
         });
         cc
+    }
+}
+
+/// The most dots of a [`Drops::These`] whose finding [`DotStore::drop_held`] records, one bit
+/// of a `u64` each (the causal join lists at most this many; any further ones would only be
+/// looked for again, by the slower search for dots the listed keys lack).
+pub(crate) const MAX_DROPS: usize = 64;
+
+/// The bits of `found` that `n` dots of a [`Drops::These`] set when every one was found, if
+/// `n` is at most `MAX_DROPS`.
+#[inline]
+fn all_found(n: usize) -> Option<u64> {
+    match n {
+        MAX_DROPS => Some(u64::MAX),
+        n if n < MAX_DROPS => Some((1u64 << n) - 1),
+        _ => None,
     }
 }
 
@@ -143,47 +164,61 @@ impl<'a> DotProbe<'a> {
 }
 
 /// Drops from `entries` (sorted by dot, distinct) those whose dot (through `dot_of`) is in
-/// `dots` (sorted, distinct) and appends those dots to `out`: one pass over both, the kept
-/// entries moved down in place (a heap block is kept). Tells whether any entry was dropped.
+/// `dots` (sorted, distinct) and sets bit `j` of `found` for each `dots[j]` dropped: one pass
+/// over both, the entries before the first dropped one untouched, the kept ones after it
+/// moved down in place (a heap block is kept). Tells whether any entry was dropped.
 #[inline]
 fn drop_common<A: smallvec::Array>(
     entries: &mut SmallVec<A>,
     dot_of: impl Fn(&A::Item) -> Dot,
     dots: &[Dot],
-    out: &mut SmallVec<[Dot; 16]>,
+    found: &mut u64,
 ) -> bool {
+    let mark = |found: &mut u64, j: usize| {
+        if j < MAX_DROPS {
+            *found |= 1 << j;
+        }
+    };
     let slice = entries.as_mut_slice();
     let n = slice.len();
-    let (mut kept, mut j) = (0, 0);
-    for i in 0..n {
+    if n == dots.len() && (slice.iter().zip(dots)).all(|(e, d)| dot_of(e) == *d) {
+        // Exactly the dots held (a remove of everything observed, the usual case): all go.
+        *found |= all_found(n).unwrap_or(u64::MAX);
+        entries.clear();
+        return n > 0;
+    }
+    let (mut i, mut j) = (0, 0);
+    // Up to the first entry dropped, nothing moves.
+    loop {
+        let (Some(entry), Some(x)) = (slice.get(i), dots.get(j)) else {
+            return false;
+        };
+        match x.cmp(&dot_of(entry)) {
+            Ordering::Less => j += 1,
+            Ordering::Greater => i += 1,
+            Ordering::Equal => break,
+        }
+    }
+    mark(found, j);
+    let mut kept = i;
+    i += 1;
+    j += 1;
+    while i < n {
         let d = dot_of(&slice[i]);
         while dots.get(j).is_some_and(|x| *x < d) {
             j += 1;
         }
-        match dots.get(j) {
-            // Past the last dot: every entry from here on stays.
-            None if kept == i => return false,
-            None => {
-                for k in i..n {
-                    slice.swap(kept, k);
-                    kept += 1;
-                }
-                break;
-            }
-            Some(x) if *x == d => {
-                out.push(d);
-                j += 1;
-            }
-            Some(_) => {
-                if kept != i {
-                    slice.swap(kept, i);
-                }
-                kept += 1;
-            }
+        if dots.get(j) == Some(&d) {
+            mark(found, j);
+            j += 1;
+        } else {
+            slice.swap(kept, i);
+            kept += 1;
         }
+        i += 1;
     }
     entries.truncate(kept);
-    kept < n
+    true
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -299,8 +334,8 @@ impl DotStore for DotSet {
         probe.any_in(self.1, |d| self.contains(d))
     }
 
-    fn drop_held(&mut self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
-        if drop_common(&mut self.0, |d| *d, dots, out) {
+    fn drop_held(&mut self, dots: &[Dot], found: &mut u64) {
+        if drop_common(&mut self.0, |d| *d, dots, found) {
             self.1 = DotProbe::bits(self.0.iter());
         }
     }
@@ -311,10 +346,15 @@ impl DotStore for DotSet {
         other: Self,
         other_ctx: &CausalContext,
         drops: Drops<'_>,
-    ) {
+    ) -> bool {
+        let mut all_held = false;
         match drops {
             Drops::Nothing => {}
-            Drops::These(dots) => self.drop_held(dots, &mut SmallVec::new()),
+            Drops::These(dots) => {
+                let mut found = 0;
+                self.drop_held(dots, &mut found);
+                all_held = all_found(dots.len()) == Some(found);
+            }
             Drops::Unknown => {
                 self.retain_dots(|d| !other_ctx.contains(d) || other.0.binary_search(d).is_ok())
             }
@@ -326,6 +366,7 @@ impl DotStore for DotSet {
                 self.put(i, d);
             }
         }
+        all_held
     }
 
     fn join_unseen(&mut self, other: Self) {
@@ -415,10 +456,15 @@ impl<V: fmt::Debug> fmt::Debug for DotFun<V> {
 impl<V> DotFun<V> {
     /// The value written under `dot`, if the store holds it.
     pub fn get(&self, dot: &Dot) -> Option<&V> {
-        self.0
-            .binary_search_by(|(d, _)| d.cmp(dot))
-            .ok()
-            .map(|i| &self.0[i].1)
+        self.find(dot).ok().map(|i| &self.0[i].1)
+    }
+
+    /// The index of `dot`'s entry, or where it would go: a binary search comparing each
+    /// dot as one 128-bit key ([`Dot::key`]).
+    #[inline]
+    fn find(&self, dot: &Dot) -> Result<usize, usize> {
+        let key = dot.key();
+        self.0.binary_search_by(|(d, _)| d.key().cmp(&key))
     }
 
     /// The `(dot, value)` entries in dot order.
@@ -552,9 +598,9 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
     }
 
     #[inline]
-    fn drop_held(&mut self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+    fn drop_held(&mut self, dots: &[Dot], found: &mut u64) {
         // Keeps the heap block: a counter emptied by a remove often grows again.
-        if drop_common(&mut self.0, |(d, _)| *d, dots, out) {
+        if drop_common(&mut self.0, |(d, _)| *d, dots, found) {
             self.1 = DotProbe::bits(self.0.iter().map(|(d, _)| d));
         }
     }
@@ -565,16 +611,19 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
         other: Self,
         other_ctx: &CausalContext,
         drops: Drops<'_>,
-    ) {
+    ) -> bool {
+        let mut all_held = false;
         match drops {
             Drops::Nothing => {}
-            Drops::These(dots) => self.drop_held(dots, &mut SmallVec::new()),
-            Drops::Unknown => self.retain_dots(|d| {
-                !other_ctx.contains(d) || other.0.binary_search_by(|(o, _)| o.cmp(d)).is_ok()
-            }),
+            Drops::These(dots) => {
+                let mut found = 0;
+                self.drop_held(dots, &mut found);
+                all_held = all_found(dots.len()) == Some(found);
+            }
+            Drops::Unknown => self.retain_dots(|d| !other_ctx.contains(d) || other.find(d).is_ok()),
         }
         for (d, v) in other.0 {
-            match self.0.binary_search_by(|(s, _)| s.cmp(&d)) {
+            match self.find(&d) {
                 Ok(i) => debug_assert_eq!(self.0[i].1, v, "dot {d:?} carries two values"),
                 Err(i) => {
                     if !ctx.contains(&d) {
@@ -583,6 +632,7 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
                 }
             }
         }
+        all_held
     }
 
     #[inline(always)]
@@ -909,11 +959,11 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
         self.0.iter().any(|(_, v)| v.holds_any(probe))
     }
 
-    fn drop_held(&mut self, dots: &[Dot], out: &mut SmallVec<[Dot; 16]>) {
+    fn drop_held(&mut self, dots: &[Dot], found: &mut u64) {
         let mut emptied: SmallVec<[usize; 4]> = SmallVec::new();
         for (i, (_, v)) in self.0.iter_mut().enumerate() {
             if !v.is_empty() {
-                v.drop_held(dots, out);
+                v.drop_held(dots, found);
                 if v.is_empty() {
                     emptied.push(i);
                 }
@@ -930,7 +980,7 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
         other: Self,
         other_ctx: &CausalContext,
         drops: Drops<'_>,
-    ) {
+    ) -> bool {
         if drops == Drops::Unknown {
             // Keys only `self` has: joined with `(empty, other_ctx)`. Drops the slots too.
             let listed = &other;
@@ -945,8 +995,8 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
             }
             self.2 = None;
         }
-        // With `Drops::These`, those of its dots held under keys `other` lists.
-        let mut located: SmallVec<[Dot; 16]> = SmallVec::new();
+        // With `Drops::These`, which of its dots the keys `other` lists held (one bit each).
+        let mut found = 0u64;
         for (k, v) in other.0 {
             match self.locate(&k) {
                 Ok(i) => {
@@ -956,7 +1006,7 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
                     // recorded); the rest of the join removes nothing more here.
                     let drops_here = match drops {
                         Drops::These(dots) => {
-                            mine.drop_held(dots, &mut located);
+                            mine.drop_held(dots, &mut found);
                             Drops::Nothing
                         }
                         other => other,
@@ -988,16 +1038,21 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
                 }
             }
         }
+        let mut all_held = false;
+        if let Drops::These(dots) = drops {
+            all_held = all_found(dots.len()) == Some(found);
+        }
         if let Drops::These(dots) = drops
-            && located.len() < dots.len()
+            && !all_held
         {
             // The others are unseen here, gone already (a stale remove) or under keys `other`
             // does not list (a wrong hint, or a `clear`, which lists none). The listed keys no
             // longer hold any: read every key for the seen ones, then change the keys that
-            // hold one.
-            located.sort_unstable();
-            let missing: SmallVec<[Dot; 16]> = (dots.iter().copied())
-                .filter(|d| located.binary_search(d).is_err() && ctx.contains(d))
+            // hold one. (A dot past the first `MAX_DROPS` counts as not found: looked for.)
+            let mut seen = ctx.seen_in_order();
+            let missing: SmallVec<[Dot; 16]> = (dots.iter().enumerate())
+                .filter(|&(j, d)| (j >= MAX_DROPS || found & 1 << j == 0) && seen(d))
+                .map(|(_, d)| *d)
                 .collect();
             let probe = DotProbe::new(&missing);
             let mut holders: SmallVec<[usize; 4]> = SmallVec::new();
@@ -1018,6 +1073,7 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
         }
         self.trim_slots();
         self.check_index();
+        all_held
     }
 
     #[inline(always)]
