@@ -315,12 +315,9 @@ impl CausalContext {
 
     /// The highest counter seen for `replica`, contiguous or not.
     pub fn max_counter(&self, replica: ReplicaId) -> u64 {
-        let end = self.cloud.partition_point(|d| d.replica <= replica);
-        let cloud_max = self.cloud[..end]
-            .last()
-            .filter(|d| d.replica == replica)
-            .map_or(0, |d| d.counter);
-        self.vv.get(replica).max(cloud_max)
+        self.vv
+            .get(replica)
+            .max(Dot::highest_of(&self.cloud, replica))
     }
 }
 

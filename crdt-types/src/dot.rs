@@ -23,6 +23,16 @@ impl Dot {
         Dot { replica, counter }
     }
 
+    /// The highest counter of `replica` among `dots`, sorted in `(replica, counter)` order (0 if
+    /// none): a causal context's cloud, where the counters above its vector entry stand.
+    pub fn highest_of(dots: &[Dot], replica: ReplicaId) -> u64 {
+        let end = dots.partition_point(|d| d.replica <= replica);
+        dots[..end]
+            .last()
+            .filter(|d| d.replica == replica)
+            .map_or(0, |d| d.counter)
+    }
+
     /// The dot as one integer that sorts as the dot does (replica, then counter): a sorted
     /// search compares it in one step instead of field by field.
     #[inline]

@@ -214,12 +214,9 @@ impl DigestContext {
 
     /// The highest counter of `replica` in the set, contiguous or not (0 if none).
     pub fn max_counter(&self, replica: ReplicaId) -> u64 {
-        let end = self.cloud.partition_point(|d| d.replica <= replica);
-        let cloud_max = self.cloud[..end]
-            .last()
-            .filter(|d| d.replica == replica)
-            .map_or(0, |d| d.counter);
-        self.vv.get(replica).max(cloud_max)
+        self.vv
+            .get(replica)
+            .max(Dot::highest_of(&self.cloud, replica))
     }
 
     /// The canonical set of `pairs` (contiguous counters, sorted by replica, one per replica,
