@@ -371,9 +371,7 @@ impl Store {
             path: self.path.clone(),
             source: std::io::Error::other(format!("no randomness for a replica id: {e}")),
         })?;
-        let mut txn = self.db.begin_write().map_err(engine_err)?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(engine_err)?;
+        let txn = self.write(true)?;
         {
             let mut meta = txn.open_table(META).map_err(engine_err)?;
             put(&mut meta, META_FORMAT, &STORE_FORMAT_VERSION)?;
@@ -507,9 +505,7 @@ impl Store {
 
     /// Persists a ceiling a lease above `next_cursor`.
     fn raise_ceiling(&mut self, next_cursor: u64) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(engine_err)?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(engine_err)?;
+        let txn = self.write(true)?;
         {
             let mut meta = txn.open_table(META).map_err(engine_err)?;
             self.ceiling = next_cursor.saturating_add(CURSOR_LEASE);
@@ -538,9 +534,7 @@ impl Store {
         next_cursor: u64,
     ) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
-        let mut txn = self.db.begin_write().map_err(engine_err)?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(engine_err)?;
+        let txn = self.write(true)?;
         let mut written = Vec::new();
         let mut new_ceiling = None;
         {
@@ -600,13 +594,7 @@ impl Store {
         durable: bool,
     ) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
-        let mut txn = self.db.begin_write().map_err(engine_err)?;
-        let durability = if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
-        txn.set_durability(durability).map_err(engine_err)?;
+        let txn = self.write(durable)?;
         {
             let mut table = txn.open_table(OBJECTS).map_err(engine_err)?;
             for w in objects {
@@ -650,6 +638,19 @@ impl Store {
         Ok(())
     }
 
+    /// A write transaction: fsynced at commit with `durable`, otherwise made durable by the
+    /// next durable one (`Durability::None`: a crash before then loses it whole, never part).
+    fn write(&self, durable: bool) -> Result<redb::WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write().map_err(engine_err)?;
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability).map_err(engine_err)?;
+        Ok(txn)
+    }
+
     /// Whether [`Store::trim`] has work: the oldest segment is covered by the last completed
     /// checkpoint and the log is over its bounds.
     pub fn trimmable(&self) -> bool {
@@ -671,13 +672,7 @@ impl Store {
     /// deletions. Written with `Durability::None` unless `durable`, like a checkpoint chunk: a
     /// crash before the next append only leaves segments that the next start trims again.
     pub fn trim(&mut self, max: usize, durable: bool) -> Result<usize, StoreError> {
-        let mut txn = self.db.begin_write().map_err(engine_err)?;
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })
-        .map_err(engine_err)?;
+        let txn = self.write(durable)?;
         let mut trimmed = 0;
         {
             let mut log = txn.open_table(LOG).map_err(engine_err)?;
