@@ -18,8 +18,10 @@
 //!    pending commit;
 //! 3. applies the local operations, each with a tag from the core;
 //! 4. if no commit is in flight, submits everything applied since the last submission: one log
-//!    segment in one `Durability::Immediate` transaction on the commit thread (the batch's
-//!    changed keys are rendered for the read view while it is written). Right after a
+//!    segment in one transaction on the commit thread, durable if the batch holds a local
+//!    write (remote deltas only are committed non-durably and made durable within
+//!    [`Limits::replicated_sync`]; see [`crate::committer`]). The batch's changed keys are
+//!    rendered for the read view while it is written. Right after a
 //!    commit answered callers, it first waits briefly for their next operations ([`Linger`]),
 //!    so callers that wait for their answer share one commit;
 //! 5. hands every transmit to the transport; a full peer queue marks the peer congested in the
@@ -69,6 +71,11 @@ pub(crate) fn now_ms() -> i64 {
 /// input) is applied to a copy that is measured before it is kept.
 const MEASURE_OP_BYTES: usize = 256 << 10;
 
+/// The default of [`Limits::replicated_sync`]: how long received deltas may stay committed
+/// non-durably before a durable commit (a local write's, a checkpoint's or this timer's)
+/// covers them.
+pub(crate) const DEFAULT_REPLICATED_SYNC: Duration = Duration::from_millis(500);
+
 /// Limits of one engine batch, and checkpoint pacing.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -95,6 +102,9 @@ pub(crate) struct Limits {
     /// operations before the next batch is submitted (see [`Linger`]); never longer than the
     /// last commit took. Zero submits at once.
     pub(crate) max_linger: Duration,
+    /// The longest a commit of remote deltas only stays non-durable (see
+    /// [`crate::committer`]); zero makes every commit durable.
+    pub(crate) replicated_sync: Duration,
 }
 
 impl Default for Limits {
@@ -108,6 +118,7 @@ impl Default for Limits {
             checkpoint_interval: Duration::from_secs(30),
             checkpoint_chunk: 64,
             max_linger: Duration::from_millis(1),
+            replicated_sync: DEFAULT_REPLICATED_SYNC,
         }
     }
 }
@@ -181,6 +192,7 @@ pub(crate) enum Command {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) commits: AtomicU64,
+    pub(crate) durable_commits: AtomicU64,
     pub(crate) commit_micros: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
     pub(crate) checkpoint_micros: AtomicU64,
@@ -270,8 +282,13 @@ impl Engine {
         directory: Directory,
     ) -> std::io::Result<Self> {
         let ceiling = store.ceiling();
-        let (jobs, done) =
-            committer::spawn(&me.node_id, store, shared.clone(), limits.checkpoint_chunk)?;
+        let (jobs, done) = committer::spawn(
+            &me.node_id,
+            store,
+            shared.clone(),
+            limits.checkpoint_chunk,
+            limits.replicated_sync,
+        )?;
         let engine = Engine {
             node,
             state,
@@ -557,6 +574,8 @@ impl Engine {
                 segment: std::mem::replace(&mut self.segment, std::mem::take(&mut self.spare)),
                 peers: std::mem::take(&mut self.peers),
                 next_cursor: self.state.next_cursor(),
+                // A batch with a local write is committed durably before it is answered.
+                local: !self.local.is_empty(),
             };
             // A closed queue means the commit thread stopped; its report follows.
             let _ = self.jobs.send(job);

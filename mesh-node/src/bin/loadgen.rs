@@ -65,6 +65,10 @@ struct Args {
     /// what checkpoints cost, not to tune a run.
     #[arg(long)]
     checkpoint_secs: Option<u64>,
+    /// How long received deltas may stay committed non-durably on every node, in ms (the
+    /// node's default when not given; 0 makes every commit durable, as before that setting).
+    #[arg(long)]
+    replicated_sync_ms: Option<u64>,
     /// After the run, crash the origin (every handle dropped: no shutdown, no final
     /// checkpoint) and time its restart from its data directory, log replay included.
     #[arg(long)]
@@ -114,7 +118,7 @@ async fn start_node(
     certs: &Path,
     id: &str,
     seeds: Vec<SocketAddr>,
-    checkpoint_secs: Option<u64>,
+    args: &Args,
 ) -> Result<Mesh, String> {
     let identity = TlsIdentity::load(
         &certs.join(format!("{id}.pem")),
@@ -123,7 +127,10 @@ async fn start_node(
     )
     .map_err(|e| e.to_string())?;
     let mut builder = Mesh::builder();
-    if let Some(secs) = checkpoint_secs {
+    if let Some(ms) = args.replicated_sync_ms {
+        builder = builder.replicated_sync(Duration::from_millis(ms));
+    }
+    if let Some(secs) = args.checkpoint_secs {
         builder = builder
             .checkpoint_every(usize::MAX, Duration::from_secs(secs))
             .checkpoint_after_logged(usize::MAX);
@@ -147,22 +154,13 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let certs = dir.path().join("certs");
     write_cluster_certs(&certs, &["origin", "replica-1", "replica-2"])
         .map_err(|e| e.to_string())?;
-    let origin = start_node(dir.path(), &certs, "origin", vec![], args.checkpoint_secs).await?;
+    let origin = start_node(dir.path(), &certs, "origin", vec![], &args).await?;
     let mut replicas = Vec::new();
     for id in ["replica-1", "replica-2"]
         .iter()
         .take(usize::from(args.nodes) - 1)
     {
-        replicas.push(
-            start_node(
-                dir.path(),
-                &certs,
-                id,
-                vec![origin.local_addr()],
-                args.checkpoint_secs,
-            )
-            .await?,
-        );
+        replicas.push(start_node(dir.path(), &certs, id, vec![origin.local_addr()], &args).await?);
     }
     let nodes: Vec<Mesh> = std::iter::once(origin.clone())
         .chain(replicas.iter().cloned())
@@ -286,9 +284,21 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         .map(|(n, b)| {
             let a = n.stats();
             serde_json::json!({
+                "durable_commits": a.durable_commits - b.durable_commits,
+                "commits": a.commits - b.commits,
                 "completed": a.checkpoints - b.checkpoints,
                 "chunk_ms": (a.checkpoint_micros - b.checkpoint_micros) as f64 / 1e3,
             })
+        })
+        .collect();
+    // Each node's database file at the end of the window (redb reclaims the pages that
+    // non-durable commits free only after a durable commit).
+    let db_bytes: Vec<u64> = ["origin", "replica-1", "replica-2"]
+        .iter()
+        .take(nodes.len())
+        .map(|id| {
+            std::fs::metadata(dir.path().join(id).join(mesh_node::store::DB_FILE))
+                .map_or(0, |m| m.len())
         })
         .collect();
     stop.store(true, Ordering::SeqCst);
@@ -312,7 +322,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         drop((target, origin));
         let mut nodes = nodes;
         drop(nodes.remove(0));
-        let restart = restart_origin(dir.path(), &certs, args.checkpoint_secs).await?;
+        let restart = restart_origin(dir.path(), &certs, &args).await?;
         for node in &nodes {
             node.shutdown().await;
         }
@@ -422,6 +432,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         },
         "cpu_by_thread_s": cpu["by_thread"],
         "checkpoints_in_window": checkpoints,
+        "db_file_bytes": db_bytes,
         "crash_restart": restart,
     }))
 }
@@ -431,12 +442,12 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
 async fn restart_origin(
     data: &Path,
     certs: &Path,
-    checkpoint_secs: Option<u64>,
+    args: &Args,
 ) -> Result<serde_json::Value, String> {
     let crashed = Instant::now();
     loop {
         let attempt = Instant::now();
-        match start_node(data, certs, "origin", vec![], checkpoint_secs).await {
+        match start_node(data, certs, "origin", vec![], args).await {
             Ok(node) => {
                 let start_ms = attempt.elapsed().as_secs_f64() * 1e3;
                 let since_crash_ms = crashed.elapsed().as_secs_f64() * 1e3;
