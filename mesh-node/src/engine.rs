@@ -72,8 +72,8 @@ pub(crate) fn now_ms() -> i64 {
 const MEASURE_OP_BYTES: usize = 256 << 10;
 
 /// The default of [`Limits::replicated_sync`]: how long received deltas may stay committed
-/// non-durably before a durable commit (a local write's, a checkpoint's or this timer's)
-/// covers them.
+/// non-durably before a durable commit (a local write's, the final checkpoint's at shutdown
+/// or this bound's) covers them.
 pub(crate) const DEFAULT_REPLICATED_SYNC: Duration = Duration::from_millis(500);
 
 /// Limits of one engine batch, and checkpoint pacing.
@@ -132,7 +132,7 @@ struct InFlight {
     view: Vec<view::Entry>,
 }
 
-/// A change to tell subscribers of once its batch is durable: by the key's slot number (the
+/// A change to tell subscribers of once its batch is committed: by the key's slot number (the
 /// key is copied into a [`Change`] only if anyone subscribed), or, for an input refused on a
 /// key never written, by key.
 enum Notice {
@@ -147,7 +147,7 @@ enum Notice {
 /// in flight and the batch being applied, so every commit carried half of them. Waiting until
 /// as many operations arrived as the commit answered (or until the deadline) lets one commit
 /// carry them all: half the commits per write on this node and on every replica, where each
-/// commit is a redb transaction and an fsync (BENCHMARKS "mesh-node").
+/// commit is a redb transaction (and, with local writes, an fsync; BENCHMARKS "mesh-node").
 #[derive(Clone, Copy, Debug)]
 struct Linger {
     /// Submit at this time at the latest.
@@ -562,7 +562,8 @@ impl Engine {
 
     /// Hands the batch applied since the last submission to the commit thread (nothing is in
     /// flight). A batch with nothing to write is answered at once: every earlier batch is
-    /// durable, so its answers show only durable writes.
+    /// committed (durably if it held local writes), so its answers show only durable local
+    /// writes.
     fn submit(&mut self) {
         let needs_commit = !self.segment.is_empty()
             || !self.peers.is_empty()
@@ -582,7 +583,7 @@ impl Engine {
             self.submitted_at = Instant::now();
         }
         // Rendered while the commit thread writes the segment: nothing changes the state in
-        // between, and the view is needed only once the commit is durable.
+        // between, and the view is needed only once the commit is done.
         let batch = InFlight {
             replies: std::mem::take(&mut self.replies),
             local: std::mem::take(&mut self.local),
@@ -623,8 +624,8 @@ impl Engine {
         }
     }
 
-    /// A durable batch: publishes the local deltas of its `segment` (never before they are
-    /// durable) and hands them to the transport, then installs the batch in the read view,
+    /// A committed batch: publishes the local deltas of its `segment` (never before they are
+    /// durable: a batch holding any is committed durably) and hands them to the transport, then installs the batch in the read view,
     /// answers the callers and notifies subscribers. Publishing first lets the deltas leave
     /// before the callers' tasks are woken (they share the runtime with the transport).
     fn complete(&mut self, batch: InFlight, segment: Option<Segment>, now: i64) {
