@@ -341,17 +341,25 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let mut all_lags = Vec::new();
     let mut per_node = Vec::new();
     let mut missing = 0;
+    let stretches = ((args.warmup_secs + args.duration_secs) * 10 + 10) as usize;
     for (i, arrived) in samples.arrived.iter().enumerate() {
         let arrived = lock(arrived);
+        // This replica's largest lag per 100 ms (see `max_lag_ms_by_100ms` below): whether a
+        // slow stretch is on one replica or on both.
+        let mut node_by_100ms = vec![0.0f64; stretches];
         let mut lags: Vec<Duration> = acked
             .iter()
             .filter_map(|(cart, at)| {
                 let seen = arrived.get(cart)?;
                 let lag = seen.saturating_duration_since(*at);
-                slowest.push((
+                let (lag_ms, at_s) = (
                     lag.as_secs_f64() * 1e3,
                     at.saturating_duration_since(load_started).as_secs_f64(),
-                ));
+                );
+                slowest.push((lag_ms, at_s));
+                if let Some(m) = node_by_100ms.get_mut((at_s * 10.0) as usize) {
+                    *m = m.max((lag_ms * 10.0).round() / 10.0);
+                }
                 Some(lag)
             })
             .collect();
@@ -362,14 +370,14 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             "p50_ms": percentile(&lags, 0.50),
             "p99_ms": percentile(&lags, 0.99),
             "max_ms": percentile(&lags, 1.0),
+            "max_lag_ms_by_100ms": node_by_100ms,
         }));
         all_lags.extend(lags);
     }
     all_lags.sort();
     // The largest lag of the samples acknowledged in each 100 ms since the load started: when
     // in the run the tail happened.
-    let mut max_lag_by_100ms =
-        vec![0.0f64; ((args.warmup_secs + args.duration_secs) * 10 + 10) as usize];
+    let mut max_lag_by_100ms = vec![0.0f64; stretches];
     for &(lag, at) in &slowest {
         if let Some(m) = max_lag_by_100ms.get_mut((at * 10.0) as usize) {
             *m = m.max((lag * 10.0).round() / 10.0);
