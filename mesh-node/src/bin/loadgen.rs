@@ -439,6 +439,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             cpu["total_s"].as_f64().unwrap_or(f64::NAN) * 1e6 / writes as f64
         },
         "cpu_by_thread_s": cpu["by_thread"],
+        "runqueue_wait_by_thread_s": cpu["wait_by_thread"],
         "checkpoints_in_window": checkpoints,
         "db_file_bytes": db_bytes,
         "crash_restart": restart,
@@ -524,12 +525,17 @@ fn main() -> ExitCode {
                 f("cpu_s"),
                 f("cpu_us_per_write")
             );
-            if let Some(threads) = report["cpu_by_thread_s"].as_object() {
-                let line: Vec<String> = threads
-                    .iter()
-                    .map(|(name, s)| format!("{name} {:.2}", s.as_f64().unwrap_or(f64::NAN)))
-                    .collect();
-                println!("cpu by thread   {}", line.join(", "));
+            for (label, key) in [
+                ("cpu by thread  ", "cpu_by_thread_s"),
+                ("waiting for CPU", "runqueue_wait_by_thread_s"),
+            ] {
+                if let Some(threads) = report[key].as_object() {
+                    let line: Vec<String> = threads
+                        .iter()
+                        .map(|(name, s)| format!("{name} {:.2}", s.as_f64().unwrap_or(f64::NAN)))
+                        .collect();
+                    println!("{label} {}", line.join(", "));
+                }
             }
         },
     )
