@@ -186,6 +186,16 @@ impl MeshBuilder {
         self
     }
 
+    /// How long received deltas (a commit holding no local write) may stay committed
+    /// non-durably (default 500 ms). Local writes are always committed durably before they
+    /// are acknowledged, and each durable commit also persists everything received before
+    /// it; a crash loses at most this much received data, which the node then fetches again
+    /// from its peers. Zero makes every commit durable (one fsync per commit).
+    pub fn replicated_sync(mut self, bound: std::time::Duration) -> Self {
+        self.limits.replicated_sync = bound;
+        self
+    }
+
     /// Opens the data directory, binds the transport, joins through the seeds and starts the
     /// engine. Must be called within a tokio runtime (of any flavour: the engine runs on a
     /// thread of its own).

@@ -3,7 +3,7 @@
 //! depth one: the engine submits a batch only once the previous commit is done, so each commit
 //! carries everything applied while the previous one synced).
 //!
-//! Jobs run in submission order: log appends (one durable transaction each; answered with
+//! Jobs run in submission order: log appends (one transaction each; answered with
 //! [`Done::Appended`]), checkpoints (written chunk by chunk between appends, answered with
 //! [`Done::Checkpointed`]) and the final checkpoint at shutdown. A checkpoint's chunks are
 //! spread evenly over its `spread` (a chunk is written when the schedule says it is due and no
@@ -15,6 +15,19 @@
 //! complete, the log segments it covers beyond the log's bounds are trimmed in small steps, one
 //! after each append. The first error is
 //! reported as [`Done::Failed`] and stops the thread (the engine then stops: fail-stop).
+//!
+//! # Which commits are durable
+//! An append that holds a local write (or raises the change-cursor ceiling) is committed
+//! durably (`Durability::Immediate`, one fsync): its callers are answered only then. An append
+//! of remote deltas and states only is committed with `Durability::None` and answered at
+//! once: those deltas are durable at their origins, and a crash only makes this node fetch
+//! them again (store docs, "Durability invariants"). So a replica's commit, which is what
+//! its subscribers and read view see, no longer waits for an fsync. Every durable commit makes
+//! the commits before it durable too, and `sync_every` bounds how long a commit stays
+//! non-durable: the first append after that is durable, and with no append the thread commits
+//! an empty durable transaction when it is due. This also bounds the pages redb keeps
+//! unreclaimed while commits are not durable. A `sync_every` of zero makes every append
+//! durable (the behaviour before replica commits became non-durable).
 
 use crate::engine::Shared;
 use crate::state::Snapshot;
@@ -34,11 +47,13 @@ const SORT_POLL: Duration = Duration::from_millis(1);
 
 /// What the engine asks of the commit thread.
 pub(crate) enum Job {
-    /// Append one segment durably (and remember `peers`, raise the cursor ceiling if needed).
+    /// Append one segment (and remember `peers`, raise the cursor ceiling if needed); durably
+    /// if it holds a `local` write.
     Append {
         segment: Segment,
         peers: Vec<KnownPeer>,
         next_cursor: u64,
+        local: bool,
     },
     /// Start a checkpoint of these objects, written in chunks between appends, evenly over
     /// `spread` (the last chunk is due when it ends).
@@ -56,7 +71,8 @@ pub(crate) enum Job {
 /// What the commit thread reports back.
 #[derive(Debug)]
 pub(crate) enum Done {
-    /// One [`Job::Append`] is durable; the persisted change-cursor ceiling is now `ceiling`.
+    /// One [`Job::Append`] is committed (durably if it held a local write); the persisted
+    /// change-cursor ceiling is now `ceiling`.
     /// The segment comes back: the engine publishes its local deltas from it (no copy of them
     /// waits for the commit) and reuses its allocations.
     Appended { ceiling: u64, segment: Segment },
@@ -105,6 +121,7 @@ pub(crate) fn spawn(
     store: Store,
     shared: Arc<Shared>,
     chunk: usize,
+    sync_every: Duration,
 ) -> std::io::Result<(mpsc::Sender<Job>, tmpsc::UnboundedReceiver<Done>)> {
     let (jobs, job_rx) = mpsc::channel();
     let (done_tx, done) = tmpsc::unbounded_channel();
@@ -117,6 +134,7 @@ pub(crate) fn spawn(
                 store,
                 shared,
                 chunk: chunk.max(1),
+                sync_every,
                 checkpoint: None,
                 sorting: None,
                 done: done_tx,
@@ -141,6 +159,8 @@ struct Committer {
     store: Store,
     shared: Arc<Shared>,
     chunk: usize,
+    /// The longest a commit stays non-durable (zero: every append is durable).
+    sync_every: Duration,
     checkpoint: Option<Checkpoint>,
     /// The next checkpoint, while its snapshot is sorted (never together with `checkpoint`).
     sorting: Option<Sorting>,
@@ -152,48 +172,65 @@ impl Committer {
     fn run(&mut self, jobs: &mpsc::Receiver<Job>) -> Result<Option<Closed>, StoreError> {
         loop {
             self.sorted(false)?;
-            let job = if self.sorting.is_some() {
-                // Poll for the sort while serving jobs.
-                match jobs.recv_timeout(SORT_POLL) {
-                    Ok(job) => Some(job),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
-                }
-            } else if let Some(cp) = &self.checkpoint {
-                // A waiting job first; otherwise the next chunk once it is due.
-                match jobs.try_recv() {
-                    Ok(job) => Some(job),
-                    Err(mpsc::TryRecvError::Empty) => {
-                        let wait = cp.next_due_in();
-                        if wait.is_zero() {
-                            None
-                        } else {
-                            match jobs.recv_timeout(wait) {
-                                Ok(job) => Some(job),
-                                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
-                            }
-                        }
-                    }
-                    Err(mpsc::TryRecvError::Disconnected) => return Ok(None),
-                }
-            } else {
-                match jobs.recv() {
-                    Ok(job) => Some(job),
-                    Err(_) => return Ok(None),
-                }
+            // A waiting job first; otherwise wait for one until the next timed work is due:
+            // the sort's poll, the next checkpoint chunk, the periodic durable commit.
+            let timed = [
+                self.sorting.as_ref().map(|_| SORT_POLL),
+                self.checkpoint.as_ref().map(Checkpoint::next_due_in),
+                self.sync_due_in(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let job = match jobs.try_recv() {
+                Ok(job) => Some(job),
+                Err(mpsc::TryRecvError::Disconnected) => return Ok(None),
+                Err(mpsc::TryRecvError::Empty) => match timed {
+                    Some(wait) if wait.is_zero() => None,
+                    Some(wait) => match jobs.recv_timeout(wait) {
+                        Ok(job) => Some(job),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
+                    },
+                    None => match jobs.recv() {
+                        Ok(job) => Some(job),
+                        Err(_) => return Ok(None),
+                    },
+                },
             };
             match job {
-                None => self.checkpoint_chunk(false)?,
+                None => {
+                    if self.sync_due_in().is_some_and(|d| d.is_zero()) {
+                        self.store.sync()?;
+                        self.shared
+                            .counters
+                            .durable_commits
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    if self
+                        .checkpoint
+                        .as_ref()
+                        .is_some_and(|cp| cp.next_due_in().is_zero())
+                    {
+                        self.checkpoint_chunk(false)?;
+                    }
+                }
                 Some(Job::Append {
                     segment,
                     peers,
                     next_cursor,
+                    local,
                 }) => {
                     let started = std::time::Instant::now();
-                    self.store.append(&segment, &peers, next_cursor)?;
+                    let durable = local
+                        || self.sync_every.is_zero()
+                        || self.sync_due_in().is_some_and(|d| d.is_zero());
+                    let durable = self.store.append(&segment, &peers, next_cursor, durable)?;
                     let c = &self.shared.counters;
                     c.commits.fetch_add(1, Ordering::Relaxed);
+                    if durable {
+                        c.durable_commits.fetch_add(1, Ordering::Relaxed);
+                    }
                     c.commit_micros.fetch_add(
                         u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                         Ordering::Relaxed,
@@ -240,6 +277,17 @@ impl Committer {
                 }
             }
         }
+    }
+
+    /// How long until the periodic durable commit is due (zero: due now), or `None` while
+    /// every commit is durable or when every append is (a `sync_every` of zero).
+    fn sync_due_in(&self) -> Option<Duration> {
+        if self.sync_every.is_zero() {
+            // Every append is durable; checkpoint chunks become durable with the next one.
+            return None;
+        }
+        let since = self.store.unsynced_since()?;
+        Some(self.sync_every.saturating_sub(since.elapsed()))
     }
 
     /// Starts writing the checkpoint whose snapshot was being sorted, once the sort is done

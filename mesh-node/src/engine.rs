@@ -18,8 +18,10 @@
 //!    pending commit;
 //! 3. applies the local operations, each with a tag from the core;
 //! 4. if no commit is in flight, submits everything applied since the last submission: one log
-//!    segment in one `Durability::Immediate` transaction on the commit thread (the batch's
-//!    changed keys are rendered for the read view while it is written). Right after a
+//!    segment in one transaction on the commit thread, durable if the batch holds a local
+//!    write (remote deltas only are committed non-durably and made durable within
+//!    [`Limits::replicated_sync`]; see [`crate::committer`]). The batch's changed keys are
+//!    rendered for the read view while it is written. Right after a
 //!    commit answered callers, it first waits briefly for their next operations ([`Linger`]),
 //!    so callers that wait for their answer share one commit;
 //! 5. hands every transmit to the transport; a full peer queue marks the peer congested in the
@@ -69,6 +71,11 @@ pub(crate) fn now_ms() -> i64 {
 /// input) is applied to a copy that is measured before it is kept.
 const MEASURE_OP_BYTES: usize = 256 << 10;
 
+/// The default of [`Limits::replicated_sync`]: how long received deltas may stay committed
+/// non-durably before a durable commit (a local write's, the final checkpoint's at shutdown
+/// or this bound's) covers them.
+pub(crate) const DEFAULT_REPLICATED_SYNC: Duration = Duration::from_millis(500);
+
 /// Limits of one engine batch, and checkpoint pacing.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -95,6 +102,9 @@ pub(crate) struct Limits {
     /// operations before the next batch is submitted (see [`Linger`]); never longer than the
     /// last commit took. Zero submits at once.
     pub(crate) max_linger: Duration,
+    /// The longest a commit of remote deltas only stays non-durable (see
+    /// [`crate::committer`]); zero makes every commit durable.
+    pub(crate) replicated_sync: Duration,
 }
 
 impl Default for Limits {
@@ -108,6 +118,7 @@ impl Default for Limits {
             checkpoint_interval: Duration::from_secs(30),
             checkpoint_chunk: 64,
             max_linger: Duration::from_millis(1),
+            replicated_sync: DEFAULT_REPLICATED_SYNC,
         }
     }
 }
@@ -121,7 +132,7 @@ struct InFlight {
     view: Vec<view::Entry>,
 }
 
-/// A change to tell subscribers of once its batch is durable: by the key's slot number (the
+/// A change to tell subscribers of once its batch is committed: by the key's slot number (the
 /// key is copied into a [`Change`] only if anyone subscribed), or, for an input refused on a
 /// key never written, by key.
 enum Notice {
@@ -136,7 +147,7 @@ enum Notice {
 /// in flight and the batch being applied, so every commit carried half of them. Waiting until
 /// as many operations arrived as the commit answered (or until the deadline) lets one commit
 /// carry them all: half the commits per write on this node and on every replica, where each
-/// commit is a redb transaction and an fsync (BENCHMARKS "mesh-node").
+/// commit is a redb transaction (and, with local writes, an fsync; BENCHMARKS "mesh-node").
 #[derive(Clone, Copy, Debug)]
 struct Linger {
     /// Submit at this time at the latest.
@@ -181,6 +192,7 @@ pub(crate) enum Command {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) commits: AtomicU64,
+    pub(crate) durable_commits: AtomicU64,
     pub(crate) commit_micros: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
     pub(crate) checkpoint_micros: AtomicU64,
@@ -270,8 +282,13 @@ impl Engine {
         directory: Directory,
     ) -> std::io::Result<Self> {
         let ceiling = store.ceiling();
-        let (jobs, done) =
-            committer::spawn(&me.node_id, store, shared.clone(), limits.checkpoint_chunk)?;
+        let (jobs, done) = committer::spawn(
+            &me.node_id,
+            store,
+            shared.clone(),
+            limits.checkpoint_chunk,
+            limits.replicated_sync,
+        )?;
         let engine = Engine {
             node,
             state,
@@ -545,7 +562,8 @@ impl Engine {
 
     /// Hands the batch applied since the last submission to the commit thread (nothing is in
     /// flight). A batch with nothing to write is answered at once: every earlier batch is
-    /// durable, so its answers show only durable writes.
+    /// committed (durably if it held local writes), so its answers show only durable local
+    /// writes.
     fn submit(&mut self) {
         let needs_commit = !self.segment.is_empty()
             || !self.peers.is_empty()
@@ -557,13 +575,15 @@ impl Engine {
                 segment: std::mem::replace(&mut self.segment, std::mem::take(&mut self.spare)),
                 peers: std::mem::take(&mut self.peers),
                 next_cursor: self.state.next_cursor(),
+                // A batch with a local write is committed durably before it is answered.
+                local: !self.local.is_empty(),
             };
             // A closed queue means the commit thread stopped; its report follows.
             let _ = self.jobs.send(job);
             self.submitted_at = Instant::now();
         }
         // Rendered while the commit thread writes the segment: nothing changes the state in
-        // between, and the view is needed only once the commit is durable.
+        // between, and the view is needed only once the commit is done.
         let batch = InFlight {
             replies: std::mem::take(&mut self.replies),
             local: std::mem::take(&mut self.local),
@@ -604,8 +624,8 @@ impl Engine {
         }
     }
 
-    /// A durable batch: publishes the local deltas of its `segment` (never before they are
-    /// durable) and hands them to the transport, then installs the batch in the read view,
+    /// A committed batch: publishes the local deltas of its `segment` (never before they are
+    /// durable: a batch holding any is committed durably) and hands them to the transport, then installs the batch in the read view,
     /// answers the callers and notifies subscribers. Publishing first lets the deltas leave
     /// before the callers' tasks are woken (they share the runtime with the transport).
     fn complete(&mut self, batch: InFlight, segment: Option<Segment>, now: i64) {

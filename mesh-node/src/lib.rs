@@ -35,7 +35,7 @@
 //! ```
 //!
 //! Inside, one engine thread owns the gossip core ([`gossip::Node`]), the replica state and
-//! the store, and drives them in batches: inputs, local operations, one durable commit, then
+//! the store, and drives them in batches: inputs, local operations, one commit (durable when it holds local writes), then
 //! answers, publication and transmits (the private `engine` module documents the loop). Modules:
 //! [`certs`] (cluster CA and node certificates), [`tls`] (the mutual-TLS policy),
 //! [`transport`] (QUIC peer links), [`store`] (the redb data directory), [`inspect`] (what

@@ -65,6 +65,9 @@ pub struct NodeStats {
     pub transport: StatsSnapshot,
     /// Store commits (each one batch of operations and applied deltas).
     pub commits: u64,
+    /// Durable store commits (`Durability::Immediate`): those holding a local write, raising
+    /// the cursor ceiling or due by the replicated-sync bound, and empty ones of that bound.
+    pub durable_commits: u64,
     /// Time spent committing, in microseconds.
     pub commit_micros: u64,
     /// Checkpoints completed (each one writes every key changed since the previous one).
@@ -350,6 +353,7 @@ impl Mesh {
                 .clone(),
             transport: self.inner.transport.stats().snapshot(),
             commits: load(&c.commits),
+            durable_commits: load(&c.durable_commits),
             commit_micros: load(&c.commit_micros),
             checkpoints: load(&c.checkpoints),
             checkpoint_micros: load(&c.checkpoint_micros),

@@ -100,6 +100,9 @@ pub async fn run(settings: Settings, out: &mut (dyn Write + Send)) -> Result<(),
     if let Some(ms) = settings.max_clock_drift_ms {
         builder = builder.max_clock_drift_ms(ms);
     }
+    if let Some(bound) = settings.replicated_sync {
+        builder = builder.replicated_sync(bound);
+    }
     builder = match identity {
         Some(identity) => builder.tls(identity),
         None => builder.insecure_dev(),

@@ -5,7 +5,7 @@
 //! Every flag `--foo-bar` has the file key `foo_bar` (`--seed`, repeatable, is `seeds`, a
 //! list); a few settings exist only in the file (`api_token`, `advertise_addr`,
 //! `max_clock_drift_ms`, `max_body_bytes`, `gossip_timers`, `cluster_size`,
-//! `shutdown_timeout_ms`). Unknown keys are refused, so a typo does not silently fall back to a
+//! `shutdown_timeout_ms`, `replicated_sync_ms`). Unknown keys are refused, so a typo does not silently fall back to a
 //! default.
 
 use crate::certs;
@@ -33,7 +33,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RunArgs {
     /// TOML file with the node's settings (keys are the flag names with '_' for '-';
     /// `seeds` is a list; file-only keys: api_token, advertise_addr, max_clock_drift_ms,
-    /// max_body_bytes, gossip_timers, cluster_size, shutdown_timeout_ms).
+    /// max_body_bytes, gossip_timers, cluster_size, shutdown_timeout_ms, replicated_sync_ms).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The node id, 1 to 63 characters of A-Z, a-z, 0-9 and '-'; with TLS it must be the
@@ -157,6 +157,9 @@ pub struct SettingsFile {
     pub cluster_size: Option<u32>,
     /// Bound on a graceful shutdown's wait for in-flight HTTP requests (default 10000).
     pub shutdown_timeout_ms: Option<u64>,
+    /// How long deltas received from peers may stay committed non-durably, in ms (default
+    /// 500; 0 makes every commit durable). Local writes are always durable when acknowledged.
+    pub replicated_sync_ms: Option<u64>,
 }
 
 /// Where the node's TLS identity is.
@@ -203,6 +206,9 @@ pub struct Settings {
     pub cluster_size: Option<u32>,
     /// Bound on the wait for in-flight HTTP requests at shutdown.
     pub shutdown_timeout: Duration,
+    /// How long received deltas may stay committed non-durably, if not the default
+    /// (see [`crate::MeshBuilder::replicated_sync`]).
+    pub replicated_sync: Option<Duration>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -223,6 +229,7 @@ impl std::fmt::Debug for Settings {
             .field("gossip_timers", &self.gossip_timers)
             .field("cluster_size", &self.cluster_size)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("replicated_sync", &self.replicated_sync)
             .finish()
     }
 }
@@ -445,6 +452,7 @@ impl Settings {
             shutdown_timeout: file
                 .shutdown_timeout_ms
                 .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis),
+            replicated_sync: file.replicated_sync_ms.map(Duration::from_millis),
         })
     }
 

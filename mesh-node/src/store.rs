@@ -18,14 +18,33 @@
 //! - `members`: peers seen in the membership, to rejoin through after a restart.
 //!
 //! # Write path
-//! A commit appends one segment (sequential, one fsync with `Durability::Immediate`): this is
-//! what makes a batch of writes durable. Objects are written by *checkpoints*, in chunks paced
-//! over time by the commit thread, with `Durability::None` (they become durable with the next
-//! segment's commit): a key changed a
-//! hundred times between two checkpoints is written once, and no commit rewrites random B-tree
-//! pages. A checkpoint covers the log up to the segment that was last when it started; once
-//! its final chunk is written, the segments it covers may be trimmed (the newest are kept, up
-//! to the gossip log's bounds, so a restarted node can still repair peers from its log).
+//! A commit appends one segment (sequential). A segment holding a local write, or raising the
+//! change-cursor ceiling, is committed with `Durability::Immediate` (one fsync): this is what
+//! makes a batch of writes durable and acknowledged. A segment of remote deltas and states only
+//! may be committed with `Durability::None` (the committer decides: see
+//! [`crate::committer`]); it becomes durable with the next durable commit, since redb's commits
+//! are ordered and a durable one persists every commit before it. Objects are written by
+//! *checkpoints*, in chunks paced over time by the commit thread, with `Durability::None` too:
+//! a key changed a hundred times between two checkpoints is written once, and no commit
+//! rewrites random B-tree pages. A checkpoint covers the log up to the segment that was last
+//! when it started; once its final chunk is written, the segments it covers may be trimmed
+//! (the newest are kept, up to the gossip log's bounds, so a restarted node can still repair
+//! peers from its log).
+//!
+//! # Durability invariants
+//! - A local write is acknowledged only after a durable commit that contains it.
+//! - A crash rolls the database back to a commit point of redb's (the last durable commit, or
+//!   a later non-durable one), *as a whole*: objects, checkpoint mark, applied context, log
+//!   and members of one commit together. The node restarts consistent and catches up on the
+//!   lost remote deltas from its peers (anti-entropy: from their logs, or by state transfer
+//!   if they trimmed them).
+//! - The node's own dot counter never regresses: its own deltas are only in durable commits,
+//!   and a durable commit also makes every received delta before it durable, so a local
+//!   write made on top of received state persists that state with it.
+//! - The change-cursor ceiling is raised only in durable commits, so no cursor is reused.
+//! - Pages that non-durable commits free are reclaimed only once a durable commit follows
+//!   (redb cannot free pages the last durable commit uses); the committer's periodic durable
+//!   commit bounds how far the file grows meanwhile.
 //!
 //! # Recovery
 //! Start-up reads the checkpointed objects and context, then hands the segments after the
@@ -247,6 +266,8 @@ pub struct Store {
     log_bytes: usize,
     next_segment: u64,
     checkpointed: u64,
+    /// When the oldest commit not yet made durable was made (`None`: every commit is durable).
+    unsynced_since: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for Store {
@@ -330,6 +351,7 @@ impl Store {
             log_bytes: 0,
             next_segment: 1,
             checkpointed: 0,
+            unsynced_since: None,
         };
         let created = store.is_empty()?;
         if created {
@@ -511,7 +533,7 @@ impl Store {
             self.ceiling = next_cursor.saturating_add(CURSOR_LEASE);
             put(&mut meta, META_CURSOR_CEILING, &self.ceiling)?;
         }
-        txn.commit().map_err(engine_err)
+        self.commit(txn, true)
     }
 
     /// Whether cursors up to `next_cursor` are safely below the persisted ceiling.
@@ -525,16 +547,22 @@ impl Store {
     }
 
     /// Appends one segment (and remembers `peers`, raises the cursor ceiling if `next_cursor`
-    /// nears it) in one durable transaction (`Durability::Immediate`): when this returns `Ok`,
-    /// the batch survives a crash, together with every checkpoint chunk written before it.
+    /// nears it) in one transaction. With `durable` (`Durability::Immediate`), when this
+    /// returns `Ok` the batch survives a crash, together with every commit before it;
+    /// otherwise (`Durability::None`) it becomes durable with the next durable commit, and a
+    /// crash before then loses it whole. A commit that raises the ceiling is always durable.
+    /// Returns whether the commit was durable.
     pub fn append(
         &mut self,
         segment: &Segment,
         peers: &[KnownPeer],
         next_cursor: u64,
-    ) -> Result<(), StoreError> {
+        durable: bool,
+    ) -> Result<bool, StoreError> {
         let started = std::time::Instant::now();
-        let txn = self.write(true)?;
+        // A raised ceiling must never go backwards in a crash (ARCHITECTURE "Store").
+        let durable = durable || !self.cursor_covered(next_cursor);
+        let txn = self.write(durable)?;
         let mut written = Vec::new();
         let mut new_ceiling = None;
         {
@@ -563,7 +591,7 @@ impl Store {
                 }
             }
         }
-        txn.commit().map_err(engine_err)?;
+        self.commit(txn, durable)?;
         if let Some(c) = new_ceiling {
             self.ceiling = c;
         }
@@ -577,9 +605,24 @@ impl Store {
             deltas = segment.deltas.len(),
             states = segment.states.len(),
             micros = started.elapsed().as_micros() as u64,
+            durable,
             "appended a log segment"
         );
-        Ok(())
+        Ok(durable)
+    }
+
+    /// Makes every commit so far durable (one empty durable transaction), if any is not.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if self.unsynced_since.is_none() {
+            return Ok(());
+        }
+        let txn = self.write(true)?;
+        self.commit(txn, true)
+    }
+
+    /// When the oldest commit that is not durable yet was made (`None` when all are).
+    pub fn unsynced_since(&self) -> Option<std::time::Instant> {
+        self.unsynced_since
     }
 
     /// Writes one chunk of a checkpoint; with `mark`, the last one: it records the context the
@@ -626,7 +669,7 @@ impl Store {
                 put(&mut meta, META_CHECKPOINT, &mark.upto_segment)?;
             }
         }
-        txn.commit().map_err(engine_err)?;
+        self.commit(txn, durable)?;
         if let Some(mark) = mark {
             self.checkpointed = mark.upto_segment;
         }
@@ -649,6 +692,18 @@ impl Store {
         };
         txn.set_durability(durability).map_err(engine_err)?;
         Ok(txn)
+    }
+
+    /// Commits `txn`, opened by [`Store::write`] with `durable`, and keeps track of whether
+    /// every commit so far is durable.
+    fn commit(&mut self, txn: redb::WriteTransaction, durable: bool) -> Result<(), StoreError> {
+        txn.commit().map_err(engine_err)?;
+        if durable {
+            self.unsynced_since = None;
+        } else if self.unsynced_since.is_none() {
+            self.unsynced_since = Some(std::time::Instant::now());
+        }
+        Ok(())
     }
 
     /// Whether [`Store::trim`] has work: the oldest segment is covered by the last completed
@@ -687,7 +742,7 @@ impl Store {
                 trimmed += 1;
             }
         }
-        txn.commit().map_err(engine_err)?;
+        self.commit(txn, durable)?;
         // The accounting follows once the commit succeeded.
         for _ in 0..trimmed {
             if let Some((_, e, b)) = self.segments.pop_front() {
@@ -849,7 +904,7 @@ mod tests {
                 deltas: (1..=3).map(|s| delta(i * 3 + s, 8)).collect(),
                 ..Segment::default()
             };
-            store.append(&segment, &[], 1).expect("append");
+            store.append(&segment, &[], 1, true).expect("append");
         }
         // Nothing is covered by a checkpoint yet: nothing may go.
         assert!(!store.trimmable());
@@ -879,6 +934,68 @@ mod tests {
         let seqs: Vec<u64> = loaded.log.iter().map(|d| d.seq).collect();
         assert_eq!(seqs, (19..=30).collect::<Vec<_>>());
         assert_eq!(loaded.replay.len(), 4);
+    }
+
+    /// What the disk holds after a crash of the process, taken while the store is open: the
+    /// file as the kernel has it (what a killed process leaves), in a directory of its own.
+    fn crash_image(store: &Store, into: &Path) -> PathBuf {
+        std::fs::create_dir_all(into).expect("mkdir");
+        std::fs::copy(store.path(), into.join(DB_FILE)).expect("copy");
+        into.to_owned()
+    }
+
+    fn logged_seqs(dir: &Path, limits: LogLimits) -> Vec<u64> {
+        let (_, loaded) = Store::open(dir, "n", limits).expect("open the crash image");
+        loaded.log.iter().map(|d| d.seq).collect()
+    }
+
+    #[test]
+    fn a_crash_loses_non_durable_appends_whole_and_a_durable_commit_keeps_every_earlier_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = LogLimits {
+            max_entries: usize::MAX,
+            max_bytes: usize::MAX,
+        };
+        let (mut store, _) = Store::open(&dir.path().join("live"), "n", limits).expect("open");
+        let segment = |from: u64| Segment {
+            deltas: (from..from + 3).map(|s| delta(s, 8)).collect(),
+            ..Segment::default()
+        };
+        assert!(store.append(&segment(1), &[], 1, true).expect("append"));
+        assert_eq!(store.unsynced_since(), None);
+        // Two appends of received deltas only: not durable.
+        assert!(!store.append(&segment(4), &[], 1, false).expect("append"));
+        assert!(!store.append(&segment(7), &[], 1, false).expect("append"));
+        assert!(store.unsynced_since().is_some());
+        let lost = crash_image(&store, &dir.path().join("crash-1"));
+        // A durable append (a local write's) makes the two before it durable too.
+        assert!(store.append(&segment(10), &[], 1, true).expect("append"));
+        let kept = crash_image(&store, &dir.path().join("crash-2"));
+        // A non-durable append, then the periodic sync.
+        assert!(!store.append(&segment(13), &[], 1, false).expect("append"));
+        store.sync().expect("sync");
+        assert_eq!(store.unsynced_since(), None);
+        let synced = crash_image(&store, &dir.path().join("crash-3"));
+        // An append that raises the change-cursor ceiling is durable whatever it is asked.
+        let near_ceiling = store.ceiling();
+        assert!(
+            store
+                .append(&segment(16), &[], near_ceiling, false)
+                .expect("append")
+        );
+        assert!(store.ceiling() > near_ceiling);
+        drop(store);
+
+        // Rolled back to the last durable commit as a whole: the log, and the ceiling with it.
+        assert_eq!(logged_seqs(&lost, limits), (1..=3).collect::<Vec<_>>());
+        assert_eq!(logged_seqs(&kept, limits), (1..=12).collect::<Vec<_>>());
+        assert_eq!(logged_seqs(&synced, limits), (1..=15).collect::<Vec<_>>());
+        let (reopened, loaded) =
+            Store::open(&dir.path().join("live"), "n", limits).expect("reopen");
+        assert_eq!(loaded.log.len(), 18);
+        // The restart resumes cursors at the raised ceiling.
+        assert!(loaded.next_cursor > near_ceiling);
+        drop(reopened);
     }
 
     #[test]

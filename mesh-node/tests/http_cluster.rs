@@ -22,6 +22,11 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Cluster {
+        Cluster::with_config("")
+    }
+
+    /// A cluster whose shared config file has `extra` lines.
+    fn with_config(extra: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let certs = dir.path().join("certs");
         let (status, _, stderr) = run_to_end(&[
@@ -32,7 +37,7 @@ impl Cluster {
             &IDS.join(","),
         ]);
         assert_eq!(status.code(), Some(0), "{stderr}");
-        let config = loopback_config(dir.path(), "cluster.toml", "");
+        let config = loopback_config(dir.path(), "cluster.toml", extra);
         Cluster {
             dir,
             certs,
@@ -380,6 +385,138 @@ async fn a_node_killed_during_writes_loses_no_acknowledged_write_and_catches_up(
         "the victim acknowledged writes"
     );
     check_dir(&cluster.data_dir(2));
+}
+
+/// Received deltas stay non-durable for the whole test (10 minutes): a node killed with
+/// SIGKILL loses everything it only received, while its own writes are durable all the same.
+const RECEIVED_NEVER_SYNCED: &str = "replicated_sync_ms = 600000";
+
+/// Adds `sku` to `cart` on `client`; the write must be acknowledged.
+async fn add(client: &Client, cart: &str, sku: &str) {
+    let r = client
+        .json(
+            "POST",
+            &format!("/v1/carts/{cart}/items"),
+            json!({"sku": sku, "qty": 1}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{cart}/{sku}: {}", r.error());
+}
+
+/// Every cart of `acked` converges on `clients`, each acknowledged sku in it once.
+async fn all_present(clients: &[Client], acked: &BTreeSet<(String, String)>) {
+    let carts: BTreeSet<&str> = acked.iter().map(|(c, _)| c.as_str()).collect();
+    for cart in carts {
+        let present = skus(&converged(clients, &format!("/v1/carts/{cart}")).await);
+        for (_, sku) in acked.iter().filter(|(c, _)| c == cart) {
+            assert_eq!(present.get(sku), Some(&1), "{cart}/{sku}: {present:?}");
+        }
+    }
+}
+
+/// Node `i`'s store as a restart finds it: the deltas its log holds.
+fn logged_deltas(cluster: &Cluster, i: usize) -> usize {
+    let limits = mesh_node::store::LogLimits {
+        max_entries: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+    let (store, loaded) = mesh_node::store::Store::open(&cluster.data_dir(i), IDS[i], limits)
+        .unwrap_or_else(|e| panic!("the crashed store does not open: {e}"));
+    drop(store);
+    loaded.log.len()
+}
+
+/// Restarts node `i` on its old ports and data directory, joining through node `seed`.
+fn restart(cluster: &mut Cluster, i: usize, addrs: (String, String), seed: usize) {
+    let seed = cluster.node(seed).gossip.to_string();
+    let args = cluster.args(i, Some(addrs), Some(seed));
+    let restarted = Node::try_start(&args, &cluster.log(i, 1))
+        .unwrap_or_else(|e| panic!("restart: {e}\n{}", cluster.logs()));
+    cluster.nodes[i] = Some(restarted);
+}
+
+#[tokio::test]
+async fn a_replica_killed_with_non_durable_deltas_restarts_consistent_and_catches_up() {
+    let mut cluster = Cluster::with_config(RECEIVED_NEVER_SYNCED);
+    Cluster::start(&mut cluster);
+    let c = cluster.clients();
+    all_alive(&c).await;
+    // Writes on n1 only: n3 only receives them, in non-durable commits.
+    let mut acked = BTreeSet::new();
+    for i in 0..60 {
+        let (cart, sku) = (format!("k{}", i % 3), format!("w{i}"));
+        add(&c[0], &cart, &sku).await;
+        acked.insert((cart, sku));
+    }
+    all_present(&c, &acked).await;
+
+    let victim = cluster.nodes[2].take().expect("n3");
+    let addrs = (victim.http.to_string(), victim.gossip.to_string());
+    victim.kill9();
+    // The crash lost what n3 received (its store rolled back to its last durable commit, from
+    // before the writes), and the store opens consistent.
+    let kept = logged_deltas(&cluster, 2);
+    assert!(
+        kept < acked.len(),
+        "n3's log kept {kept} of the {} deltas it received: nothing was lost, so this test \
+         shows nothing",
+        acked.len()
+    );
+
+    restart(&mut cluster, 2, addrs, 0);
+    let c = cluster.clients();
+    all_alive(&c).await;
+    // It catches up on every acknowledged write from its peers, and its own writes reach them.
+    all_present(&c, &acked).await;
+    add(&c[2], "k0", "n3-after-restart").await;
+    acked.insert(("k0".into(), "n3-after-restart".into()));
+    all_present(&c, &acked).await;
+    for node in cluster.nodes.drain(..).flatten() {
+        node.sigterm();
+        assert_eq!(node.wait_exit().0.code(), Some(0));
+    }
+}
+
+#[tokio::test]
+async fn an_origin_killed_after_acknowledging_keeps_its_writes_and_its_dot_counter() {
+    let mut cluster = Cluster::with_config(RECEIVED_NEVER_SYNCED);
+    Cluster::start(&mut cluster);
+    let c = cluster.clients();
+    all_alive(&c).await;
+    // n1 writes and also receives n2's writes (non-durable on n1) before its own next ones.
+    let mut acked = BTreeSet::new();
+    for i in 0..40 {
+        let (cart, sku) = (format!("k{}", i % 3), format!("w{i}"));
+        let writer = if i % 4 == 3 { &c[1] } else { &c[0] };
+        add(writer, &cart, &sku).await;
+        acked.insert((cart, sku));
+    }
+    all_present(&c, &acked).await;
+
+    let victim = cluster.nodes[0].take().expect("n1");
+    let addrs = (victim.http.to_string(), victim.gossip.to_string());
+    victim.kill9();
+    // Every write n1 acknowledged is in its store (durable before it was acknowledged).
+    assert!(
+        logged_deltas(&cluster, 0) >= 30,
+        "n1 lost acknowledged writes"
+    );
+
+    restart(&mut cluster, 0, addrs, 1);
+    let c = cluster.clients();
+    all_alive(&c).await;
+    // New writes on n1 take fresh sequence numbers: had its counter gone back, the peers
+    // would take them for deltas they already have, and they would never arrive there.
+    for i in 0..10 {
+        let (cart, sku) = (format!("k{}", i % 3), format!("after-{i}"));
+        add(&c[0], &cart, &sku).await;
+        acked.insert((cart, sku));
+    }
+    all_present(&c, &acked).await;
+    for node in cluster.nodes.drain(..).flatten() {
+        node.sigterm();
+        assert_eq!(node.wait_exit().0.code(), Some(0));
+    }
 }
 
 fn check_dir(dir: &Path) {

@@ -65,6 +65,10 @@ struct Args {
     /// what checkpoints cost, not to tune a run.
     #[arg(long)]
     checkpoint_secs: Option<u64>,
+    /// How long received deltas may stay committed non-durably on every node, in ms (the
+    /// node's default when not given; 0 makes every commit durable, as before that setting).
+    #[arg(long)]
+    replicated_sync_ms: Option<u64>,
     /// After the run, crash the origin (every handle dropped: no shutdown, no final
     /// checkpoint) and time its restart from its data directory, log replay included.
     #[arg(long)]
@@ -114,7 +118,7 @@ async fn start_node(
     certs: &Path,
     id: &str,
     seeds: Vec<SocketAddr>,
-    checkpoint_secs: Option<u64>,
+    args: &Args,
 ) -> Result<Mesh, String> {
     let identity = TlsIdentity::load(
         &certs.join(format!("{id}.pem")),
@@ -123,7 +127,10 @@ async fn start_node(
     )
     .map_err(|e| e.to_string())?;
     let mut builder = Mesh::builder();
-    if let Some(secs) = checkpoint_secs {
+    if let Some(ms) = args.replicated_sync_ms {
+        builder = builder.replicated_sync(Duration::from_millis(ms));
+    }
+    if let Some(secs) = args.checkpoint_secs {
         builder = builder
             .checkpoint_every(usize::MAX, Duration::from_secs(secs))
             .checkpoint_after_logged(usize::MAX);
@@ -147,22 +154,13 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let certs = dir.path().join("certs");
     write_cluster_certs(&certs, &["origin", "replica-1", "replica-2"])
         .map_err(|e| e.to_string())?;
-    let origin = start_node(dir.path(), &certs, "origin", vec![], args.checkpoint_secs).await?;
+    let origin = start_node(dir.path(), &certs, "origin", vec![], &args).await?;
     let mut replicas = Vec::new();
     for id in ["replica-1", "replica-2"]
         .iter()
         .take(usize::from(args.nodes) - 1)
     {
-        replicas.push(
-            start_node(
-                dir.path(),
-                &certs,
-                id,
-                vec![origin.local_addr()],
-                args.checkpoint_secs,
-            )
-            .await?,
-        );
+        replicas.push(start_node(dir.path(), &certs, id, vec![origin.local_addr()], &args).await?);
     }
     let nodes: Vec<Mesh> = std::iter::once(origin.clone())
         .chain(replicas.iter().cloned())
@@ -286,9 +284,21 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         .map(|(n, b)| {
             let a = n.stats();
             serde_json::json!({
+                "durable_commits": a.durable_commits - b.durable_commits,
+                "commits": a.commits - b.commits,
                 "completed": a.checkpoints - b.checkpoints,
                 "chunk_ms": (a.checkpoint_micros - b.checkpoint_micros) as f64 / 1e3,
             })
+        })
+        .collect();
+    // Each node's database file at the end of the window (redb reclaims the pages that
+    // non-durable commits free only after a durable commit).
+    let db_bytes: Vec<u64> = ["origin", "replica-1", "replica-2"]
+        .iter()
+        .take(nodes.len())
+        .map(|id| {
+            std::fs::metadata(dir.path().join(id).join(mesh_node::store::DB_FILE))
+                .map_or(0, |m| m.len())
         })
         .collect();
     stop.store(true, Ordering::SeqCst);
@@ -312,7 +322,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         drop((target, origin));
         let mut nodes = nodes;
         drop(nodes.remove(0));
-        let restart = restart_origin(dir.path(), &certs, args.checkpoint_secs).await?;
+        let restart = restart_origin(dir.path(), &certs, &args).await?;
         for node in &nodes {
             node.shutdown().await;
         }
@@ -331,17 +341,25 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let mut all_lags = Vec::new();
     let mut per_node = Vec::new();
     let mut missing = 0;
+    let stretches = ((args.warmup_secs + args.duration_secs) * 10 + 10) as usize;
     for (i, arrived) in samples.arrived.iter().enumerate() {
         let arrived = lock(arrived);
+        // This replica's largest lag per 100 ms (see `max_lag_ms_by_100ms` below): whether a
+        // slow stretch is on one replica or on both.
+        let mut node_by_100ms = vec![0.0f64; stretches];
         let mut lags: Vec<Duration> = acked
             .iter()
             .filter_map(|(cart, at)| {
                 let seen = arrived.get(cart)?;
                 let lag = seen.saturating_duration_since(*at);
-                slowest.push((
+                let (lag_ms, at_s) = (
                     lag.as_secs_f64() * 1e3,
                     at.saturating_duration_since(load_started).as_secs_f64(),
-                ));
+                );
+                slowest.push((lag_ms, at_s));
+                if let Some(m) = node_by_100ms.get_mut((at_s * 10.0) as usize) {
+                    *m = m.max((lag_ms * 10.0).round() / 10.0);
+                }
                 Some(lag)
             })
             .collect();
@@ -352,14 +370,14 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             "p50_ms": percentile(&lags, 0.50),
             "p99_ms": percentile(&lags, 0.99),
             "max_ms": percentile(&lags, 1.0),
+            "max_lag_ms_by_100ms": node_by_100ms,
         }));
         all_lags.extend(lags);
     }
     all_lags.sort();
     // The largest lag of the samples acknowledged in each 100 ms since the load started: when
     // in the run the tail happened.
-    let mut max_lag_by_100ms =
-        vec![0.0f64; ((args.warmup_secs + args.duration_secs) * 10 + 10) as usize];
+    let mut max_lag_by_100ms = vec![0.0f64; stretches];
     for &(lag, at) in &slowest {
         if let Some(m) = max_lag_by_100ms.get_mut((at * 10.0) as usize) {
             *m = m.max((lag * 10.0).round() / 10.0);
@@ -421,7 +439,9 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             cpu["total_s"].as_f64().unwrap_or(f64::NAN) * 1e6 / writes as f64
         },
         "cpu_by_thread_s": cpu["by_thread"],
+        "runqueue_wait_by_thread_s": cpu["wait_by_thread"],
         "checkpoints_in_window": checkpoints,
+        "db_file_bytes": db_bytes,
         "crash_restart": restart,
     }))
 }
@@ -431,12 +451,12 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
 async fn restart_origin(
     data: &Path,
     certs: &Path,
-    checkpoint_secs: Option<u64>,
+    args: &Args,
 ) -> Result<serde_json::Value, String> {
     let crashed = Instant::now();
     loop {
         let attempt = Instant::now();
-        match start_node(data, certs, "origin", vec![], checkpoint_secs).await {
+        match start_node(data, certs, "origin", vec![], args).await {
             Ok(node) => {
                 let start_ms = attempt.elapsed().as_secs_f64() * 1e3;
                 let since_crash_ms = crashed.elapsed().as_secs_f64() * 1e3;
@@ -505,12 +525,17 @@ fn main() -> ExitCode {
                 f("cpu_s"),
                 f("cpu_us_per_write")
             );
-            if let Some(threads) = report["cpu_by_thread_s"].as_object() {
-                let line: Vec<String> = threads
-                    .iter()
-                    .map(|(name, s)| format!("{name} {:.2}", s.as_f64().unwrap_or(f64::NAN)))
-                    .collect();
-                println!("cpu by thread   {}", line.join(", "));
+            for (label, key) in [
+                ("cpu by thread  ", "cpu_by_thread_s"),
+                ("waiting for CPU", "runqueue_wait_by_thread_s"),
+            ] {
+                if let Some(threads) = report[key].as_object() {
+                    let line: Vec<String> = threads
+                        .iter()
+                        .map(|(name, s)| format!("{name} {:.2}", s.as_f64().unwrap_or(f64::NAN)))
+                        .collect();
+                    println!("{label} {}", line.join(", "));
+                }
             }
         },
     )

@@ -1,5 +1,6 @@
 //! The load generator's CPU accounting: user plus system time of this process and of its
-//! threads by name, read from Linux's `/proc/self`.
+//! threads by name, and how long those threads waited for a core, read from Linux's
+//! `/proc/self`.
 
 /// CPU time (user plus system) this process used so far, in seconds, in total (exited threads
 /// included) and by thread name (live threads only), from Linux's `/proc/self` (empty
@@ -10,6 +11,10 @@ pub struct CpuTimes {
     pub total_s: f64,
     /// Live threads, summed by name (`engine-origin`, `store-origin`, `tokio-runtime-w`...).
     pub by_thread: std::collections::BTreeMap<String, f64>,
+    /// Live threads by name: seconds spent runnable but waiting for a core (the second field
+    /// of `/proc/<tid>/schedstat`). Against `by_thread` it tells a thread short of CPU (the
+    /// two cores taken) from one with too much work (BENCHMARKS "mesh-node": the lag bursts).
+    pub wait_by_thread: std::collections::BTreeMap<String, f64>,
 }
 
 impl CpuTimes {
@@ -20,33 +25,62 @@ impl CpuTimes {
             .and_then(|s| stat_cpu_s(&s))
             .unwrap_or(f64::NAN);
         let mut by_thread = std::collections::BTreeMap::new();
+        let mut wait_by_thread = std::collections::BTreeMap::new();
         if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
             for task in tasks.flatten() {
                 let path = task.path();
                 let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+                let name = name.trim();
                 let cpu = std::fs::read_to_string(path.join("stat"))
                     .ok()
                     .and_then(|s| stat_cpu_s(&s));
                 if let Some(cpu) = cpu {
-                    *by_thread.entry(name.trim().to_owned()).or_insert(0.0) += cpu;
+                    *by_thread.entry(name.to_owned()).or_insert(0.0) += cpu;
+                }
+                let wait = std::fs::read_to_string(path.join("schedstat"))
+                    .ok()
+                    .and_then(|s| schedstat_wait_s(&s));
+                if let Some(wait) = wait {
+                    *wait_by_thread.entry(name.to_owned()).or_insert(0.0) += wait;
                 }
             }
         }
-        CpuTimes { total_s, by_thread }
+        CpuTimes {
+            total_s,
+            by_thread,
+            wait_by_thread,
+        }
     }
 
-    /// What was used from `earlier` to `self`, as JSON: `total_s` and `by_thread` (seconds).
+    /// What was used from `earlier` to `self`, as JSON: `total_s`, `by_thread` and
+    /// `wait_by_thread` (seconds).
     pub fn since(&self, earlier: &CpuTimes) -> serde_json::Value {
-        let by_thread: serde_json::Map<String, serde_json::Value> = self
-            .by_thread
-            .iter()
-            .map(|(name, s)| {
-                let before = earlier.by_thread.get(name).copied().unwrap_or(0.0);
-                (name.clone(), serde_json::json!(s - before))
-            })
-            .collect();
-        serde_json::json!({ "total_s": self.total_s - earlier.total_s, "by_thread": by_thread })
+        serde_json::json!({
+            "total_s": self.total_s - earlier.total_s,
+            "by_thread": differences(&self.by_thread, &earlier.by_thread),
+            "wait_by_thread": differences(&self.wait_by_thread, &earlier.wait_by_thread),
+        })
     }
+}
+
+/// `now - earlier` per thread name, as a JSON object (a name new since `earlier` counts from 0).
+fn differences(
+    now: &std::collections::BTreeMap<String, f64>,
+    earlier: &std::collections::BTreeMap<String, f64>,
+) -> serde_json::Map<String, serde_json::Value> {
+    now.iter()
+        .map(|(name, s)| {
+            let before = earlier.get(name).copied().unwrap_or(0.0);
+            (name.clone(), serde_json::json!(s - before))
+        })
+        .collect()
+}
+
+/// The run-queue wait of a `/proc/.../schedstat` line (on-CPU ns, waiting ns, timeslices), in
+/// seconds.
+fn schedstat_wait_s(schedstat: &str) -> Option<f64> {
+    let wait_ns: u64 = schedstat.split_whitespace().nth(1)?.parse().ok()?;
+    Some(wait_ns as f64 / 1e9)
 }
 
 /// utime + stime of a `/proc/.../stat` line, in seconds (clock ticks of 1/100 s, Linux's
