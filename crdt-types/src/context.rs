@@ -67,14 +67,35 @@ impl CausalContext {
 
     /// Records `dot` as seen and tells whether it was new: one search for what `contains`
     /// then an insert would do.
-    #[inline]
+    ///
+    /// The usual case, a dot that continues its replica's vector entry with no cloud dot of
+    /// that replica to fold, is inlined; placing a dot in the cloud is not.
+    #[inline(always)]
     pub fn insert(&mut self, dot: Dot) -> bool {
         let top = self.vv.advance(dot);
         if dot.counter <= top {
             return false;
         }
         if dot.counter == top + 1 {
-            self.fold_above(dot);
+            // The cloud is sorted by replica: one of `dot`'s lies between its ends.
+            if let (Some(first), Some(last)) = (self.cloud.first(), self.cloud.last())
+                && first.replica <= dot.replica
+                && dot.replica <= last.replica
+            {
+                self.fold_above(dot);
+            }
+            return true;
+        }
+        self.insert_in_cloud(dot)
+    }
+
+    /// [`CausalContext::insert`] of a dot above its replica's vector entry plus one: placed in
+    /// the cloud unless it is there already.
+    #[inline(never)]
+    fn insert_in_cloud(&mut self, dot: Dot) -> bool {
+        if self.cloud.last().is_none_or(|last| last.key() < dot.key()) {
+            // Above every cloud dot (the highest replica's next one): no search, nothing moves.
+            self.cloud.push(dot);
             return true;
         }
         match self.find_in_cloud(&dot) {
@@ -111,14 +132,9 @@ impl CausalContext {
 
     /// `dot` just became its replica's vector entry: moves the cloud dots that now continue
     /// it into the vector (one search for the dot right above it).
-    #[inline]
+    /// The caller checked that the cloud's replicas span `dot`'s.
+    #[inline(never)]
     fn fold_above(&mut self, dot: Dot) {
-        // The cloud is sorted by replica: one of `dot`'s lies between its ends.
-        match (self.cloud.first(), self.cloud.last()) {
-            (Some(first), Some(last))
-                if first.replica <= dot.replica && dot.replica <= last.replica => {}
-            _ => return,
-        }
         let Some(mut top) = dot.counter.checked_add(1) else {
             return;
         };

@@ -65,6 +65,36 @@ fn a_large_cart_merged_delta_by_delta_equals_the_joined_states() {
     assert_eq!(items(&receiver), items(&states));
 }
 
+/// Two replicas remove the same item of a large cart concurrently; a third merges both
+/// removes (the second is stale: its dots are gone already), then an add made after one of
+/// them: the item holds that add alone, the other items are untouched, and the result is the
+/// replicas' states joined.
+#[test]
+fn a_stale_remove_on_a_large_cart_drops_nothing_else() {
+    let (mut ra, mut rb) = (Replica::new(21), Replica::new(22));
+    let mut a = Cart::new();
+    for i in 0..12 {
+        a.add(ra.tag(), &format!("sku-{i:02}"), 2).unwrap();
+    }
+    a.add(ra.tag(), "sku-05", 1).unwrap();
+    let (mut b, mut c) = (a.clone(), a.clone());
+    let remove_b = b.remove("sku-05").unwrap();
+    let remove_a = a.remove("sku-05").unwrap();
+    let mut d = a.clone();
+    let add_d = d.add(rb.tag(), "sku-05", 4).unwrap();
+    c.join(remove_b);
+    c.join(remove_a);
+    assert_eq!(c.quantity("sku-05"), 0);
+    assert_eq!(c.items().count(), 11);
+    c.join(add_d);
+    assert_eq!(c.quantity("sku-05"), 4);
+    assert!(c.items().all(|i| i.sku == "sku-05" || i.qty == 2));
+    b.join(a);
+    b.join(d);
+    assert_eq!(c, b);
+    assert_eq!(items(&c), items(&b));
+}
+
 #[test]
 fn concurrent_adds_sum() {
     let (mut ra, mut rb) = (Replica::new(1), Replica::new(2));
