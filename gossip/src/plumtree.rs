@@ -101,6 +101,13 @@ pub struct Plumtree {
     eager_extra: HashMap<ReplicaId, BTreeSet<SocketAddr>, FxBuildHasher>,
     lazy: HashMap<ReplicaId, BTreeSet<SocketAddr>, FxBuildHasher>,
     parent: HashMap<ReplicaId, SocketAddr, FxBuildHasher>,
+    /// The neighbours that are tree links, and those that are ranked links but not tree
+    /// links, in address order: where a delta of a root with no pruned or extra eager links
+    /// (most roots) is pushed and announced. Kept in step with `neighbours`, `preferred` and
+    /// `ranked` ([`Plumtree::refresh_plain`]), so [`Plumtree::targets`] need not look every
+    /// neighbour up in those sets for every delivered delta.
+    plain_push: Vec<SocketAddr>,
+    plain_announce: Vec<SocketAddr>,
     /// For recent deltas delivered by a link other than the parent: that link.
     first_from: BTreeMap<Dot, SocketAddr>,
     first_from_order: VecDeque<Dot>,
@@ -158,6 +165,8 @@ impl Plumtree {
             eager_extra: HashMap::default(),
             lazy: HashMap::default(),
             parent: HashMap::default(),
+            plain_push: Vec::new(),
+            plain_announce: Vec::new(),
             first_from: BTreeMap::new(),
             first_from_order: VecDeque::new(),
             missing: BTreeMap::new(),
@@ -205,9 +214,10 @@ impl Plumtree {
                     .is_some_and(|e| e.contains(&peer)))
     }
 
-    /// Where a delta of `root` goes, in one pass over the neighbours: the peers it is pushed
-    /// to ([`Plumtree::push_targets`]) and those it is announced to ([`Plumtree::lazy`]), both
-    /// without `except` (the peer it came from).
+    /// Where a delta of `root` goes: the peers it is pushed to ([`Plumtree::push_targets`])
+    /// and those it is announced to ([`Plumtree::lazy`]), both without `except` (the peer it
+    /// came from), in address order. A root with no pruned or extra eager links (most roots)
+    /// takes the lists kept for that case; the others take one pass over the neighbours.
     pub fn targets(
         &self,
         root: ReplicaId,
@@ -216,6 +226,21 @@ impl Plumtree {
         let parent = self.parent.get(&root).copied();
         let lazy = self.lazy.get(&root);
         let extra = self.eager_extra.get(&root);
+        if lazy.is_none() && extra.is_none() {
+            let push = self
+                .plain_push
+                .iter()
+                .copied()
+                .filter(|&a| Some(a) != except && Some(a) != parent)
+                .collect();
+            let announce = self
+                .plain_announce
+                .iter()
+                .copied()
+                .filter(|&a| Some(a) != except)
+                .collect();
+            return (push, announce);
+        }
         let mut push = Vec::with_capacity(self.preferred.len());
         let mut announce = Vec::new();
         for &a in &self.neighbours {
@@ -363,7 +388,22 @@ impl Plumtree {
             .chain(self.contacted.iter().filter(|a| live.contains_key(a)))
             .copied()
             .collect();
+        self.refresh_plain();
         new
+    }
+
+    /// Recomputes `plain_push` and `plain_announce` after the neighbours, tree links or
+    /// ranked links changed.
+    fn refresh_plain(&mut self) {
+        self.plain_push.clear();
+        self.plain_announce.clear();
+        for &a in &self.neighbours {
+            if self.preferred.contains(&a) {
+                self.plain_push.push(a);
+            } else if self.ranked.contains(&a) {
+                self.plain_announce.push(a);
+            }
+        }
     }
 
     /// This node's links in the shared tree. Within a region, the members sorted by key form
@@ -463,14 +503,20 @@ impl Plumtree {
     /// A link can arrive before membership reports the peer live; it is kept and applied then.
     pub fn on_link(&mut self, from: SocketAddr) {
         self.linked_by.insert(from);
-        self.neighbours.insert(from);
+        if self.neighbours.insert(from) {
+            self.refresh_plain();
+        }
     }
 
     /// `peer` took part in dissemination with us: it is a neighbour. Returns whether it was
     /// not one before.
     fn contact(&mut self, peer: SocketAddr) -> bool {
         self.contacted.insert(peer);
-        self.neighbours.insert(peer)
+        let new = self.neighbours.insert(peer);
+        if new {
+            self.refresh_plain();
+        }
+        new
     }
 
     /// A peer left: forget it, and its announcements.
@@ -482,6 +528,7 @@ impl Plumtree {
         self.contacted.remove(addr);
         self.preferred.remove(addr);
         self.ranked.remove(addr);
+        self.refresh_plain();
         self.linked.remove(addr);
         for e in self.eager_extra.values_mut() {
             e.remove(addr);
@@ -788,6 +835,59 @@ mod tests {
             })
             .count();
         assert!(changed <= 3, "{changed} members changed links");
+    }
+
+    /// `targets` (which takes the kept lists for a root with no per-root links) agrees with
+    /// `push_targets` and `lazy` (which look every neighbour up) through link, contact,
+    /// prune, graft and leave changes.
+    #[test]
+    fn targets_agree_with_the_per_neighbour_rules() {
+        let mut cfg = Config::lan(12).plumtree;
+        cfg.local_links = 2;
+        cfg.remote_links = 2;
+        let mut pt = Plumtree::new(cfg, 7);
+        let live = peers(&["eu", "eu", "eu", "eu", "us", "us", "ap", "ap", "sa", "sa"]);
+        pt.rebalance("eu", &live);
+        let other = ReplicaId(3);
+        let check = |pt: &Plumtree, step: &str| {
+            for root in [ROOT, other, ReplicaId(4)] {
+                for except in [None, Some(addr(1)), Some(addr(5)), Some(addr(9))] {
+                    let (push, announce) = pt.targets(root, except);
+                    let want_push: Vec<_> = pt
+                        .push_targets(root)
+                        .filter(|a| Some(*a) != except)
+                        .collect();
+                    let want_announce: Vec<_> =
+                        pt.lazy(root).filter(|a| Some(*a) != except).collect();
+                    assert_eq!(
+                        push, want_push,
+                        "{step}: push of {root:?} without {except:?}"
+                    );
+                    assert_eq!(
+                        announce, want_announce,
+                        "{step}: announce of {root:?} without {except:?}"
+                    );
+                }
+            }
+        };
+        check(&pt, "start");
+        pt.on_link(addr(10));
+        check(&pt, "link");
+        pt.on_first_delivery(addr(3), &Dot::new(ROOT, 1));
+        pt.on_first_delivery(addr(6), &Dot::new(other, 1));
+        check(&pt, "first deliveries");
+        pt.on_prune(addr(8), other);
+        pt.on_graft(addr(7), ROOT);
+        assert!(pt.on_ihave(0, addr(4), Dot::new(ReplicaId(4), 1)));
+        check(&pt, "prune, graft, ihave");
+        // The pruned link is announced to and no longer pushed to, for that root only.
+        assert!(pt.targets(other, None).1.contains(&addr(8)));
+        assert!(!pt.targets(other, None).0.contains(&addr(8)));
+        assert!(!pt.targets(ROOT, None).0.is_empty());
+        pt.remove_peer(&addr(3));
+        check(&pt, "leave");
+        pt.relink();
+        check(&pt, "relink");
     }
 
     #[test]
