@@ -5,8 +5,8 @@
 //! Every flag `--foo-bar` has the file key `foo_bar` (`--seed`, repeatable, is `seeds`, a
 //! list); a few settings exist only in the file (`api_token`, `advertise_addr`,
 //! `max_clock_drift_ms`, `max_body_bytes`, `gossip_timers`, `cluster_size`,
-//! `shutdown_timeout_ms`, `replicated_sync_ms`). Unknown keys are refused, so a typo does not silently fall back to a
-//! default.
+//! `shutdown_timeout_ms`, `replicated_sync_ms`). Unknown keys are refused, so a typo does not
+//! silently fall back to a default.
 
 use crate::certs;
 use serde::Deserialize;

@@ -560,8 +560,9 @@ impl Store {
         durable: bool,
     ) -> Result<bool, StoreError> {
         let started = std::time::Instant::now();
+        let raise = !self.cursor_covered(next_cursor);
         // A raised ceiling must never go backwards in a crash (ARCHITECTURE "Store").
-        let durable = durable || !self.cursor_covered(next_cursor);
+        let durable = durable || raise;
         let txn = self.write(durable)?;
         let mut written = Vec::new();
         let mut new_ceiling = None;
@@ -574,7 +575,7 @@ impl Store {
                     written.push((number, deltas, bytes.len()));
                 }
             }
-            if !self.cursor_covered(next_cursor) {
+            if raise {
                 let ceiling = next_cursor.saturating_add(CURSOR_LEASE);
                 let mut meta = txn.open_table(META).map_err(engine_err)?;
                 put(&mut meta, META_CURSOR_CEILING, &ceiling)?;
