@@ -683,7 +683,9 @@ impl Engine {
             self.replies.push((reply, Err(e)));
             return;
         }
-        let (node, scratch) = (&mut self.node, &mut self.scratch);
+        // The cart's packing as the last change left it: an operation on one item patches it.
+        let before = found.and_then(|n| self.state.rendered_cart(n)).cloned();
+        let (node, scratch, before) = (&mut self.node, &mut self.scratch, before.as_ref());
         let estimate = current
             .map_or(0, |s| s.bytes)
             .saturating_add(op.input_bytes());
@@ -693,7 +695,8 @@ impl Engine {
             // Near the limit: apply to a copy and measure it before keeping it.
             let mut copy = current.map_or_else(|| Object::new(key.kind), Clone::clone);
             let grows = op.grows();
-            let mut applied = ops::apply(op, &mut copy, now, &mut || node.next_tag(now), scratch);
+            let next_tag = &mut || node.next_tag(now);
+            let mut applied = ops::apply(op, &mut copy, now, next_tag, scratch, before);
             let bytes = copy.encoded_len();
             // The delta is bounded too: a document's encoding is compressed, its changes not.
             let delta_bytes = applied.tagged.as_ref().map_or(0, |(_, d)| d.encoded_len());
@@ -717,18 +720,19 @@ impl Engine {
         } else {
             let (n, object) = self.state.object_mut(&key, found);
             slot = Some(n);
-            let applied = ops::apply(op, object, now, &mut || node.next_tag(now), scratch);
+            let applied = ops::apply(op, object, now, &mut || node.next_tag(now), scratch, before);
             if let Some((_, delta)) = &applied.tagged {
                 self.state.add_bytes(n, delta.encoded_len());
             }
             applied
         };
+        if let (Some(n), Ok(Output::Cart(packed))) = (slot, &applied.result) {
+            // The answer is the cart as this operation left it: the view can share it, and the
+            // next change to one of its items patches it.
+            self.state
+                .set_rendered(n, view::Committed::Cart(packed.clone()));
+        }
         if let Some((tag, delta)) = applied.tagged {
-            if let (Some(n), Ok(Output::Cart(packed))) = (slot, &applied.result) {
-                // The answer is the cart as this change left it: the view can share it.
-                self.state
-                    .set_rendered(n, view::Committed::Cart(packed.clone()));
-            }
             self.batch_local = true;
             self.state.record(slot, tag.dot, tag.stamp);
             let notice = match slot {
