@@ -15,6 +15,7 @@
 //! packing with that one item's quantity summed again.
 
 use crdt_types::{Cart, CartView, Item};
+use std::cmp::Ordering;
 use std::sync::Arc;
 
 /// Bytes of an item's header: its quantity (`u64`, little endian) and its sku's length
@@ -43,25 +44,29 @@ impl PackedCart {
     /// items' bytes are copied, only `sku`'s quantity is summed again. `scratch` as in
     /// [`PackedCart::of`].
     pub(crate) fn patched(&self, cart: &Cart, sku: &str, scratch: &mut Vec<u8>) -> Self {
-        scratch.clear();
-        // Hidden or absent items are not packed (as `Cart::visible`).
-        let qty = cart.quantity(sku);
+        // Where `sku` goes: after the items that sort before it, in place of its own item if
+        // it has one. Everything before and after is copied as it is.
+        let (mut at, mut old) = (0, 0);
         let mut rest = &self.0[..];
-        let mut placed = qty == 0;
-        while let Some((item, tail)) = next_item(rest) {
-            let (item_sku, bytes) = item;
-            if !placed && item_sku >= sku.as_bytes() {
-                push_item(scratch, sku, qty);
-                placed = true;
-            }
-            if item_sku != sku.as_bytes() {
-                scratch.extend_from_slice(bytes);
+        while let Some(((item_sku, bytes), tail)) = next_item(rest) {
+            match item_sku.cmp(sku.as_bytes()) {
+                Ordering::Less => at += bytes.len(),
+                Ordering::Equal => {
+                    old = bytes.len();
+                    break;
+                }
+                Ordering::Greater => break,
             }
             rest = tail;
         }
-        if !placed {
+        scratch.clear();
+        scratch.extend_from_slice(&self.0[..at]);
+        // Hidden or absent items are not packed (as `Cart::visible`).
+        let qty = cart.quantity(sku);
+        if qty > 0 {
             push_item(scratch, sku, qty);
         }
+        scratch.extend_from_slice(&self.0[at + old..]);
         PackedCart(Arc::from(&scratch[..]))
     }
 
