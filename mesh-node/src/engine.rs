@@ -334,10 +334,10 @@ impl Engine {
             return;
         };
         let mut inbound_open = true;
+        // Reused from one iteration to the next (emptied by each), so a batch does not grow
+        // them again from nothing.
+        let (mut ops, mut frames, mut finished) = (Vec::new(), Vec::new(), Vec::new());
         loop {
-            let mut ops = Vec::new();
-            let mut frames = Vec::new();
-            let mut finished = Vec::new();
             let mut shutdown = None;
             let mut handles_gone = false;
             // While anti-entropy frames wait for the pipeline to drain, local operations wait
@@ -377,10 +377,10 @@ impl Engine {
                 }
             }
             let mut result = Ok(());
-            for d in finished {
+            for d in finished.drain(..) {
                 result = result.and_then(|()| self.finish(d));
             }
-            let result = result.and_then(|()| self.step(frames, ops));
+            let result = result.and_then(|()| self.step(&mut frames, &mut ops));
             if let Err(e) = result {
                 self.fail(e);
                 return;
@@ -390,7 +390,7 @@ impl Engine {
                 // final checkpoint.
                 self.closing = true;
                 self.linger = None;
-                if let Err(e) = self.step(Vec::new(), Vec::new()) {
+                if let Err(e) = self.step(&mut Vec::new(), &mut Vec::new()) {
                     self.fail(e);
                     return;
                 }
@@ -398,7 +398,7 @@ impl Engine {
                     let d = done.recv().await.unwrap_or_else(commit_thread_gone);
                     if let Err(e) = self
                         .finish(d)
-                        .and_then(|()| self.step(Vec::new(), Vec::new()))
+                        .and_then(|()| self.step(&mut Vec::new(), &mut Vec::new()))
                     {
                         self.fail(e);
                         return;
@@ -494,7 +494,12 @@ impl Engine {
 
     /// One batch: inputs, local operations, then (unless a commit is in flight) the
     /// submission of everything applied since the last one, transmits, checkpoint pacing.
-    fn step(&mut self, frames: Vec<Inbound>, ops: Vec<PendingOp>) -> Result<(), StoreError> {
+    /// `frames` and `ops` are left empty.
+    fn step(
+        &mut self,
+        frames: &mut Vec<Inbound>,
+        ops: &mut Vec<PendingOp>,
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         // What a finished commit published leaves before this batch's inputs are handled.
         self.flush_transmits(now);
@@ -504,7 +509,7 @@ impl Engine {
             self.drain_events();
         }
         self.retry_congested(now);
-        for frame in frames {
+        for frame in frames.drain(..) {
             if frame.channel == transport::Channel::Sync {
                 self.deferred_sync.push(frame);
                 continue;
@@ -526,7 +531,7 @@ impl Engine {
             }
         }
         let n_ops = ops.len() as u64;
-        for (key, op, reply) in ops {
+        for (key, op, reply) in ops.drain(..) {
             self.run_op(now, key, op, reply);
         }
         self.shared
