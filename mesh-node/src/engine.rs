@@ -334,10 +334,10 @@ impl Engine {
             return;
         };
         let mut inbound_open = true;
+        // Reused from one iteration to the next (emptied by each), so a batch does not grow
+        // them again from nothing.
+        let (mut ops, mut frames, mut finished) = (Vec::new(), Vec::new(), Vec::new());
         loop {
-            let mut ops = Vec::new();
-            let mut frames = Vec::new();
-            let mut finished = Vec::new();
             let mut shutdown = None;
             let mut handles_gone = false;
             // While anti-entropy frames wait for the pipeline to drain, local operations wait
@@ -377,10 +377,10 @@ impl Engine {
                 }
             }
             let mut result = Ok(());
-            for d in finished {
+            for d in finished.drain(..) {
                 result = result.and_then(|()| self.finish(d));
             }
-            let result = result.and_then(|()| self.step(frames, ops));
+            let result = result.and_then(|()| self.step(&mut frames, &mut ops));
             if let Err(e) = result {
                 self.fail(e);
                 return;
@@ -390,7 +390,7 @@ impl Engine {
                 // final checkpoint.
                 self.closing = true;
                 self.linger = None;
-                if let Err(e) = self.step(Vec::new(), Vec::new()) {
+                if let Err(e) = self.step(&mut Vec::new(), &mut Vec::new()) {
                     self.fail(e);
                     return;
                 }
@@ -398,7 +398,7 @@ impl Engine {
                     let d = done.recv().await.unwrap_or_else(commit_thread_gone);
                     if let Err(e) = self
                         .finish(d)
-                        .and_then(|()| self.step(Vec::new(), Vec::new()))
+                        .and_then(|()| self.step(&mut Vec::new(), &mut Vec::new()))
                     {
                         self.fail(e);
                         return;
@@ -494,7 +494,12 @@ impl Engine {
 
     /// One batch: inputs, local operations, then (unless a commit is in flight) the
     /// submission of everything applied since the last one, transmits, checkpoint pacing.
-    fn step(&mut self, frames: Vec<Inbound>, ops: Vec<PendingOp>) -> Result<(), StoreError> {
+    /// `frames` and `ops` are left empty.
+    fn step(
+        &mut self,
+        frames: &mut Vec<Inbound>,
+        ops: &mut Vec<PendingOp>,
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         // What a finished commit published leaves before this batch's inputs are handled.
         self.flush_transmits(now);
@@ -504,7 +509,7 @@ impl Engine {
             self.drain_events();
         }
         self.retry_congested(now);
-        for frame in frames {
+        for frame in frames.drain(..) {
             if frame.channel == transport::Channel::Sync {
                 self.deferred_sync.push(frame);
                 continue;
@@ -526,7 +531,7 @@ impl Engine {
             }
         }
         let n_ops = ops.len() as u64;
-        for (key, op, reply) in ops {
+        for (key, op, reply) in ops.drain(..) {
             self.run_op(now, key, op, reply);
         }
         self.shared
@@ -683,7 +688,9 @@ impl Engine {
             self.replies.push((reply, Err(e)));
             return;
         }
-        let (node, scratch) = (&mut self.node, &mut self.scratch);
+        // The cart's packing as the last change left it: an operation on one item patches it.
+        let before = found.and_then(|n| self.state.rendered_cart(n)).cloned();
+        let (node, scratch, before) = (&mut self.node, &mut self.scratch, before.as_ref());
         let estimate = current
             .map_or(0, |s| s.bytes)
             .saturating_add(op.input_bytes());
@@ -693,7 +700,8 @@ impl Engine {
             // Near the limit: apply to a copy and measure it before keeping it.
             let mut copy = current.map_or_else(|| Object::new(key.kind), Clone::clone);
             let grows = op.grows();
-            let mut applied = ops::apply(op, &mut copy, now, &mut || node.next_tag(now), scratch);
+            let next_tag = &mut || node.next_tag(now);
+            let mut applied = ops::apply(op, &mut copy, now, next_tag, scratch, before);
             let bytes = copy.encoded_len();
             // The delta is bounded too: a document's encoding is compressed, its changes not.
             let delta_bytes = applied.tagged.as_ref().map_or(0, |(_, d)| d.encoded_len());
@@ -717,18 +725,19 @@ impl Engine {
         } else {
             let (n, object) = self.state.object_mut(&key, found);
             slot = Some(n);
-            let applied = ops::apply(op, object, now, &mut || node.next_tag(now), scratch);
+            let applied = ops::apply(op, object, now, &mut || node.next_tag(now), scratch, before);
             if let Some((_, delta)) = &applied.tagged {
                 self.state.add_bytes(n, delta.encoded_len());
             }
             applied
         };
+        if let (Some(n), Ok(Output::Cart(packed))) = (slot, &applied.result) {
+            // The answer is the cart as this operation left it: the view can share it, and the
+            // next change to one of its items patches it.
+            self.state
+                .set_rendered(n, view::Committed::Cart(packed.clone()));
+        }
         if let Some((tag, delta)) = applied.tagged {
-            if let (Some(n), Ok(Output::Cart(packed))) = (slot, &applied.result) {
-                // The answer is the cart as this change left it: the view can share it.
-                self.state
-                    .set_rendered(n, view::Committed::Cart(packed.clone()));
-            }
             self.batch_local = true;
             self.state.record(slot, tag.dot, tag.stamp);
             let notice = match slot {

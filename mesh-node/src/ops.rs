@@ -138,13 +138,15 @@ impl Op {
 }
 
 /// Applies `op` to `object`, taking a tag from `next_tag` when the operation writes something
-/// (`scratch` is the buffer a cart answer is packed in).
+/// (`scratch` is the buffer a cart answer is packed in; `before` is the cart's packing before
+/// the operation, if known: an operation on one item then sums only that item again).
 pub(crate) fn apply(
     op: Op,
     object: &mut Object,
     now_ms: i64,
     next_tag: &mut dyn FnMut() -> Result<Tag, crdt_types::ClockError>,
     scratch: &mut Vec<u8>,
+    before: Option<&PackedCart>,
 ) -> Applied {
     let failed = |e: MeshError| Applied {
         tagged: None,
@@ -156,38 +158,41 @@ pub(crate) fn apply(
                 Ok(t) => t,
                 Err(e) => return failed(e.into()),
             };
-            cart_result(tag, cart.add(tag, &sku, n), cart, scratch)
+            let result = cart.add(tag, &sku, n);
+            cart_result(tag, result, cart, scratch, before.map(|p| (p, &*sku)))
         }
         (Op::CartSetQuantity { sku, q }, Object::Cart(cart)) => {
             let tag = match next_tag() {
                 Ok(t) => t,
                 Err(e) => return failed(e.into()),
             };
-            cart_result(tag, cart.set_quantity(tag, &sku, q), cart, scratch)
+            let result = cart.set_quantity(tag, &sku, q);
+            cart_result(tag, result, cart, scratch, before.map(|p| (p, &*sku)))
         }
         (Op::CartRemove { sku }, Object::Cart(cart)) => {
             if let Err(e) = validate_id(&sku) {
                 return failed(InvalidInput::from(crdt_types::CartError::from(e)).into());
             }
             if !cart.counters().any(|(s, _)| s == sku) {
-                return untouched(cart, scratch);
+                return untouched(cart, scratch, before);
             }
             let tag = match next_tag() {
                 Ok(t) => t,
                 Err(e) => return failed(e.into()),
             };
-            cart_result(tag, cart.remove(&sku), cart, scratch)
+            let result = cart.remove(&sku);
+            cart_result(tag, result, cart, scratch, before.map(|p| (p, &*sku)))
         }
         (Op::CartClear, Object::Cart(cart)) => {
             if cart.counters().next().is_none() {
-                return untouched(cart, scratch);
+                return untouched(cart, scratch, before);
             }
             let tag = match next_tag() {
                 Ok(t) => t,
                 Err(e) => return failed(e.into()),
             };
             let delta = cart.clear();
-            cart_result(tag, Ok(delta), cart, scratch)
+            cart_result(tag, Ok(delta), cart, scratch, None)
         }
         (Op::SessionPut(update), Object::Session(session)) => {
             let tag = match next_tag() {
@@ -241,16 +246,22 @@ pub(crate) fn apply(
     }
 }
 
+/// The outcome of a cart operation that took `tag`. `before` is the cart's packing before
+/// it and the one sku it may have changed, if known.
 fn cart_result(
     tag: Tag,
     result: Result<Cart, crdt_types::CartError>,
     cart: &Cart,
     scratch: &mut Vec<u8>,
+    before: Option<(&PackedCart, &str)>,
 ) -> Applied {
     match result {
         Ok(delta) => Applied {
             tagged: Some((tag, ObjectDelta::Cart(delta))),
-            result: Ok(Output::Cart(PackedCart::of(cart, scratch))),
+            result: Ok(Output::Cart(match before {
+                Some((packed, sku)) => packed.patched(cart, sku, scratch),
+                None => PackedCart::of(cart, scratch),
+            })),
         },
         Err(e) => Applied {
             tagged: Some((tag, ObjectDelta::Cart(Cart::new()))),
@@ -259,11 +270,14 @@ fn cart_result(
     }
 }
 
-/// An operation that had nothing to change: no tag, no delta.
-fn untouched(cart: &Cart, scratch: &mut Vec<u8>) -> Applied {
+/// An operation that had nothing to change: no tag, no delta; the answer is the cart as it
+/// was (`before`, if known).
+fn untouched(cart: &Cart, scratch: &mut Vec<u8>, before: Option<&PackedCart>) -> Applied {
     Applied {
         tagged: None,
-        result: Ok(Output::Cart(PackedCart::of(cart, scratch))),
+        result: Ok(Output::Cart(
+            before.map_or_else(|| PackedCart::of(cart, scratch), PackedCart::clone),
+        )),
     }
 }
 

@@ -10,6 +10,7 @@
 
 use crate::delta::MeshDelta;
 use crate::key_index::KeyIndex;
+use crate::packed_cart::{self, PackedCart};
 use crate::store::{Loaded, ObjectWrite, Segment};
 use crate::view::{self, Committed};
 use crdt_types::{CausalContext, Dot, Key, Object, ObjectDelta, Stamp, VersionVector};
@@ -35,9 +36,10 @@ pub(crate) struct Slot {
     /// An upper estimate of the object's encoded size: exact when last measured, plus the
     /// encoded size of every delta joined since.
     pub(crate) bytes: usize,
-    /// The committed form of `object` rendered by the local operation that changed it last
-    /// (its answer), for [`State::end_batch`] to take instead of rendering it again; cleared
-    /// by every change.
+    /// A cart's committed form as `object` is now, if known: rendered by the batch or the
+    /// local operation (its answer) that changed it last, for [`State::end_batch`] to share
+    /// instead of rendering it again. Cleared by every change, then patched by a change that
+    /// can only have changed one item (see [`crate::packed_cart`]).
     rendered: Option<Committed>,
     /// Whether the key is listed in the batch in progress.
     in_batch: bool,
@@ -117,6 +119,8 @@ pub(crate) struct State {
     unsaved: Vec<usize>,
     /// The buffer carts are packed in for the read view.
     scratch: Vec<u8>,
+    /// The sku a received delta changes, copied out of it before it is joined.
+    sku: String,
 }
 
 impl State {
@@ -133,6 +137,7 @@ impl State {
             batch: Vec::new(),
             unsaved: Vec::new(),
             scratch: Vec::new(),
+            sku: String::new(),
         };
         for (key, (object, change)) in loaded.objects.drain() {
             let bytes = object.encoded_len();
@@ -327,10 +332,26 @@ impl State {
         let found = self.find(key);
         let current = found.map(|n| &self.slots[n]);
         if current.map_or(0, |s| s.bytes).saturating_add(added) <= MEASURE_BYTES {
+            // A cart rendered before that the delta changes in one item only is patched.
+            let before = current.and_then(|slot| {
+                let (Some(Committed::Cart(packed)), Object::Cart(cart), ObjectDelta::Cart(d)) =
+                    (&slot.rendered, &*slot.object, &delta)
+                else {
+                    return None;
+                };
+                let sku = packed_cart::only_sku(cart, d)?;
+                self.sku.clear();
+                self.sku.push_str(sku);
+                Some(packed.clone())
+            });
             let n = self.touch(key, found);
             let slot = &mut self.slots[n];
             Arc::make_mut(&mut slot.object).apply(delta)?;
             slot.bytes = slot.bytes.saturating_add(added);
+            if let (Some(before), Object::Cart(cart)) = (before, &*slot.object) {
+                let packed = before.patched(cart, &self.sku, &mut self.scratch);
+                slot.rendered = Some(Committed::Cart(packed));
+            }
             return Ok(n);
         }
         // Near a limit: join into a copy and measure it before keeping it.
@@ -374,7 +395,16 @@ impl State {
         self.slots[n].rendered = Some(committed);
     }
 
-    /// Ends the batch: the keys it changed in their committed form, for the read view.
+    /// Slot `n`'s cart packed as its object is now, if known.
+    pub(crate) fn rendered_cart(&self, n: usize) -> Option<&PackedCart> {
+        match &self.slots[n].rendered {
+            Some(Committed::Cart(packed)) => Some(packed),
+            _ => None,
+        }
+    }
+
+    /// Ends the batch: the keys it changed in their committed form, for the read view. A
+    /// cart's stays with its slot, for the next change to patch.
     pub(crate) fn end_batch(&mut self) -> Vec<view::Entry> {
         let (slots, scratch) = (&mut self.slots, &mut self.scratch);
         self.batch
@@ -382,10 +412,16 @@ impl State {
             .map(|n| {
                 let slot = &mut slots[n];
                 slot.in_batch = false;
-                let committed = slot
-                    .rendered
-                    .take()
-                    .unwrap_or_else(|| Committed::of(&slot.object, scratch));
+                let committed = match &slot.rendered {
+                    Some(committed) => committed.clone(),
+                    None => {
+                        let committed = Committed::of(&slot.object, scratch);
+                        if matches!(committed, Committed::Cart(_)) {
+                            slot.rendered = Some(committed.clone());
+                        }
+                        committed
+                    }
+                };
                 (n, slot.key.clone(), committed)
             })
             .collect()
@@ -596,6 +632,50 @@ mod tests {
                 .iter()
                 .all(|(k, _)| state.get(k).is_some_and(|s| s.change > mid))
         );
+    }
+
+    #[test]
+    fn a_batch_hands_the_view_each_changed_cart_as_rendering_it_would() {
+        let mut state = State::from_loaded(&mut loaded(Vec::new()));
+        let keys = [Key::new(Kind::Cart, "c1"), Key::new(Kind::Cart, "c2")];
+        let mut writers = [Cart::new(), Cart::new(), Cart::new()];
+        let skus = ["apple", "b", "pear"];
+        let mut deltas = Vec::new();
+        for seq in 1..=60u64 {
+            let w = (seq % 3) as usize;
+            let replica = ReplicaId(w as u64 + 1);
+            let tag = Tag {
+                dot: Dot::new(replica, seq),
+                stamp: Stamp {
+                    hlc: seq << 22,
+                    replica,
+                },
+            };
+            let sku = skus[(seq % 5 % 3) as usize];
+            // Adds (patched), a remove and a decrement now and then (rendered whole).
+            let delta = match seq % 7 {
+                3 => writers[w].remove(sku).expect("remove"),
+                5 => writers[w].set_quantity(tag, sku, 1).expect("set"),
+                _ => writers[w].add(tag, sku, seq % 4 + 1).expect("add"),
+            };
+            deltas.push((&keys[(seq % 2) as usize], ObjectDelta::Cart(delta)));
+        }
+        let mut scratch = Vec::new();
+        for batch in deltas.chunks(3) {
+            // Each batch also repeats the first delta of the whole history (a duplicate).
+            for (key, delta) in batch.iter().chain(&deltas[..1]) {
+                state.join(key, delta.clone()).expect("join");
+            }
+            for (n, key, committed) in state.end_batch() {
+                let view::Committed::Cart(packed) = committed else {
+                    panic!("{key} is a cart");
+                };
+                let Object::Cart(cart) = &*state.slot(n).object else {
+                    panic!("{key} is a cart");
+                };
+                assert_eq!(packed, PackedCart::of(cart, &mut scratch), "{key}");
+            }
+        }
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //!
 //! Carts are kept as their visible items packed in one block ([`PackedCart`]), rendered once
 //! per commit that changed them (or taken from the answer of the write that changed them
-//! last): a read unpacks the items, and the engine's own copy of the cart is not shared, so
-//! changing it does not copy it. Sessions and documents are kept as the committed object
+//! last, or patched from the previous block where a change touched one item only): a read
+//! unpacks the items, and the engine's own copy of the cart is not shared, so changing it does
+//! not copy it. Sessions and documents are kept as the committed object
 //! (their reader's view depends on the time, or is rendered on demand).
 
 use crate::key_index::KeyIndex;
