@@ -67,8 +67,32 @@ impl Identity {
     }
 }
 
+/// A member's key in foca (its gossip address), in a form foca compares fast: an IPv4
+/// address and port packed into one integer, any other address as it is. Two keys are equal
+/// exactly when the addresses are. foca finds a member by comparing this key with every
+/// member in turn (`Members::apply`), so a formed start of 1000 nodes compares it 500,000
+/// times per node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberKey {
+    /// `(ip << 16) | port`.
+    V4(u64),
+    /// Any other address.
+    Other(SocketAddr),
+}
+
+impl From<SocketAddr> for MemberKey {
+    fn from(addr: SocketAddr) -> Self {
+        match addr {
+            SocketAddr::V4(a) => {
+                MemberKey::V4((u64::from(a.ip().to_bits()) << 16) | u64::from(a.port()))
+            }
+            other => MemberKey::Other(other),
+        }
+    }
+}
+
 impl foca::Identity for Identity {
-    type Addr = SocketAddr;
+    type Addr = MemberKey;
 
     fn renew(&self) -> Option<Self> {
         Some(Identity {
@@ -77,8 +101,8 @@ impl foca::Identity for Identity {
         })
     }
 
-    fn addr(&self) -> SocketAddr {
-        self.addr
+    fn addr(&self) -> MemberKey {
+        MemberKey::from(self.addr)
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
@@ -637,6 +661,34 @@ mod tests {
             .map(|(_, c)| c)
             .collect();
         assert_eq!(sorted, vec!['d', 'b', 'a', 'c']);
+    }
+
+    #[test]
+    fn member_keys_are_equal_exactly_when_the_addresses_are() {
+        let addrs: Vec<SocketAddr> = [
+            "10.0.0.1:7000",
+            "10.0.0.1:7001",
+            "10.0.0.2:7000",
+            "0.1.0.0:0",
+            "0.0.0.0:1",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "[::1]:7000",
+            "[::1]:7001",
+            "[::ffff:10.0.0.1]:7000",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        for a in &addrs {
+            for b in &addrs {
+                assert_eq!(
+                    MemberKey::from(*a) == MemberKey::from(*b),
+                    a == b,
+                    "{a} {b}"
+                );
+            }
+        }
     }
 
     #[test]
