@@ -817,10 +817,15 @@ impl<P: Payload> Node<P> {
         if lazy.is_empty() {
             return;
         }
+        let mut fullest = 0;
         for peer in lazy {
-            self.pending_ihave.entry(peer).or_default().push(dot);
+            let batch = self.pending_ihave.entry(peer).or_default();
+            batch.push(dot);
+            fullest = fullest.max(batch.len());
         }
-        if self.ihave_deadline.is_none() {
+        if fullest >= self.config.plumtree.ihave_batch_ids {
+            self.flush_ihave();
+        } else if self.ihave_deadline.is_none() {
             self.ihave_deadline = Some(now + self.config.plumtree.ihave_delay_ms as i64);
         }
     }

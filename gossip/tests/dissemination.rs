@@ -63,3 +63,30 @@ fn duplicate_ratio_stays_low_with_ten_nodes_in_five_regions() {
     // Dissemination did the work; anti-entropy had little to repair.
     assert!(net.total(|s| s.delivered_by_sync) < delivered / 50);
 }
+
+/// A node sends its announcements once a peer's batch holds `ihave_batch_ids` ids, without
+/// waiting for `ihave_delay_ms`; below that they wait.
+#[test]
+fn a_full_announcement_batch_leaves_before_the_delay() {
+    let regions = ["us-east", "us-west", "eu-west", "ap-south", "sa-east"];
+    for (batch_ids, early) in [(3, true), (usize::MAX, false)] {
+        let mut cfg = Config::wan(8);
+        cfg.plumtree.ihave_delay_ms = 60_000;
+        cfg.plumtree.ihave_batch_ids = batch_ids;
+        let mut net = Net::new(8, &regions, 5, cfg);
+        net.run_for(20_000);
+        assert!(net.membership_converged(), "membership did not converge");
+        for v in 0..3 {
+            net.write(0, "k", v);
+        }
+        net.run_for(2_000);
+        assert!(net.converged());
+        // Within 2 s only a batch that reached three ids can have left.
+        let announced = net.total(|s| s.ihave_sent);
+        if early {
+            assert!(announced >= 3, "{announced} ids announced within 2 s");
+        } else {
+            assert_eq!(announced, 0, "announced before the 60 s delay");
+        }
+    }
+}
