@@ -516,6 +516,17 @@ mod tests {
         }
     }
 
+    /// The tag of `replica`'s `seq`th operation, at a clock that grows with `seq`.
+    fn tag_at(replica: ReplicaId, seq: u64) -> Tag {
+        Tag {
+            dot: Dot::new(replica, seq),
+            stamp: Stamp {
+                hlc: seq << 22,
+                replica,
+            },
+        }
+    }
+
     /// A replica's cart history: adds on two replicas, then a remove of what one had seen.
     fn history() -> Segment {
         let mut deltas = Vec::new();
@@ -524,13 +535,7 @@ mod tests {
         for seq in 1..=4u64 {
             let who = (seq % 2) as usize;
             let replica = ReplicaId(who as u64 + 1);
-            let tag = Tag {
-                dot: Dot::new(replica, seq),
-                stamp: Stamp {
-                    hlc: seq << 22,
-                    replica,
-                },
-            };
+            let tag = tag_at(replica, seq);
             let d = carts[who].add(tag, "apple", seq).expect("add");
             deltas.push(LoggedDelta {
                 origin: replica,
@@ -644,13 +649,7 @@ mod tests {
         for seq in 1..=60u64 {
             let w = (seq % 3) as usize;
             let replica = ReplicaId(w as u64 + 1);
-            let tag = Tag {
-                dot: Dot::new(replica, seq),
-                stamp: Stamp {
-                    hlc: seq << 22,
-                    replica,
-                },
-            };
+            let tag = tag_at(replica, seq);
             let sku = skus[(seq % 5 % 3) as usize];
             // Adds (patched), a remove and a decrement now and then (rendered whole).
             let delta = match seq % 7 {
