@@ -68,8 +68,9 @@ pub struct Transmit {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event<P> {
     /// A remote delta to join into the key's state, durably, recording its dot
-    /// `(origin, seq)` as delivered in the same transaction.
-    Apply(Delta<P>),
+    /// `(origin, seq)` as delivered in the same transaction; with the encoding it arrived in
+    /// (shared, not copied), for a driver that logs it without encoding it again.
+    Apply(Delta<P>, EncodedDelta),
     /// A state (from a state transfer) to join into the key's state, durably. It delivers no
     /// dot by itself: see `AdoptDelivered`.
     ApplyState {
@@ -792,9 +793,9 @@ impl<P: Payload> Node<P> {
         }
         self.delivered.insert(dot);
         self.plumtree.delivered(&dot);
-        self.log.insert(dot, encoded, now);
+        self.log.insert(dot, encoded.clone(), now);
         self.stats.delivered += 1;
-        self.events.push_back(Event::Apply(delta));
+        self.events.push_back(Event::Apply(delta, encoded));
     }
 
     /// Pushes the delta with this dot (`delta` is the copy as it reached us) to the eager

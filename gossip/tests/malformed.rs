@@ -194,7 +194,7 @@ fn a_message_with_one_malformed_delta_is_dropped_whole() {
     assert_eq!(node.stats().delivered, 1);
     let mut applied = 0;
     while let Some(e) = node.poll_event() {
-        if let gossip::Event::Apply(d) = e {
+        if let gossip::Event::Apply(d, _) = e {
             assert_eq!((d.origin, d.seq), (origin, 1));
             applied += 1;
         }

@@ -44,7 +44,7 @@ use crate::inspect::{self, Directory, Inspection};
 use crate::member::{Member, MemberStatus};
 use crate::ops::{self, MAX_OBJECT_BYTES, Op, Output};
 use crate::state::{JoinError, State};
-use crate::store::{KnownPeer, Segment, Store, StoreError, cursor_covered_by};
+use crate::store::{KnownPeer, Segment, SegmentDelta, Store, StoreError, cursor_covered_by};
 use crate::subscribe::{Change, ChangeSource, Committed};
 use crate::transport::{self, Inbound, SendOutcome, Transport};
 use crate::view::{self, View};
@@ -641,6 +641,11 @@ impl Engine {
                 if local.next_if_eq(&i).is_none() {
                     continue;
                 }
+                // Local deltas are logged with their fields (`run_op`).
+                let SegmentDelta::Decoded(delta) = delta else {
+                    debug_assert!(false, "local delta {i} is in its encoded form");
+                    continue;
+                };
                 let tag = Tag {
                     dot: delta.dot(),
                     stamp: delta.stamp,
@@ -749,14 +754,14 @@ impl Engine {
             };
             self.notify.push(notice);
             self.local.push(self.segment.deltas.len());
-            self.segment.deltas.push(LoggedDelta {
+            self.segment.deltas.push(SegmentDelta::Decoded(LoggedDelta {
                 origin: tag.dot.replica,
                 seq: tag.dot.counter,
                 stamp: tag.stamp,
                 hops: 0,
                 key,
                 payload: MeshDelta(delta),
-            });
+            }));
         }
         self.replies.push((reply, applied.result));
     }
@@ -765,35 +770,47 @@ impl Engine {
     fn drain_events(&mut self) {
         while let Some(event) = self.node.poll_event() {
             match event {
-                Event::Apply(mut delta) => {
-                    let slot = match self.state.join(&delta.key, delta.payload.0.clone()) {
-                        Ok(n) => Some(n),
+                Event::Apply(delta, encoded) => {
+                    let gossip::Delta {
+                        origin,
+                        seq,
+                        stamp,
+                        hops,
+                        key,
+                        payload,
+                    } = delta;
+                    // The store logs the delta in the bytes it arrived in, so the payload is
+                    // joined itself, not a copy.
+                    let (slot, logged) = match self.state.join(&key, payload.0) {
+                        Ok(n) => (Some(n), SegmentDelta::Encoded(encoded)),
                         Err(e) => {
                             self.count_refusal(&e);
-                            warn!(key = %delta.key, origin = %delta.origin, seq = delta.seq, error = %e, "refused a remote delta");
+                            warn!(key = %key, origin = %origin, seq, error = %e, "refused a remote delta");
                             // The store logs what was applied: the dot, not the refused payload
                             // (which may not even fit in a log record).
-                            delta.payload = MeshDelta(Object::new(delta.key.kind).to_delta());
-                            self.state.find(&delta.key)
+                            let bottom = LoggedDelta {
+                                origin,
+                                seq,
+                                stamp,
+                                hops,
+                                key: key.clone(),
+                                payload: MeshDelta(Object::new(key.kind).to_delta()),
+                            };
+                            (self.state.find(&key), SegmentDelta::Decoded(bottom))
                         }
                     };
-                    self.state.record(slot, delta.dot(), delta.stamp);
+                    self.state
+                        .record(slot, crdt_types::Dot::new(origin, seq), stamp);
                     self.shared
                         .counters
                         .remote_deltas
                         .fetch_add(1, Ordering::Relaxed);
-                    let source = ChangeSource::Remote {
-                        origin: delta.origin,
-                        stamp: delta.stamp,
-                    };
+                    let source = ChangeSource::Remote { origin, stamp };
                     self.notify.push(match slot {
                         Some(n) => Notice::Slot(n, source),
-                        None => Notice::Key(Change {
-                            key: delta.key.clone(),
-                            source,
-                        }),
+                        None => Notice::Key(Change { key, source }),
                     });
-                    self.segment.deltas.push(delta);
+                    self.segment.deltas.push(logged);
                 }
                 Event::ApplyState { key, payload, from } => {
                     let source = ChangeSource::StateTransfer { from };

@@ -187,6 +187,15 @@ impl State {
 
     fn replay(&mut self, segment: Segment) {
         for delta in segment.deltas {
+            // The store decoded every delta it read back; one in its encoded form is decoded
+            // here.
+            let delta = match delta.decoded() {
+                Ok(delta) => delta,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a logged delta does not decode");
+                    continue;
+                }
+            };
             if let Err(e) = self.join(&delta.key, delta.payload.0) {
                 tracing::warn!(key = %delta.key, error = %e, "a logged delta does not apply");
             }
@@ -499,6 +508,7 @@ fn context_of(vv: &VersionVector) -> CausalContext {
 mod tests {
     use super::*;
     use crate::delta::LoggedDelta;
+    use crate::store::SegmentDelta;
     use crdt_types::{Cart, Kind, ReplicaId, Tag};
     use std::collections::HashMap;
 
@@ -559,7 +569,7 @@ mod tests {
             payload: MeshDelta(ObjectDelta::Cart(removal)),
         });
         Segment {
-            deltas,
+            deltas: deltas.into_iter().map(SegmentDelta::Decoded).collect(),
             ..Segment::default()
         }
     }

@@ -13,8 +13,10 @@
 //!   change-cursor ceiling;
 //! - `objects`: wire-encoded [`Key`] to the key's [`Object`] and its change cursor, as of a
 //!   checkpoint;
-//! - `log`: one [`Segment`] per commit: the deltas applied (local and remote), the states
-//!   joined from state transfers and the delivered vectors adopted;
+//! - `log`: one [`Segment`] per commit: the deltas applied (local and remote), each as its
+//!   gossip encoding (`gossip::messages::EncodedDelta`: a received delta is logged in the
+//!   bytes it arrived in, not encoded again), the states joined from state transfers and the
+//!   delivered vectors adopted;
 //! - `members`: peers seen in the membership, to rejoin through after a restart.
 //!
 //! # Write path
@@ -59,6 +61,7 @@
 use crate::delta::{LoggedDelta, MeshDelta};
 use crdt_types::wire::{self, WireError};
 use crdt_types::{CausalContext, Key, Object, ReplicaId, Stamp, VersionVector};
+use gossip::messages::EncodedDelta;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -66,8 +69,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The store layout this build reads and writes. A data directory with another version is
-/// refused at start-up.
-pub const STORE_FORMAT_VERSION: u32 = 1;
+/// refused at start-up. Version 2 logs each delta as its gossip encoding (version 1 logged
+/// the decoded fields, which version 2 would misread).
+pub const STORE_FORMAT_VERSION: u32 = 2;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "statemesh.redb";
@@ -165,7 +169,7 @@ pub struct KnownPeer {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Segment {
     /// Deltas applied, local and remote, each with its dot and stamp.
-    pub deltas: Vec<LoggedDelta>,
+    pub deltas: Vec<SegmentDelta>,
     /// Key states joined from state transfers.
     pub states: Vec<(Key, MeshDelta)>,
     /// Delivered vectors adopted at the end of state transfers.
@@ -183,6 +187,45 @@ impl Segment {
         self.deltas.clear();
         self.states.clear();
         self.adopted.clear();
+    }
+}
+
+/// One delta of a [`Segment`]. Either form is logged as its gossip encoding, so a received
+/// delta, which gossip hands over with the bytes it arrived in, is copied rather than encoded
+/// again by the commit thread; what is read back is [`SegmentDelta::Decoded`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum SegmentDelta {
+    /// A delta with its fields (a local one, which the engine publishes once it is durable;
+    /// one read back from the log).
+    Decoded(LoggedDelta),
+    /// A received delta as it arrived (its hop count as received).
+    Encoded(EncodedDelta),
+}
+
+impl SegmentDelta {
+    /// The delta with its fields: decoded, with errors, if it is in its encoded form.
+    pub fn decoded(self) -> Result<LoggedDelta, gossip::messages::DecodeError> {
+        match self {
+            SegmentDelta::Decoded(delta) => Ok(delta),
+            SegmentDelta::Encoded(encoded) => encoded.decode(),
+        }
+    }
+}
+
+impl Serialize for SegmentDelta {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SegmentDelta::Encoded(encoded) => encoded.serialize(s),
+            SegmentDelta::Decoded(delta) => EncodedDelta::new(delta)
+                .map_err(serde::ser::Error::custom)?
+                .serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SegmentDelta {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        EncodedDelta::deserialize(d).map(SegmentDelta::Encoded)
     }
 }
 
@@ -480,16 +523,30 @@ impl Store {
         for entry in log_table.iter().map_err(engine_err)? {
             let (n, bytes) = entry.map_err(engine_err)?;
             let n = n.value();
-            let segment: Segment = wire::decode(bytes.value())
+            let Segment {
+                deltas,
+                states,
+                adopted,
+            } = wire::decode(bytes.value())
+                .map_err(|e| corrupt(format!("log segment {n}: {e}")))?;
+            // Every delta is decoded here, so one that does not decode fails the start.
+            let deltas = deltas
+                .into_iter()
+                .map(SegmentDelta::decoded)
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| corrupt(format!("log segment {n}: {e}")))?;
             self.segments
-                .push_back((n, segment.deltas.len(), bytes.value().len()));
-            self.log_entries += segment.deltas.len();
+                .push_back((n, deltas.len(), bytes.value().len()));
+            self.log_entries += deltas.len();
             self.log_bytes += bytes.value().len();
             self.next_segment = n + 1;
-            log.extend(segment.deltas.iter().cloned());
+            log.extend(deltas.iter().cloned());
             if n > checkpointed {
-                replay.push(segment);
+                replay.push(Segment {
+                    deltas: deltas.into_iter().map(SegmentDelta::Decoded).collect(),
+                    states,
+                    adopted,
+                });
             }
         }
         self.next_segment = self.next_segment.max(checkpointed + 1);
@@ -846,7 +903,7 @@ mod tests {
     use super::*;
     use crdt_types::{Cart, Dot, Kind, ObjectDelta, Tag};
 
-    fn delta(seq: u64, sku_bytes: usize) -> LoggedDelta {
+    fn delta(seq: u64, sku_bytes: usize) -> SegmentDelta {
         let replica = ReplicaId(7);
         let tag = Tag {
             dot: Dot::new(replica, seq),
@@ -858,14 +915,22 @@ mod tests {
         let mut cart = Cart::new();
         let sku = format!("{seq:0>width$}", width = sku_bytes.clamp(1, 256));
         let d = cart.add(tag, &sku, 1).expect("add");
-        LoggedDelta {
+        SegmentDelta::Decoded(LoggedDelta {
             origin: replica,
             seq,
             stamp: tag.stamp,
             hops: 0,
             key: Key::new(Kind::Cart, format!("c{seq}")),
             payload: MeshDelta(ObjectDelta::Cart(d)),
-        }
+        })
+    }
+
+    /// The deltas with their fields, whichever form they are in.
+    fn decoded(deltas: Vec<SegmentDelta>) -> Vec<LoggedDelta> {
+        deltas
+            .into_iter()
+            .map(|d| d.decoded().expect("decodes"))
+            .collect()
     }
 
     #[test]
@@ -887,7 +952,7 @@ mod tests {
             deltas.extend(part.deltas);
             adopted.extend(part.adopted);
         }
-        assert_eq!(deltas, segment.deltas);
+        assert_eq!(decoded(deltas), decoded(segment.deltas));
         assert_eq!(adopted, segment.adopted);
     }
 
@@ -997,6 +1062,59 @@ mod tests {
         // The restart resumes cursors at the raised ceiling.
         assert!(loaded.next_cursor > near_ceiling);
         drop(reopened);
+    }
+
+    #[test]
+    fn a_received_delta_is_logged_in_the_bytes_it_arrived_in_and_reads_back_as_its_fields() {
+        let SegmentDelta::Decoded(local) = delta(1, 8) else {
+            unreachable!("the helper makes decoded deltas")
+        };
+        let received = LoggedDelta {
+            hops: 2,
+            ..local.clone()
+        };
+        let encoded = EncodedDelta::new(&received).expect("encode");
+        let segment = Segment {
+            deltas: vec![
+                SegmentDelta::Decoded(local.clone()),
+                SegmentDelta::Encoded(encoded.clone()),
+            ],
+            ..Segment::default()
+        };
+        let bytes = wire::encode(&segment).expect("encode");
+        // Both forms are written as the gossip encoding: the received one as its bytes.
+        let read: Segment = wire::decode(&bytes).expect("decode");
+        assert_eq!(
+            read.deltas,
+            vec![
+                SegmentDelta::Encoded(EncodedDelta::new(&local).expect("encode")),
+                SegmentDelta::Encoded(encoded),
+            ]
+        );
+        assert_eq!(decoded(read.deltas), vec![local, received]);
+    }
+
+    #[test]
+    fn a_store_of_another_format_version_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = LogLimits {
+            max_entries: usize::MAX,
+            max_bytes: usize::MAX,
+        };
+        drop(Store::open(dir.path(), "n", limits).expect("open"));
+        {
+            let db = Database::open(dir.path().join(DB_FILE)).expect("db");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut meta = txn.open_table(META).expect("meta");
+                put(&mut meta, META_FORMAT, &1u32).expect("put");
+            }
+            txn.commit().expect("commit");
+        }
+        match Store::open(dir.path(), "n", limits) {
+            Err(StoreError::UnknownFormat { found: 1, .. }) => {}
+            other => panic!("a version 1 store was not refused: {other:?}"),
+        }
     }
 
     #[test]

@@ -486,7 +486,7 @@ impl Simulation {
             return;
         }
         match event {
-            Event::Apply(delta) => {
+            Event::Apply(delta, _) => {
                 let dot = delta.dot();
                 match store.apply_delta(&delta.key, delta.payload, dot, delta.stamp) {
                     Ok(true) => {}

@@ -75,7 +75,7 @@ impl Store {
     /// Applies one node event, as a durable store would.
     pub fn apply(&mut self, event: &Event<GSet>) {
         match event {
-            Event::Apply(d) => {
+            Event::Apply(d, _) => {
                 self.join(&d.key, &d.payload);
                 self.delivered.insert(d.dot());
                 self.note_stamp(d.stamp);
