@@ -3,7 +3,7 @@
 //! took. It only uses the embedding API and the transport's fault hook.
 
 use crate::certs::{TlsIdentity, write_cluster_certs};
-use crate::{CartView, MemberStatus, Mesh, loopback_gossip_config};
+use crate::{CartView, MemberStatus, Mesh, PackedCart, loopback_gossip_config};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -342,9 +342,9 @@ async fn step(
     cart: &str,
     sku: &str,
     qty: u64,
-    write: impl std::future::Future<Output = Result<CartView, crate::MeshError>>,
+    write: impl std::future::Future<Output = Result<PackedCart, crate::MeshError>>,
 ) -> Result<(), DemoError> {
-    let after = write.await?;
+    let after = write.await?.to_view();
     let what = match verb {
         "remove" => format!("remove {sku}"),
         "clear" => "clear".to_owned(),

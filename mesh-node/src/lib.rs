@@ -25,7 +25,7 @@
 //!
 //! mesh.cart_add("cart-42", "sku-apple", 2).await?;
 //! let cart = mesh.cart_set_quantity("cart-42", "sku-pear", 1).await?;
-//! assert_eq!(cart.items.len(), 2);
+//! assert_eq!(cart.items().collect::<Vec<_>>(), [("sku-apple", 2), ("sku-pear", 1)]);
 //! assert_eq!(mesh.cart("cart-42")?.items[0].qty, 2);
 //!
 //! mesh.shutdown().await;
@@ -79,6 +79,7 @@ pub use inspect::Inspection;
 pub use member::{Member, MemberStatus};
 pub use mesh::{Mesh, NodeStats};
 pub use ops::{MAX_OBJECT_BYTES, SessionUpdate};
+pub use packed_cart::{Items, PackedCart};
 pub use state::MAX_STORED_OBJECT_BYTES;
 pub use subscribe::{Change, ChangeFilter, ChangeSource, Subscription, SubscriptionError};
 

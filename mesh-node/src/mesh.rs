@@ -9,6 +9,7 @@ use crate::error::{InvalidInput, MeshError};
 use crate::inspect::{Inspection, value_json};
 use crate::member::Member;
 use crate::ops::{Op, Output, SessionUpdate, check_id};
+use crate::packed_cart::PackedCart;
 use crate::subscribe::{ChangeFilter, Subscription};
 use crate::transport::{Faults, StatsSnapshot, Transport};
 use crate::view::Committed;
@@ -115,10 +116,10 @@ fn check_quantity(q: u64) -> Result<(), MeshError> {
     Ok(())
 }
 
-fn cart_output(output: Output) -> CartView {
+fn cart_output(output: Output) -> PackedCart {
     match output {
-        Output::Cart(packed) => packed.view(),
-        _ => CartView::default(),
+        Output::Cart(packed) => packed,
+        _ => PackedCart::default(),
     }
 }
 
@@ -187,8 +188,14 @@ impl Mesh {
 
     // ----- carts -----------------------------------------------------------------------------
 
-    /// Adds `n >= 1` of `sku` to the cart; returns the cart after the add.
-    pub async fn cart_add(&self, cart_id: &str, sku: &str, n: u64) -> Result<CartView, MeshError> {
+    /// Adds `n >= 1` of `sku` to the cart; returns the cart after the add (packed, as the
+    /// read view holds it: nothing is unpacked unless the caller reads it).
+    pub async fn cart_add(
+        &self,
+        cart_id: &str,
+        sku: &str,
+        n: u64,
+    ) -> Result<PackedCart, MeshError> {
         let key = cart_key(cart_id)?;
         check_id("sku", sku)?;
         if n == 0 {
@@ -209,7 +216,7 @@ impl Mesh {
         cart_id: &str,
         sku: &str,
         q: u64,
-    ) -> Result<CartView, MeshError> {
+    ) -> Result<PackedCart, MeshError> {
         let key = cart_key(cart_id)?;
         check_id("sku", sku)?;
         check_quantity(q)?;
@@ -222,7 +229,7 @@ impl Mesh {
 
     /// Removes `sku` as this node sees it (an add elsewhere that this node has not seen
     /// survives). Returns the cart after the remove.
-    pub async fn cart_remove(&self, cart_id: &str, sku: &str) -> Result<CartView, MeshError> {
+    pub async fn cart_remove(&self, cart_id: &str, sku: &str) -> Result<PackedCart, MeshError> {
         let key = cart_key(cart_id)?;
         check_id("sku", sku)?;
         let op = Op::CartRemove {
@@ -233,7 +240,7 @@ impl Mesh {
 
     /// Removes every item as this node sees it. Returns the (empty, unless concurrent adds
     /// arrived) cart.
-    pub async fn cart_clear(&self, cart_id: &str) -> Result<CartView, MeshError> {
+    pub async fn cart_clear(&self, cart_id: &str) -> Result<PackedCart, MeshError> {
         let key = cart_key(cart_id)?;
         self.submit(key, Op::CartClear).await.map(cart_output)
     }
@@ -242,7 +249,7 @@ impl Mesh {
     pub fn cart(&self, cart_id: &str) -> Result<CartView, MeshError> {
         let key = cart_key(cart_id)?;
         Ok(match self.committed(&key) {
-            Some(Committed::Cart(packed)) => packed.view(),
+            Some(Committed::Cart(packed)) => packed.to_view(),
             _ => CartView::default(),
         })
     }

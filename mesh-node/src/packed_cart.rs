@@ -1,12 +1,14 @@
 //! A cart's visible items packed in one shared heap block: what the read view holds for a
-//! committed cart and what a cart write answers with. It renders and unpacks and must not
-//! decide what is visible beyond what [`Cart::items`] shows.
+//! committed cart and what a cart write answers with ([`PackedCart`], public: the embedding
+//! API's cart writes return it). It renders and unpacks and must not decide what is visible
+//! beyond what [`Cart::items`] shows.
 //!
 //! A [`CartView`] is a vector of items that each own their sku, so building one for every
 //! cart a commit changed (and for every write's answer) cost about ten allocations and as
 //! many frees on the engine thread per change. Packed, a change costs one allocation; the
 //! reader (or the caller that waits for the write) unpacks its own `CartView` on its own
-//! thread, as it cloned the shared view before (BENCHMARKS "mesh-node").
+//! thread, as it cloned the shared view before (BENCHMARKS "mesh-node"); a caller that only
+//! waits for the acknowledgement, or reads a few items, unpacks nothing.
 //!
 //! Rendering a whole cart sums every counter entry of every item (`Counter::value`), which was
 //! the largest single cost of a replica's engine. A change that can only have changed one
@@ -22,11 +24,63 @@ use std::sync::Arc;
 /// (`u16`, little endian; a sku is at most `crdt_types::MAX_ID_BYTES` = 256 bytes).
 const HEADER: usize = 10;
 
-/// A cart's visible items in sku order, packed: per item its [`HEADER`], then the sku's bytes.
+/// A cart as a commit left it: its visible items (quantity above zero) in sku order, packed
+/// in one shared block (per item a header, then the sku's bytes). Cheap to clone and to
+/// hand back from a write; [`PackedCart::items`] reads the items without allocating,
+/// [`PackedCart::to_view`] makes the owned [`CartView`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct PackedCart(Arc<[u8]>);
+pub struct PackedCart(Arc<[u8]>);
+
+impl Default for PackedCart {
+    /// The empty cart.
+    fn default() -> Self {
+        PackedCart(Arc::from(&[][..]))
+    }
+}
+
+/// The items of a [`PackedCart`] in sku order, as `(sku, quantity)`.
+#[derive(Clone, Debug)]
+pub struct Items<'a>(&'a [u8]);
+
+impl<'a> Iterator for Items<'a> {
+    type Item = (&'a str, u64);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let ((sku, bytes), rest) = next_item(self.0)?;
+        self.0 = rest;
+        let qty = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default());
+        // Skus are packed from `&str`s; were one ever cut inside a character (only a sku
+        // over 65,535 bytes could be), its valid prefix is shown.
+        let sku = std::str::from_utf8(sku)
+            .unwrap_or_else(|e| std::str::from_utf8(&sku[..e.valid_up_to()]).unwrap_or_default());
+        Some((sku, qty))
+    }
+}
 
 impl PackedCart {
+    /// The visible items in sku order, as `(sku, quantity)`, read from the packing.
+    pub fn items(&self) -> Items<'_> {
+        Items(&self.0)
+    }
+
+    /// Whether the cart shows no item.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The cart as an owned [`CartView`] (a `String` per item).
+    pub fn to_view(&self) -> CartView {
+        CartView {
+            items: self
+                .items()
+                .map(|(sku, qty)| Item {
+                    sku: sku.to_owned(),
+                    qty,
+                })
+                .collect(),
+        }
+    }
+
     /// Packs the items `cart` shows to readers, using `scratch` as the buffer it fills before
     /// copying it into the shared block (so the block is the one allocation).
     pub(crate) fn of(cart: &Cart, scratch: &mut Vec<u8>) -> Self {
@@ -68,21 +122,6 @@ impl PackedCart {
         }
         scratch.extend_from_slice(&self.0[at + old..]);
         PackedCart(Arc::from(&scratch[..]))
-    }
-
-    /// The reader's view of the packed items.
-    pub(crate) fn view(&self) -> CartView {
-        let mut items = Vec::new();
-        let mut rest = &self.0[..];
-        while let Some(((sku, bytes), tail)) = next_item(rest) {
-            rest = tail;
-            let qty = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default());
-            items.push(Item {
-                sku: String::from_utf8_lossy(sku).into_owned(),
-                qty,
-            });
-        }
-        CartView { items }
     }
 }
 
@@ -233,7 +272,7 @@ mod tests {
                     }
                 };
                 assert_eq!(received, PackedCart::of(&receiver, &mut scratch));
-                assert_eq!(received.view(), receiver.view());
+                assert_eq!(received.to_view(), receiver.view());
             }
         }
         assert!(
@@ -278,7 +317,9 @@ mod tests {
     fn unpacks_to_the_carts_own_view() {
         let mut scratch = Vec::new();
         let mut cart = Cart::new();
-        assert_eq!(PackedCart::of(&cart, &mut scratch).view(), cart.view());
+        assert_eq!(PackedCart::of(&cart, &mut scratch).to_view(), cart.view());
+        assert!(PackedCart::of(&cart, &mut scratch).is_empty());
+        assert_eq!(PackedCart::of(&cart, &mut scratch), PackedCart::default());
         cart.add(tag(1, 1), "apple", 3).expect("add");
         cart.add(tag(1, 2), "b", 1).expect("add");
         cart.add(tag(1, 3), &"z".repeat(256), 7).expect("add");
@@ -297,11 +338,14 @@ mod tests {
         assert_eq!(hidden.view().items.len(), 1, "only the long sku is visible");
         for c in [&cart, &hidden] {
             let packed = PackedCart::of(c, &mut scratch);
-            assert_eq!(packed.view(), c.view());
+            assert_eq!(packed.to_view(), c.view());
         }
+        let packed = PackedCart::of(&cart, &mut scratch);
+        assert!(!packed.is_empty());
+        let long = "z".repeat(256);
         assert_eq!(
-            PackedCart::of(&cart, &mut scratch).view().items.len(),
-            3,
+            packed.items().collect::<Vec<_>>(),
+            vec![("apple", 3), ("b", 3), (long.as_str(), 7)],
             "apple, b and the long sku"
         );
     }

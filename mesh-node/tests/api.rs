@@ -30,20 +30,26 @@ async fn cart_operations_follow_the_contract_and_refuse_bad_input() {
     let m = single(dir.path()).await;
     m.cart_add("c", "b-sku", 2).await.expect("add");
     let view = m.cart_add("c", "a-sku", 1).await.expect("add");
-    assert_eq!(items(&view), vec![("a-sku".into(), 1), ("b-sku".into(), 2)]);
+    assert_eq!(
+        items(&view.to_view()),
+        vec![("a-sku".into(), 1), ("b-sku".into(), 2)]
+    );
     let view = m.cart_set_quantity("c", "b-sku", 5).await.expect("set");
-    assert_eq!(items(&view), vec![("a-sku".into(), 1), ("b-sku".into(), 5)]);
+    assert_eq!(
+        items(&view.to_view()),
+        vec![("a-sku".into(), 1), ("b-sku".into(), 5)]
+    );
     let view = m.cart_set_quantity("c", "b-sku", 0).await.expect("set 0");
-    assert_eq!(items(&view), vec![("a-sku".into(), 1)]);
+    assert_eq!(items(&view.to_view()), vec![("a-sku".into(), 1)]);
     let view = m.cart_remove("c", "a-sku").await.expect("remove");
-    assert!(view.items.is_empty());
+    assert!(view.is_empty());
     let view = m
         .cart_remove("c", "never-there")
         .await
         .expect("remove absent");
-    assert!(view.items.is_empty());
+    assert!(view.is_empty());
     m.cart_add("c", "x", 1).await.expect("add");
-    assert!(m.cart_clear("c").await.expect("clear").items.is_empty());
+    assert!(m.cart_clear("c").await.expect("clear").is_empty());
     assert!(m.cart("unknown").expect("read").items.is_empty());
 
     for (result, what) in [

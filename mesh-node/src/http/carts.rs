@@ -42,7 +42,7 @@ pub(crate) async fn add(
     let mut f = Fields::new(body, &["sku", "qty"])?;
     let sku = f.required_string("sku")?;
     let qty = f.required_integer("qty", 1, MAX_QUANTITY)?;
-    let view = s.mesh.cart_add(&id, &sku, qty).await?;
+    let view = s.mesh.cart_add(&id, &sku, qty).await?.to_view();
     Ok(answer(id, view))
 }
 
@@ -54,7 +54,7 @@ pub(crate) async fn set(
 ) -> Result<Json<CartBody>, ApiError> {
     let mut f = Fields::new(body, &["qty"])?;
     let qty = f.required_integer("qty", 0, MAX_QUANTITY)?;
-    let view = s.mesh.cart_set_quantity(&id, &sku, qty).await?;
+    let view = s.mesh.cart_set_quantity(&id, &sku, qty).await?.to_view();
     Ok(answer(id, view))
 }
 
@@ -63,7 +63,7 @@ pub(crate) async fn remove(
     State(s): State<AppState>,
     PathParams((id, sku)): PathParams<(String, String)>,
 ) -> Result<Json<CartBody>, ApiError> {
-    let view = s.mesh.cart_remove(&id, &sku).await?;
+    let view = s.mesh.cart_remove(&id, &sku).await?.to_view();
     Ok(answer(id, view))
 }
 
@@ -72,6 +72,6 @@ pub(crate) async fn clear(
     State(s): State<AppState>,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<CartBody>, ApiError> {
-    let view = s.mesh.cart_clear(&id).await?;
+    let view = s.mesh.cart_clear(&id).await?.to_view();
     Ok(answer(id, view))
 }
