@@ -43,6 +43,9 @@ pub(crate) struct Slot {
     rendered: Option<Committed>,
     /// Whether the key is listed in the batch in progress.
     in_batch: bool,
+    /// Whether a batch handed the key to the read view, which then knows its slot: later
+    /// batches hand over the slot number alone (no touch of the key's shared block).
+    viewed: bool,
     /// Whether the key is listed as changed since the last checkpoint snapshot.
     unsaved: bool,
 }
@@ -180,6 +183,7 @@ impl State {
             bytes,
             rendered: None,
             in_batch: false,
+            viewed: false,
             unsaved: false,
         });
         n
@@ -218,7 +222,13 @@ impl State {
         self.slots
             .iter()
             .enumerate()
-            .map(|(n, s)| (n, s.key.clone(), Committed::of(&s.object, &mut scratch)))
+            .map(|(n, s)| {
+                (
+                    n,
+                    Some(s.key.clone()),
+                    Committed::of(&s.object, &mut scratch),
+                )
+            })
             .collect()
     }
 
@@ -431,7 +441,9 @@ impl State {
                         committed
                     }
                 };
-                (n, slot.key.clone(), committed)
+                let key = (!slot.viewed).then(|| slot.key.clone());
+                slot.viewed = true;
+                (n, key, committed)
             })
             .collect()
     }
@@ -602,11 +614,26 @@ mod tests {
         let mut batch: Vec<Key> = state
             .end_batch()
             .into_iter()
-            .map(|(_, k, _)| (*k).clone())
+            .map(|(_, k, _)| (*k.expect("a key's first batch hands it to the view")).clone())
             .collect();
         batch.sort_by(|x, y| x.id.cmp(&y.id));
         assert_eq!(batch, [a, b]);
         assert_eq!(state.unsaved(), 2);
+    }
+
+    #[test]
+    fn a_key_is_handed_to_the_view_by_its_first_batch_only() {
+        let mut state = State::from_loaded(&mut loaded(Vec::new()));
+        let a = Key::new(Kind::Cart, "a");
+        let (n, _) = state.object_mut(&a, None);
+        let first = state.end_batch();
+        assert!(first.len() == 1 && first[0].0 == n);
+        assert_eq!(first[0].1.as_deref(), Some(&a));
+        // Once handed over, the slot number stands for the key.
+        let found = state.find(&a);
+        state.object_mut(&a, found);
+        let again = state.end_batch();
+        assert!(again.len() == 1 && again[0].0 == n && again[0].1.is_none());
     }
 
     #[test]
@@ -675,7 +702,8 @@ mod tests {
             for (key, delta) in batch.iter().chain(&deltas[..1]) {
                 state.join(key, delta.clone()).expect("join");
             }
-            for (n, key, committed) in state.end_batch() {
+            for (n, _, committed) in state.end_batch() {
+                let key = &state.slot(n).key;
                 let view::Committed::Cart(packed) = committed else {
                     panic!("{key} is a cart");
                 };

@@ -36,8 +36,9 @@ impl Committed {
 }
 
 /// One key for the view: the engine's slot number for it (slots are numbered from 0 in the
-/// order keys were first seen and never removed), the key, and its committed form.
-pub(crate) type Entry = (usize, Arc<Key>, Committed);
+/// order keys were first seen and never removed), the key (needed only the first time the
+/// slot is installed; `None` once the engine handed it over), and its committed form.
+pub(crate) type Entry = (usize, Option<Arc<Key>>, Committed);
 
 /// Committed keys, by the engine's slot number.
 #[derive(Debug, Default)]
@@ -84,9 +85,14 @@ impl View {
                 if slot >= objects.committed.len() {
                     objects.committed.resize_with(slot + 1, || None);
                 }
-                match objects.committed[slot].replace(committed) {
-                    Some(old) => replaced.push(old),
-                    None => objects.index.insert(&key, slot),
+                match (objects.committed[slot].replace(committed), key) {
+                    (Some(old), _) => replaced.push(old),
+                    (None, Some(key)) => objects.index.insert(&key, slot),
+                    (None, None) => {
+                        // The engine hands a key over until a batch did; a slot without one
+                        // could not be read by key.
+                        debug_assert!(false, "slot {slot} installed without its key");
+                    }
                 }
             }
         }
