@@ -13,10 +13,10 @@
 //!   change-cursor ceiling;
 //! - `objects`: wire-encoded [`Key`] to the key's [`Object`] and its change cursor, as of a
 //!   checkpoint;
-//! - `log`: one [`Segment`] per commit: the deltas applied (local and remote), each as its
-//!   gossip encoding (`gossip::messages::EncodedDelta`: a received delta is logged in the
-//!   bytes it arrived in, not encoded again), the states joined from state transfers and the
-//!   delivered vectors adopted;
+//! - `log`: one [`Segment`] per commit: the deltas applied (local ones as their fields,
+//!   received ones in the gossip encoding they arrived in, `gossip::messages::EncodedDelta`,
+//!   not encoded again), the states joined from state transfers and the delivered vectors
+//!   adopted;
 //! - `members`: peers seen in the membership, to rejoin through after a restart.
 //!
 //! # Write path
@@ -69,8 +69,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The store layout this build reads and writes. A data directory with another version is
-/// refused at start-up. Version 2 logs each delta as its gossip encoding (version 1 logged
-/// the decoded fields, which version 2 would misread).
+/// refused at start-up. Version 2 logs each delta as a [`SegmentDelta`] (its fields, or a
+/// received delta's gossip encoding, behind a variant tag); version 1 logged the fields
+/// alone, which version 2 would misread.
 pub const STORE_FORMAT_VERSION: u32 = 2;
 
 /// The database file inside the data directory.
@@ -190,10 +191,11 @@ impl Segment {
     }
 }
 
-/// One delta of a [`Segment`]. Either form is logged as its gossip encoding, so a received
-/// delta, which gossip hands over with the bytes it arrived in, is copied rather than encoded
-/// again by the commit thread; what is read back is [`SegmentDelta::Decoded`].
-#[derive(Clone, Debug, PartialEq)]
+/// One delta of a [`Segment`], logged in the form it is in: a local delta as its fields,
+/// a received one in the gossip encoding it arrived in (which gossip hands over with the
+/// delta), copied rather than encoded again by the commit thread. Read back, both are
+/// decoded to [`SegmentDelta::Decoded`] (see [`Store::open`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum SegmentDelta {
     /// A delta with its fields (a local one, which the engine publishes once it is durable;
     /// one read back from the log).
@@ -209,23 +211,6 @@ impl SegmentDelta {
             SegmentDelta::Decoded(delta) => Ok(delta),
             SegmentDelta::Encoded(encoded) => encoded.decode(),
         }
-    }
-}
-
-impl Serialize for SegmentDelta {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            SegmentDelta::Encoded(encoded) => encoded.serialize(s),
-            SegmentDelta::Decoded(delta) => EncodedDelta::new(delta)
-                .map_err(serde::ser::Error::custom)?
-                .serialize(s),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for SegmentDelta {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        EncodedDelta::deserialize(d).map(SegmentDelta::Encoded)
     }
 }
 
@@ -1082,15 +1067,9 @@ mod tests {
             ..Segment::default()
         };
         let bytes = wire::encode(&segment).expect("encode");
-        // Both forms are written as the gossip encoding: the received one as its bytes.
+        // Each is written in its form: the received one as the bytes it arrived in.
         let read: Segment = wire::decode(&bytes).expect("decode");
-        assert_eq!(
-            read.deltas,
-            vec![
-                SegmentDelta::Encoded(EncodedDelta::new(&local).expect("encode")),
-                SegmentDelta::Encoded(encoded),
-            ]
-        );
+        assert_eq!(read.deltas, segment.deltas);
         assert_eq!(decoded(read.deltas), vec![local, received]);
     }
 
