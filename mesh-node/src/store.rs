@@ -68,10 +68,10 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// The store layout this build reads and writes. A data directory with another version is
-/// refused at start-up. Version 2 logs each delta as a [`SegmentDelta`] (its fields, or a
-/// received delta's gossip encoding, behind a variant tag); version 1 logged the fields
-/// alone, which version 2 would misread.
+/// The store layout this build reads and writes. Version 2 logs each delta as a
+/// [`SegmentDelta`] (its fields, or a received delta's gossip encoding, behind a variant tag);
+/// a version 1 directory (the fields alone) is upgraded in place at start-up, and any other
+/// version is refused.
 pub const STORE_FORMAT_VERSION: u32 = 2;
 
 /// The database file inside the data directory.
@@ -189,6 +189,15 @@ impl Segment {
         self.states.clear();
         self.adopted.clear();
     }
+}
+
+/// A log segment as store format 1 wrote it (its deltas as their fields, no variant tag):
+/// read only to upgrade such a data directory ([`Store::upgrade`]).
+#[derive(Deserialize)]
+struct SegmentV1 {
+    deltas: Vec<LoggedDelta>,
+    states: Vec<(Key, MeshDelta)>,
+    adopted: Vec<VersionVector>,
 }
 
 /// One delta of a [`Segment`], logged in the form it is in: a local delta as its fields,
@@ -384,6 +393,8 @@ impl Store {
         let created = store.is_empty()?;
         if created {
             store.initialise(node_id)?;
+        } else {
+            store.upgrade()?;
         }
         let mut loaded = store.load(node_id)?;
         loaded.created = created;
@@ -436,6 +447,53 @@ impl Store {
         }
         txn.commit().map_err(engine_err)?;
         tracing::info!(path = %self.path.display(), node = node_id, replica = %replica, "created a new data directory");
+        Ok(())
+    }
+
+    /// Rewrites a data directory of the previous store format (1: each logged delta as its
+    /// fields, untagged) in this build's format, in one durable transaction: a crash during
+    /// the upgrade leaves it at format 1, to be upgraded on the next start. Any other format
+    /// is left for [`Store::load`] to accept or refuse.
+    fn upgrade(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let corrupt = |detail: String| StoreError::Corrupt {
+            path: path.clone(),
+            detail,
+        };
+        let txn = self.write(true)?;
+        let segments = {
+            let mut meta = match txn.open_table(META) {
+                Ok(t) => t,
+                // No meta table: `load` says so.
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+                Err(e) => return Err(engine_err(e)),
+            };
+            let format: u32 = required(&meta, META_FORMAT, &corrupt)?;
+            if format != 1 {
+                return Ok(());
+            }
+            let mut log = txn.open_table(LOG).map_err(engine_err)?;
+            let mut rewritten = Vec::new();
+            for entry in log.iter().map_err(engine_err)? {
+                let (n, bytes) = entry.map_err(engine_err)?;
+                let n = n.value();
+                let old: SegmentV1 = wire::decode(bytes.value())
+                    .map_err(|e| corrupt(format!("format 1 log segment {n}: {e}")))?;
+                let segment = Segment {
+                    deltas: old.deltas.into_iter().map(SegmentDelta::Decoded).collect(),
+                    states: old.states,
+                    adopted: old.adopted,
+                };
+                rewritten.push((n, wire::encode(&segment).map_err(StoreError::Encode)?));
+            }
+            for (n, bytes) in &rewritten {
+                log.insert(*n, bytes.as_slice()).map_err(engine_err)?;
+            }
+            put(&mut meta, META_FORMAT, &STORE_FORMAT_VERSION)?;
+            rewritten.len()
+        };
+        self.commit(txn, true)?;
+        tracing::info!(path = %self.path.display(), segments, from = 1, to = STORE_FORMAT_VERSION, "upgraded the data directory's store format");
         Ok(())
     }
 
@@ -1073,27 +1131,75 @@ mod tests {
         assert_eq!(decoded(read.deltas), vec![local, received]);
     }
 
-    #[test]
-    fn a_store_of_another_format_version_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let limits = LogLimits {
-            max_entries: usize::MAX,
-            max_bytes: usize::MAX,
-        };
-        drop(Store::open(dir.path(), "n", limits).expect("open"));
+    /// Rewrites the meta format record of the store in `dir`, and puts `log` records.
+    fn rewrite_raw(dir: &Path, format: u32, log: &[(u64, Vec<u8>)]) {
+        let db = Database::open(dir.join(DB_FILE)).expect("db");
+        let txn = db.begin_write().expect("txn");
         {
-            let db = Database::open(dir.path().join(DB_FILE)).expect("db");
-            let txn = db.begin_write().expect("txn");
-            {
-                let mut meta = txn.open_table(META).expect("meta");
-                put(&mut meta, META_FORMAT, &1u32).expect("put");
+            let mut meta = txn.open_table(META).expect("meta");
+            put(&mut meta, META_FORMAT, &format).expect("put");
+            let mut table = txn.open_table(LOG).expect("log");
+            for (n, bytes) in log {
+                table.insert(*n, bytes.as_slice()).expect("insert");
             }
-            txn.commit().expect("commit");
         }
-        match Store::open(dir.path(), "n", limits) {
-            Err(StoreError::UnknownFormat { found: 1, .. }) => {}
-            other => panic!("a version 1 store was not refused: {other:?}"),
+        txn.commit().expect("commit");
+    }
+
+    const UNBOUNDED: LogLimits = LogLimits {
+        max_entries: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+
+    #[test]
+    fn a_store_of_an_unknown_format_version_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(Store::open(dir.path(), "n", UNBOUNDED).expect("open"));
+        rewrite_raw(dir.path(), 3, &[]);
+        match Store::open(dir.path(), "n", UNBOUNDED) {
+            Err(StoreError::UnknownFormat { found: 3, .. }) => {}
+            other => panic!("a version 3 store was not refused: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_format_1_store_is_upgraded_in_place_and_keeps_its_log() {
+        /// Format 1's segment, as that build encoded it.
+        #[derive(Serialize)]
+        struct V1<'a> {
+            deltas: &'a [LoggedDelta],
+            states: Vec<(Key, MeshDelta)>,
+            adopted: Vec<VersionVector>,
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(Store::open(dir.path(), "n", UNBOUNDED).expect("open"));
+        let deltas = decoded(vec![delta(1, 8), delta(2, 300)]);
+        let vv: VersionVector = [(ReplicaId(9), 4)].into_iter().collect();
+        let v1 = V1 {
+            deltas: &deltas,
+            states: Vec::new(),
+            adopted: vec![vv.clone()],
+        };
+        rewrite_raw(dir.path(), 1, &[(1, wire::encode(&v1).expect("encode"))]);
+        // Format 2 reads format 1's bytes wrongly or not at all: the upgrade is what works.
+        assert!(wire::decode::<Segment>(&wire::encode(&v1).expect("encode")).is_err());
+
+        for life in 0..2 {
+            let (store, loaded) = Store::open(dir.path(), "n", UNBOUNDED).expect("open");
+            assert_eq!(loaded.log, deltas, "life {life}");
+            assert_eq!(loaded.replay.len(), 1, "life {life}");
+            let replayed = &loaded.replay[0];
+            assert_eq!(decoded(replayed.deltas.clone()), deltas, "life {life}");
+            assert_eq!(replayed.adopted, vec![vv.clone()], "life {life}");
+            assert_eq!(store.last_segment(), 1, "life {life}");
+            drop(store);
+        }
+        let db = Database::open(dir.path().join(DB_FILE)).expect("db");
+        let txn = db.begin_read().expect("txn");
+        let meta = txn.open_table(META).expect("meta");
+        let corrupt = |detail: String| -> StoreError { panic!("{detail}") };
+        let format: u32 = required(&meta, META_FORMAT, &corrupt).expect("format");
+        assert_eq!(format, STORE_FORMAT_VERSION);
     }
 
     #[test]
