@@ -160,11 +160,18 @@ pub struct Node<P: Payload> {
     /// `(authenticated, claimed)` node id pairs already warned about, so an impostor's flood
     /// logs once (bounded: past the bound, refusals are only counted).
     warned_impostors: BTreeSet<(String, String)>,
+    /// Where [`Plumtree::targets`] lists a delta's eager and lazy peers, kept between
+    /// deliveries (emptied by each) so that disseminating allocates nothing for them.
+    targets: (Vec<SocketAddr>, Vec<SocketAddr>),
     stats: Stats,
 }
 
 /// How many distinct impostor pairs are logged at `warn` before the rest are only counted.
 const MAX_WARNED_IMPOSTORS: usize = 256;
+
+/// Room for events the queue keeps once the driver has taken them all (more than a message
+/// or timer hands out in the common case).
+const EVENTS_KEPT: usize = 64;
 
 impl<P: Payload> std::fmt::Debug for Node<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -224,6 +231,7 @@ impl<P: Payload> Node<P> {
             ihave_deadline: None,
             rejoin_deadline: None,
             warned_impostors: BTreeSet::new(),
+            targets: (Vec::new(), Vec::new()),
             stats: Stats::default(),
         }
     }
@@ -348,7 +356,9 @@ impl<P: Payload> Node<P> {
                     return Some(Transmit {
                         to,
                         channel,
-                        bytes: Bytes::from(bytes),
+                        // As a boxed slice: `Bytes` takes it without a second allocation (a
+                        // `Vec` with spare room would need one for its shared header).
+                        bytes: Bytes::from(bytes.into_boxed_slice()),
                     });
                 }
                 Err(e) => {
@@ -380,7 +390,13 @@ impl<P: Payload> Node<P> {
 
     /// The next event for the driver, in the order they happened.
     pub fn poll_event(&mut self) -> Option<Event<P>> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() && self.events.capacity() > EVENTS_KEPT {
+            // A formed start hands out an event per member at once (200 bytes each): give
+            // that room back once they are taken instead of holding it for the node's life.
+            self.events.shrink_to(EVENTS_KEPT);
+        }
+        event
     }
 
     // ----- application requests ------------------------------------------------------------
@@ -806,22 +822,28 @@ impl<P: Payload> Node<P> {
         delta: &EncodedDelta,
         except: Option<SocketAddr>,
     ) {
-        let (eager, lazy) = self.plumtree.targets(dot.replica, except);
+        let (mut eager, mut lazy) = std::mem::take(&mut self.targets);
+        self.plumtree
+            .targets(dot.replica, except, &mut eager, &mut lazy);
         if !eager.is_empty() {
             let copy = delta.next_hop();
             let size = copy.wire_len();
-            for peer in eager {
+            for &peer in &eager {
                 self.push_delta(peer, copy.clone(), size);
             }
         }
-        if lazy.is_empty() {
-            return;
-        }
         let mut fullest = 0;
-        for peer in lazy {
+        for &peer in &lazy {
             let batch = self.pending_ihave.entry(peer).or_default();
             batch.push(dot);
             fullest = fullest.max(batch.len());
+        }
+        let announced = !lazy.is_empty();
+        eager.clear();
+        lazy.clear();
+        self.targets = (eager, lazy);
+        if !announced {
+            return;
         }
         if fullest >= self.config.plumtree.ihave_batch_ids {
             self.flush_ihave();
