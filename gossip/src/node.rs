@@ -38,7 +38,8 @@ use crdt_types::{
 };
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use rustc_hash::FxBuildHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 /// The logical stream a message belongs to. Drivers may map channels to separate streams so
@@ -147,7 +148,11 @@ pub struct Node<P: Payload> {
     /// Per peer: its replica and the delivered vector of its latest digest.
     acked: BTreeMap<SocketAddr, (ReplicaId, VersionVector)>,
     outbox: Outbox<P>,
-    pending_ihave: BTreeMap<SocketAddr, Vec<Dot>>,
+    /// Per lazy peer, the ids waiting for its next announcement. A hash map: it is looked up
+    /// for every lazy target of every delivered delta and walked only to flush, and the
+    /// order a flush queues the peers' batches in changes nothing (each peer has its own
+    /// queue, and the outbox serves them in address order).
+    pending_ihave: HashMap<SocketAddr, Vec<Dot>, FxBuildHasher>,
     /// Members that came up since the last anti-entropy round.
     came_up: BTreeSet<SocketAddr>,
     events: VecDeque<Event<P>>,
@@ -221,7 +226,7 @@ impl<P: Payload> Node<P> {
             delivered: Delivered::from(&restored.delivered),
             next_seq,
             acked: BTreeMap::new(),
-            pending_ihave: BTreeMap::new(),
+            pending_ihave: HashMap::default(),
             came_up: BTreeSet::new(),
             events: VecDeque::new(),
             seeds: BTreeSet::new(),
@@ -863,7 +868,7 @@ impl<P: Payload> Node<P> {
 
     fn flush_ihave(&mut self) {
         self.ihave_deadline = None;
-        for (peer, dots) in std::mem::take(&mut self.pending_ihave) {
+        for (peer, dots) in self.pending_ihave.drain() {
             let n = dots.len() as u64;
             let item = GossipItem::IHave(dots);
             let size = item_len(&item);
