@@ -166,6 +166,34 @@ mod body_bytes {
     }
 }
 
+/// Serde for a membership packet: one byte string, the same bytes as the sequence of `u8`
+/// serde makes of a `Vec<u8>` (bincode writes both as a length, then the bytes), read and
+/// written in one piece instead of one element at a time.
+mod packet_bytes {
+    use serde::{Deserializer, Serializer, de};
+
+    pub(super) fn serialize<S: Serializer>(packet: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(packet)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a membership packet")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_bytes(Visitor)
+    }
+}
+
 /// An item of the dissemination channel (Plumtree).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum GossipItem {
@@ -224,7 +252,7 @@ pub enum SyncItem<P> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Body<P> {
     /// A foca (SWIM) packet, itself encoded with [`crate::WireCodec`].
-    Membership(Vec<u8>),
+    Membership(#[serde(with = "packet_bytes")] Vec<u8>),
     /// Dissemination items, in order.
     Gossip(Vec<GossipItem>),
     /// Anti-entropy items, in order.
@@ -366,6 +394,42 @@ mod tests {
         assert!(item_len(&GossipItem::Delta(next.clone())) <= next.wire_len());
         let back = Envelope::<u64>::decode(&bytes, 1 << 20).expect("decodes");
         assert_eq!(back, env);
+    }
+
+    #[test]
+    fn a_membership_packet_encodes_as_the_sequence_of_its_bytes() {
+        // The bytes a plain `Vec<u8>` field makes (how the packet was encoded before it was
+        // written as one byte string): the wire must not change.
+        #[derive(Serialize)]
+        enum Plain {
+            Membership(Vec<u8>),
+        }
+        #[derive(Serialize)]
+        struct PlainEnvelope {
+            sender: SocketAddr,
+            replica: ReplicaId,
+            body: Plain,
+        }
+        for len in [1usize, 2, 127, 128, 300, 1400, 70_000] {
+            let packet: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let sender = SocketAddr::from(([10, 0, 1, 2], 7946));
+            let env: Envelope<u64> = Envelope {
+                sender,
+                replica: ReplicaId(9),
+                body: Body::Membership(packet.clone()),
+            };
+            let bytes = env.encode().expect("encodes");
+            let plain = PlainEnvelope {
+                sender,
+                replica: ReplicaId(9),
+                body: Plain::Membership(packet),
+            };
+            assert_eq!(bytes, wire::encode(&plain).expect("encodes"), "len {len}");
+            let back = Envelope::<u64>::decode(&bytes, 1 << 20).expect("decodes");
+            assert_eq!(back, env);
+            // A truncated packet does not decode.
+            assert!(Envelope::<u64>::decode(&bytes[..bytes.len() - 1], 1 << 20).is_err());
+        }
     }
 
     #[test]

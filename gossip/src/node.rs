@@ -38,7 +38,8 @@ use crdt_types::{
 };
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use rustc_hash::FxBuildHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 /// The logical stream a message belongs to. Drivers may map channels to separate streams so
@@ -148,7 +149,11 @@ pub struct Node<P: Payload> {
     /// Per peer: its replica and the delivered vector of its latest digest.
     acked: BTreeMap<SocketAddr, (ReplicaId, VersionVector)>,
     outbox: Outbox<P>,
-    pending_ihave: BTreeMap<SocketAddr, Vec<Dot>>,
+    /// Per lazy peer, the ids waiting for its next announcement. A hash map: it is looked up
+    /// for every lazy target of every delivered delta and walked only to flush, and the
+    /// order a flush queues the peers' batches in changes nothing (each peer has its own
+    /// queue, and the outbox serves them in address order).
+    pending_ihave: HashMap<SocketAddr, Vec<Dot>, FxBuildHasher>,
     /// Members that came up since the last anti-entropy round.
     came_up: BTreeSet<SocketAddr>,
     events: VecDeque<Event<P>>,
@@ -161,11 +166,18 @@ pub struct Node<P: Payload> {
     /// `(authenticated, claimed)` node id pairs already warned about, so an impostor's flood
     /// logs once (bounded: past the bound, refusals are only counted).
     warned_impostors: BTreeSet<(String, String)>,
+    /// Where [`Plumtree::targets`] lists a delta's eager and lazy peers, kept between
+    /// deliveries (emptied by each) so that disseminating allocates nothing for them.
+    targets: (Vec<SocketAddr>, Vec<SocketAddr>),
     stats: Stats,
 }
 
 /// How many distinct impostor pairs are logged at `warn` before the rest are only counted.
 const MAX_WARNED_IMPOSTORS: usize = 256;
+
+/// Room for events the queue keeps once the driver has taken them all (more than a message
+/// or timer hands out in the common case).
+const EVENTS_KEPT: usize = 64;
 
 impl<P: Payload> std::fmt::Debug for Node<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -215,7 +227,7 @@ impl<P: Payload> Node<P> {
             delivered: Delivered::from(&restored.delivered),
             next_seq,
             acked: BTreeMap::new(),
-            pending_ihave: BTreeMap::new(),
+            pending_ihave: HashMap::default(),
             came_up: BTreeSet::new(),
             events: VecDeque::new(),
             seeds: BTreeSet::new(),
@@ -225,6 +237,7 @@ impl<P: Payload> Node<P> {
             ihave_deadline: None,
             rejoin_deadline: None,
             warned_impostors: BTreeSet::new(),
+            targets: (Vec::new(), Vec::new()),
             stats: Stats::default(),
         }
     }
@@ -349,7 +362,9 @@ impl<P: Payload> Node<P> {
                     return Some(Transmit {
                         to,
                         channel,
-                        bytes: Bytes::from(bytes),
+                        // As a boxed slice: `Bytes` takes it without a second allocation (a
+                        // `Vec` with spare room would need one for its shared header).
+                        bytes: Bytes::from(bytes.into_boxed_slice()),
                     });
                 }
                 Err(e) => {
@@ -381,7 +396,13 @@ impl<P: Payload> Node<P> {
 
     /// The next event for the driver, in the order they happened.
     pub fn poll_event(&mut self) -> Option<Event<P>> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() && self.events.capacity() > EVENTS_KEPT {
+            // A formed start hands out an event per member at once (200 bytes each): give
+            // that room back once they are taken instead of holding it for the node's life.
+            self.events.shrink_to(EVENTS_KEPT);
+        }
+        event
     }
 
     // ----- application requests ------------------------------------------------------------
@@ -807,22 +828,28 @@ impl<P: Payload> Node<P> {
         delta: &EncodedDelta,
         except: Option<SocketAddr>,
     ) {
-        let (eager, lazy) = self.plumtree.targets(dot.replica, except);
+        let (mut eager, mut lazy) = std::mem::take(&mut self.targets);
+        self.plumtree
+            .targets(dot.replica, except, &mut eager, &mut lazy);
         if !eager.is_empty() {
             let copy = delta.next_hop();
             let size = copy.wire_len();
-            for peer in eager {
+            for &peer in &eager {
                 self.push_delta(peer, copy.clone(), size);
             }
         }
-        if lazy.is_empty() {
-            return;
-        }
         let mut fullest = 0;
-        for peer in lazy {
+        for &peer in &lazy {
             let batch = self.pending_ihave.entry(peer).or_default();
             batch.push(dot);
             fullest = fullest.max(batch.len());
+        }
+        let announced = !lazy.is_empty();
+        eager.clear();
+        lazy.clear();
+        self.targets = (eager, lazy);
+        if !announced {
+            return;
         }
         if fullest >= self.config.plumtree.ihave_batch_ids {
             self.flush_ihave();
@@ -842,7 +869,7 @@ impl<P: Payload> Node<P> {
 
     fn flush_ihave(&mut self) {
         self.ihave_deadline = None;
-        for (peer, dots) in std::mem::take(&mut self.pending_ihave) {
+        for (peer, dots) in self.pending_ihave.drain() {
             let n = dots.len() as u64;
             let item = GossipItem::IHave(dots);
             let size = item_len(&item);

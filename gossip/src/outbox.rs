@@ -146,14 +146,17 @@ impl<P> Outbox<P> {
             return Some((to, Body::Membership(packet)));
         }
         let start = self.last_served;
+        // Readiness is judged on the queues the walk is at: no second lookup per peer.
+        let ready = |(a, q): (&SocketAddr, &PeerQueues<P>)| {
+            (q.gossip.len() + q.sync.len() > 0 && !self.congested.contains(a)).then_some(*a)
+        };
         let after = start
             .and_then(|s| {
                 self.peers
                     .range((std::ops::Bound::Excluded(s), std::ops::Bound::Unbounded))
-                    .map(|(a, _)| *a)
-                    .find(|a| self.ready(a))
+                    .find_map(ready)
             })
-            .or_else(|| self.peers.keys().copied().find(|a| self.ready(a)))?;
+            .or_else(|| self.peers.iter().find_map(ready))?;
         self.last_served = Some(after);
         let max = self.max_message;
         let q = self.peers.get_mut(&after)?;
@@ -166,14 +169,6 @@ impl<P> Outbox<P> {
             self.peers.remove(&after);
         }
         Some((after, body))
-    }
-
-    fn ready(&self, peer: &SocketAddr) -> bool {
-        !self.congested.contains(peer)
-            && self
-                .peers
-                .get(peer)
-                .is_some_and(|q| q.gossip.len() + q.sync.len() > 0)
     }
 }
 

@@ -70,9 +70,7 @@ pub fn check_final(
         let mut set: Vec<OpId> = Vec::new();
         for &id in oracle.key_ops(key) {
             let op = oracle.op(id);
-            let held = members
-                .iter()
-                .any(|&m| nodes[m].store.delivered().contains(&op.dot));
+            let held = members.iter().any(|&m| nodes[m].store.has_applied(&op.dot));
             if !held && lost_replicas.contains(&op.dot.replica) {
                 v.writes_lost_with_data_dir += 1;
             } else {
@@ -85,10 +83,7 @@ pub fn check_final(
                 continue;
             }
             let dot = oracle.op(id).dot;
-            if members
-                .iter()
-                .any(|&m| !nodes[m].store.delivered().contains(&dot))
-            {
+            if members.iter().any(|&m| !nodes[m].store.has_applied(&dot)) {
                 v.lost_writes += 1;
             }
         }

@@ -135,7 +135,7 @@ impl SimNode {
             now * 16 + self.incarnation,
         );
         let restored = Restored {
-            delivered: self.store.delivered().clone(),
+            delivered: self.store.applied(),
             log: Vec::new(),
             last_stamp: self.store.last_stamp(),
         };

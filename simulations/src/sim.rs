@@ -149,6 +149,9 @@ pub struct Simulation {
     converged_at: Option<Millis>,
     healed: bool,
     agreement: Vec<(f64, f64, f64)>,
+    /// The events of the node being drained, kept between drains (emptied by each) so a
+    /// drain does not grow a new vector.
+    event_buf: Vec<Event<ObjectDelta>>,
 }
 
 impl Simulation {
@@ -204,6 +207,7 @@ impl Simulation {
             converged_at: None,
             healed: false,
             agreement: Vec::new(),
+            event_buf: Vec::new(),
             cfg,
         };
         sim.schedule_start();
@@ -430,10 +434,11 @@ impl Simulation {
     /// Sends what the node wants sent, applies what it hands out, and re-arms its timer.
     fn drain(&mut self, slot: usize) {
         let now = self.now;
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.event_buf);
         {
             let n = &mut self.nodes[slot];
             let Some(g) = n.gossip.as_mut() else {
+                self.event_buf = events;
                 return;
             };
             while let Some(t) = g.poll_transmit() {
@@ -457,9 +462,10 @@ impl Simulation {
                 events.push(e);
             }
         }
-        for e in events {
+        for e in events.drain(..) {
             self.on_event(slot, e);
         }
+        self.event_buf = events;
         let n = &mut self.nodes[slot];
         if let Some(deadline) = n.gossip.as_ref().and_then(|g| g.poll_timeout()) {
             let at = n.virtual_time(deadline).max(now);

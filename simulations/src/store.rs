@@ -6,8 +6,8 @@
 //! deliberate deviation is [`PlantedBug`], a test hook that breaks the store on purpose to
 //! show that the checkers catch a wrong CRDT join.
 
-use crdt_types::{ApplyError, CausalContext, Key, Object, ObjectDelta, Stamp, VersionVector};
-use gossip::{StateBatch, StateSource};
+use crdt_types::{ApplyError, CausalContext, Dot, Key, Object, ObjectDelta, Stamp, VersionVector};
+use gossip::{Delivered, StateBatch, StateSource};
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 use std::hash::BuildHasher;
@@ -40,8 +40,12 @@ pub struct Store {
     /// changed since is stale and skipped, and dropped once stale pairs outnumber the keys.
     by_change: Vec<(u64, usize)>,
     next_change: u64,
-    /// Every delta applied here (own included): what a restart hands back to gossip.
-    delivered: CausalContext,
+    /// Every delta applied here (own included): what a restart hands back to gossip. Kept as
+    /// gossip's [`Delivered`] (a hash lookup per origin) rather than a `CausalContext`: each
+    /// delivery asks it about the key's replicas and records a dot, and at 1000 origins a
+    /// sorted vector cost two binary searches over cold memory and a shift of the vector per
+    /// new origin.
+    delivered: Delivered,
     last_stamp: Option<Stamp>,
     bug: Option<PlantedBug>,
 }
@@ -65,9 +69,15 @@ impl Store {
             .map(|&i| &entries[i].object)
     }
 
-    /// Every delta applied here, as persisted.
-    pub fn delivered(&self) -> &CausalContext {
-        &self.delivered
+    /// Whether the delta with this dot was applied here (own included).
+    pub fn has_applied(&self, dot: &Dot) -> bool {
+        self.delivered.contains(dot)
+    }
+
+    /// Every delta applied here, as persisted: what a restart hands back to gossip (one step
+    /// per applied dot).
+    pub fn applied(&self) -> CausalContext {
+        self.delivered.to_context()
     }
 
     /// The highest stamp issued or applied here.
@@ -121,7 +131,7 @@ impl Store {
     }
 
     /// Records a local delta's dot as delivered once it is durable (before it is published).
-    pub fn record_own(&mut self, dot: crdt_types::Dot) {
+    pub fn record_own(&mut self, dot: Dot) {
         self.delivered.insert(dot);
     }
 
@@ -131,7 +141,7 @@ impl Store {
         &mut self,
         key: &Key,
         delta: ObjectDelta,
-        dot: crdt_types::Dot,
+        dot: Dot,
         stamp: Stamp,
     ) -> Result<bool, ApplyError> {
         self.join(key, delta)?;
@@ -146,11 +156,7 @@ impl Store {
 
     /// Joins an adopted delivered vector (gossip `Event::AdoptDelivered`).
     pub fn adopt_delivered(&mut self, vv: &VersionVector) {
-        for (r, c) in vv.iter() {
-            for n in (self.delivered.vv().get(r) + 1)..=c {
-                self.delivered.insert(crdt_types::Dot::new(r, n));
-            }
-        }
+        self.delivered.raise(vv);
     }
 
     /// Joins `delta` into `key` and folds the key's context with the vector of what this
@@ -194,36 +200,20 @@ impl Store {
         }
         if let Object::Cart(cart) = object {
             // `compact_stable` only raises the entries of replicas the key's context already
-            // mentions and the delivered vector is ahead on. Find those in one walk of both
-            // sorted vectors and fold with just them (usually none, then nothing to do)
+            // mentions and the applied vector is ahead on. Find those with one lookup per
+            // replica of the key's context (usually none is ahead, then nothing to do)
             // instead of searching the key's context for every replica of the cluster. Same
             // result.
             let ctx = cart.context();
-            let all = delivered.vv();
             let mut stable = VersionVector::new();
-            if searches_cost_less(ctx.vv().len(), all.len()) {
-                // A context of a few replicas (a key one or two nodes wrote) against the
-                // whole cluster's vector: a search per replica, not a walk of the cluster.
-                for (r, c) in ctx.vv().iter() {
-                    let n = all.get(r);
-                    if n > c {
-                        stable.raise(r, n);
-                    }
-                }
-            } else {
-                let mut ahead = all.iter().peekable();
-                for (r, c) in ctx.vv().iter() {
-                    while ahead.next_if(|&(dr, _)| dr < r).is_some() {}
-                    if let Some(&(dr, n)) = ahead.peek()
-                        && dr == r
-                        && n > c
-                    {
-                        stable.raise(r, n);
-                    }
+            for (r, c) in ctx.vv().iter() {
+                let n = delivered.top(r);
+                if n > c {
+                    stable.raise(r, n);
                 }
             }
             for d in ctx.cloud() {
-                let n = all.get(d.replica);
+                let n = delivered.top(d.replica);
                 if n > ctx.vv().get(d.replica) {
                     stable.raise(d.replica, n);
                 }
@@ -242,14 +232,6 @@ impl Store {
             .cloned()
             .unwrap_or_else(|| Object::new(key.kind))
     }
-}
-
-/// Whether `searches` binary searches of a vector of `len` entries cost less than one walk of
-/// it: a search touches a few scattered cache lines, a walk reads every line in order, so
-/// only a context of a few replicas against a large vector is searched (the walk stays for
-/// keys many replicas wrote, where searching cost more: BENCHMARKS "simulations").
-fn searches_cost_less(searches: usize, len: usize) -> bool {
-    searches.saturating_mul(256) <= len
 }
 
 impl StateSource<ObjectDelta> for Store {
