@@ -2,8 +2,8 @@
 
 use crate::sku::Sku;
 use crate::{
-    Causal, CausalContext, Counter, DeltaCrdt, Dot, DotMap, IdError, Lattice, Tag, VersionVector,
-    validate_id,
+    Causal, CausalContext, Counter, DeltaCrdt, Dot, DotMap, DotStore, IdError, Lattice, Tag,
+    VersionVector, validate_id,
 };
 use serde::{Deserialize, Serialize};
 
@@ -93,6 +93,42 @@ impl Cart {
         Cart(delta)
     }
 
+    /// Applies a local operation on the item `sku` in place: `op` changes its counter (an
+    /// empty one if absent) exactly as joining the counter delta it returns would, and that
+    /// delta, under `sku`, is the cart's (`None`: nothing changes, an empty delta). The
+    /// context gains `dot`, if given, when there is a delta. One key lookup, no delta joined
+    /// or cloned. Debug builds check the cart is what joining the delta gives.
+    #[inline(always)]
+    fn change_item(
+        &mut self,
+        sku: Sku,
+        dot: Option<Dot>,
+        op: impl FnOnce(&mut Counter) -> Option<Causal<Counter>>,
+    ) -> Cart {
+        #[cfg(debug_assertions)]
+        let before = self.clone();
+        let (store, context) = self.0.parts_mut();
+        let Some(delta) = store.change(&sku, op) else {
+            return Cart::default();
+        };
+        if let Some(dot) = dot {
+            let new = context.insert(dot);
+            debug_assert!(new, "a local operation's dot was seen");
+        }
+        let (counter, context) = delta.into_parts();
+        let delta = Cart(Causal::new(DotMap::single(sku, counter), context));
+        #[cfg(debug_assertions)]
+        {
+            let mut joined = before;
+            joined.join(delta.clone());
+            debug_assert_eq!(
+                *self, joined,
+                "a local operation differs from its delta's join"
+            );
+        }
+        delta
+    }
+
     /// Adds `n >= 1` of `sku` and returns the delta.
     pub fn add(&mut self, tag: Tag, sku: &str, n: u64) -> Result<Cart, CartError> {
         validate_id(sku)?;
@@ -102,18 +138,18 @@ impl Cart {
         check_quantity(n)?;
         self.check_dot(tag)?;
         let amount = n as i64;
-        let delta = self
-            .0
-            .store()
-            .update_delta(tag, Sku::from(sku), |counter, tag| {
-                if counter.value() > 0 {
-                    counter.increment_delta(tag, amount)
-                } else {
-                    // Hidden (or absent): start over from what this node sees.
-                    counter.replace_delta(tag, amount)
-                }
-            });
-        Ok(self.apply_local(delta))
+        Ok(self.change_item(Sku::from(sku), Some(tag.dot), |counter| {
+            let delta = if counter.value() > 0 {
+                counter.increment_delta(tag, amount)
+            } else {
+                // Hidden (or absent): start over from what this node sees.
+                let delta = counter.replace_delta(tag, amount);
+                counter.clear();
+                delta
+            };
+            counter.add_entry(tag.dot, amount);
+            Some(delta)
+        }))
     }
 
     /// Sets the quantity of `sku` to `q` as observed and returns the delta: one entry of
@@ -126,30 +162,29 @@ impl Cart {
             return self.remove(sku);
         }
         self.check_dot(tag)?;
-        let observed = self
-            .0
-            .store()
-            .get(&Sku::from(sku))
-            .map_or(0, Counter::value);
-        let amount = (i128::from(q) - i128::from(observed))
-            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
-        if amount == 0 {
-            return Ok(Cart::default());
-        }
-        let delta = self
-            .0
-            .store()
-            .update_delta(tag, Sku::from(sku), |counter, tag| {
-                counter.increment_delta(tag, amount)
-            });
-        Ok(self.apply_local(delta))
+        Ok(self.change_item(Sku::from(sku), Some(tag.dot), |counter| {
+            let amount = (i128::from(q) - i128::from(counter.value()))
+                .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+            if amount == 0 {
+                return None;
+            }
+            let delta = counter.increment_delta(tag, amount);
+            counter.add_entry(tag.dot, amount);
+            Some(delta)
+        }))
     }
 
     /// Removes `sku` as observed and returns the delta (empty if the cart has no entry for it).
     pub fn remove(&mut self, sku: &str) -> Result<Cart, CartError> {
         validate_id(sku)?;
-        let delta = self.0.store().remove_delta(&Sku::from(sku));
-        Ok(self.apply_local(delta))
+        Ok(self.change_item(Sku::from(sku), None, |counter| {
+            if counter.is_empty() {
+                return None;
+            }
+            let delta = counter.reset_delta();
+            counter.clear();
+            Some(delta)
+        }))
     }
 
     /// Removes every item as observed and returns the delta.

@@ -68,6 +68,12 @@ impl<S: DotStore> Causal<S> {
         &self.context
     }
 
+    /// The store and the context, to change in place: for a local operation applied where it
+    /// is made, its delta built beside it. The caller keeps the pair well formed.
+    pub(crate) fn parts_mut(&mut self) -> (&mut S, &mut CausalContext) {
+        (&mut self.store, &mut self.context)
+    }
+
     /// Splits into store and context.
     pub fn into_parts(self) -> (S, CausalContext) {
         (self.store, self.context)

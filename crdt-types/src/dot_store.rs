@@ -325,6 +325,10 @@ impl DotStore for DotSet {
         self.contains(dot)
     }
 
+    fn dots(&self) -> CausalContext {
+        CausalContext::of_sorted(self.0.iter().copied())
+    }
+
     #[inline]
     fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
         debug_assert!(
@@ -519,13 +523,19 @@ impl<V> DotFun<V> {
         self.0.retain(|(d, _)| keep(d));
         self.1 = DotProbe::bits(self.0.iter().map(|(d, _)| d));
     }
+
+    /// Drops every entry (keeping the heap block, as a remove's join does).
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+        self.1 = 0;
+    }
 }
 
 impl<V: PartialEq + fmt::Debug> DotFun<V> {
     /// Adds the entry `dot -> value` of a join that had not seen `dot` (if the store holds
     /// it anyway, both carry the same value and nothing changes).
     #[inline(always)]
-    fn put_unseen(&mut self, dot: Dot, value: V) {
+    pub(crate) fn put_unseen(&mut self, dot: Dot, value: V) {
         // A replica's dots arrive in order, so the new entry sorts after its replica's and
         // before the (few) entries of replicas above it: pushed, then moved down past those,
         // one pass with no search and no `memmove` call.
@@ -586,6 +596,10 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 
     fn contains_dot(&self, dot: &Dot) -> bool {
         self.get(dot).is_some()
+    }
+
+    fn dots(&self) -> CausalContext {
+        CausalContext::of_sorted(self.0.iter().map(|(d, _)| *d))
     }
 
     #[inline]
@@ -856,10 +870,12 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
         let empty = V::default();
         let current = self.raw_get(&key).map_or(&empty, |(_, v)| v);
         let (store, context) = op(current, tag).into_parts();
-        Causal::new(
-            DotMap(smallvec![(key, store)], Empties::Hints, None),
-            context,
-        )
+        Causal::new(DotMap::single(key, store), context)
+    }
+
+    /// A delta's store of the one entry `key -> value` (an empty value is a hint).
+    pub(crate) fn single(key: K, value: V) -> Self {
+        DotMap(smallvec![(key, value)], Empties::Hints, None)
     }
 
     /// The delta of removing `key` as observed: covers the dots under it, adds none (and
@@ -870,10 +886,9 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
         Q: Ord + ?Sized,
     {
         match self.raw_get(key) {
-            Some((k, v)) if !v.is_empty() => Causal::new(
-                DotMap(smallvec![(k.clone(), V::default())], Empties::Hints, None),
-                v.dots(),
-            ),
+            Some((k, v)) if !v.is_empty() => {
+                Causal::new(DotMap::single(k.clone(), V::default()), v.dots())
+            }
             _ => Causal::default(),
         }
     }
@@ -899,6 +914,63 @@ impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
         .or_else(|()| self.find(key))
     }
 
+    /// Changes the value under `key` in place with `f` (given an empty value if the key is
+    /// absent) and returns what `f` returns, keeping the map's slots and key index right: a
+    /// local operation applied where it is made, its delta built beside it instead of joined.
+    /// `f` must change the value exactly as joining that delta would.
+    pub(crate) fn change<R>(&mut self, key: &K, f: impl FnOnce(&mut V) -> R) -> R
+    where
+        K: Clone,
+    {
+        let r = match self.locate(key) {
+            Ok(i) => {
+                let v = &mut self.0[i].1;
+                let was_empty = v.is_empty();
+                let r = f(v);
+                self.changed(i, was_empty);
+                r
+            }
+            Err(i) => {
+                let mut v = V::default();
+                let r = f(&mut v);
+                if !v.is_empty() {
+                    self.insert_entry(i, key.clone(), v);
+                }
+                r
+            }
+        };
+        self.trim_slots();
+        self.check_index();
+        r
+    }
+
+    /// The value at `i` was changed, and was empty before if `was_empty`: an emptied value
+    /// becomes a slot (a state's: the caller trims them afterwards) or goes (a delta's), a
+    /// refilled slot counts no more, a hint left empty goes.
+    fn changed(&mut self, i: usize, was_empty: bool) {
+        match (was_empty, self.0[i].1.is_empty()) {
+            (false, true) => self.emptied(i),
+            (true, false) => {
+                if let Empties::Slots(n) = &mut self.1 {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            (true, true) if self.1 == Empties::Hints => {
+                self.0.remove(i);
+                self.2 = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Inserts the entry `k -> v` at `i`, its place in key order, and follows it in the index.
+    fn insert_entry(&mut self, i: usize, k: K, v: V) {
+        self.0.insert(i, (k, v));
+        if let Some(index) = &mut self.2 {
+            index.inserted(&self.0, i);
+        }
+    }
+
     /// Adds `v` under `k` for [`DotStore::join_unseen`]: no dot of `v` was seen here.
     #[inline(always)]
     fn put_unseen(&mut self, k: K, v: V) {
@@ -916,12 +988,7 @@ impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
                 }
                 mine.join_unseen(v);
             }
-            Err(i) => {
-                self.0.insert(i, (k, v));
-                if let Some(index) = &mut self.2 {
-                    index.inserted(&self.0, i);
-                }
-            }
+            Err(i) => self.insert_entry(i, k, v),
         }
     }
 
@@ -1012,28 +1079,13 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
                         other => other,
                     };
                     mine.join_store(ctx, v, other_ctx, drops_here);
-                    match (was_slot, mine.is_empty()) {
-                        (false, true) => self.emptied(i),
-                        (true, false) => {
-                            if let Empties::Slots(n) = &mut self.1 {
-                                *n = n.saturating_sub(1);
-                            }
-                        }
-                        (true, true) if self.1 == Empties::Hints => {
-                            self.0.remove(i);
-                            self.2 = None;
-                        }
-                        _ => {}
-                    }
+                    self.changed(i, was_slot);
                 }
                 Err(i) => {
                     let mut v = v;
                     v.remove_covered(ctx);
                     if !v.is_empty() {
-                        self.0.insert(i, (k, v));
-                        if let Some(index) = &mut self.2 {
-                            index.inserted(&self.0, i);
-                        }
+                        self.insert_entry(i, k, v);
                     }
                 }
             }
