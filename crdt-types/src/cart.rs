@@ -251,10 +251,32 @@ impl Cart {
     }
 }
 
+impl Cart {
+    /// The dot and amount of a delta that is one add to one item: one entry, whose dot is the
+    /// whole context (most deltas a node receives).
+    #[inline(always)]
+    fn one_add(&self) -> Option<(&Sku, Dot, i64)> {
+        let dot = self.0.context().only_dot()?;
+        let (sku, counter) = self.0.store().only_entry()?;
+        let (entry, amount) = counter.only_entry()?;
+        (entry == dot).then_some((sku, dot, amount))
+    }
+}
+
 impl Lattice for Cart {
     #[inline]
     fn join(&mut self, other: Self) {
-        self.0.join(other.0);
+        if let Some((sku, dot, amount)) = other.one_add() {
+            // The causal join of a one-add delta, in one context search and one key lookup:
+            // seen already, nothing changes (a duplicate, or an entry removed here since);
+            // else the entry is added, and nothing here is removed.
+            let (store, context) = self.0.parts_mut();
+            if context.insert(dot) {
+                store.add_unseen(sku, dot, amount);
+            }
+            return;
+        }
+        self.0.join_general(other.0);
     }
 }
 

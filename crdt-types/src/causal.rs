@@ -136,8 +136,8 @@ impl<S: DotStore> Lattice for Causal<S> {
 }
 
 impl<S: DotStore> Causal<S> {
-    /// [`Lattice::join`] with anything but a one-dot delta.
-    fn join_general(&mut self, other: Self) {
+    /// [`Lattice::join`] with anything but a one-dot delta (correct for those too, only slower).
+    pub(crate) fn join_general(&mut self, other: Self) {
         let Causal { store, context } = other;
         // `other` can remove something only if its context names a dot its store lacks.
         let named = context.dot_count();

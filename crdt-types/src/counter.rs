@@ -57,6 +57,12 @@ impl Counter {
         self.0.put_unseen(dot, amount);
     }
 
+    /// The counter's one entry, if it has exactly one.
+    #[inline(always)]
+    pub(crate) fn only_entry(&self) -> Option<(Dot, i64)> {
+        self.0.only_entry().map(|(&d, &v)| (d, v))
+    }
+
     /// Drops every entry: in place, what joining [`Counter::reset_delta`] drops.
     pub(crate) fn clear(&mut self) {
         self.0.clear();

@@ -12,7 +12,7 @@
 //! is how maps nest.
 
 use crate::key_index::{INDEXED_FROM, KeyIndex};
-use crate::{Causal, CausalContext, Dot, Tag};
+use crate::{Causal, CausalContext, Counter, Dot, Tag};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use smallvec::{SmallVec, smallvec};
@@ -524,6 +524,15 @@ impl<V> DotFun<V> {
         self.1 = DotProbe::bits(self.0.iter().map(|(d, _)| d));
     }
 
+    /// The one entry, if there is exactly one.
+    #[inline(always)]
+    pub(crate) fn only_entry(&self) -> Option<(&Dot, &V)> {
+        match self.0.as_slice() {
+            [(d, v)] => Some((d, v)),
+            _ => None,
+        }
+    }
+
     /// Drops every entry (keeping the heap block, as a remove's join does).
     pub(crate) fn clear(&mut self) {
         self.0.clear();
@@ -843,6 +852,15 @@ impl<K: Ord, V: DotStore> DotMap<K, V> {
             .map(|(k, v)| (k, v))
     }
 
+    /// The one entry, if the map lists exactly one key (present or a hint).
+    #[inline(always)]
+    pub(crate) fn only_entry(&self) -> Option<(&K, &V)> {
+        match self.0.as_slice() {
+            [(k, v)] => Some((k, v)),
+            _ => None,
+        }
+    }
+
     /// The present keys in order.
     pub fn keys(&self) -> impl Iterator<Item = &K> {
         self.iter().map(|(k, _)| k)
@@ -918,6 +936,7 @@ impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
     /// absent) and returns what `f` returns, keeping the map's slots and key index right: a
     /// local operation applied where it is made, its delta built beside it instead of joined.
     /// `f` must change the value exactly as joining that delta would.
+    #[inline(always)]
     pub(crate) fn change<R>(&mut self, key: &K, f: impl FnOnce(&mut V) -> R) -> R
     where
         K: Clone,
@@ -978,18 +997,24 @@ impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
             // A hint: nothing to add (and the delta removes nothing).
             return;
         }
-        match self.locate(&k) {
-            Ok(i) => {
-                let mine = &mut self.0[i].1;
-                if mine.is_empty()
-                    && let Empties::Slots(n) = &mut self.1
-                {
-                    *n = n.saturating_sub(1);
-                }
-                mine.join_unseen(v);
-            }
+        match self.filled(&k) {
+            Ok(mine) => mine.join_unseen(v),
             Err(i) => self.insert_entry(i, k, v),
         }
+    }
+
+    /// The value under `key`, for a join that adds to it without removing anything (a slot it
+    /// fills counts as one no more), or where `key` would be inserted.
+    #[inline(always)]
+    fn filled(&mut self, key: &K) -> Result<&mut V, usize> {
+        let i = self.locate(key)?;
+        let mine = &mut self.0.as_mut_slice()[i].1;
+        if mine.is_empty()
+            && let Empties::Slots(n) = &mut self.1
+        {
+            *n = n.saturating_sub(1);
+        }
+        Ok(mine)
     }
 
     /// Debug builds: the key index finds every key at its position.
@@ -1000,6 +1025,24 @@ impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
                 debug_assert_eq!(index.find(&self.0, k), Some(i), "the key index drifted");
             }
         }
+    }
+}
+
+impl<K: Ord + Hash + Clone> DotMap<K, Counter> {
+    /// The store join of a one-add delta (one entry `dot -> amount` under `key`, `dot` its
+    /// whole context) the context of this map had not seen: the entry is added and nothing
+    /// is removed. What [`DotStore::join_unseen`] does, by reference.
+    #[inline(always)]
+    pub(crate) fn add_unseen(&mut self, key: &K, dot: Dot, amount: i64) {
+        match self.filled(key) {
+            Ok(counter) => counter.add_entry(dot, amount),
+            Err(i) => {
+                let mut counter = Counter::default();
+                counter.add_entry(dot, amount);
+                self.insert_entry(i, key.clone(), counter);
+            }
+        }
+        self.check_index();
     }
 }
 

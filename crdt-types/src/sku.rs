@@ -121,6 +121,7 @@ impl PartialEq for Sku {
 impl Eq for Sku {}
 
 impl Hash for Sku {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         // As the `String` it replaces (`str` writes its bytes then 0xff), without checking
         // the UTF-8 again.
