@@ -88,6 +88,15 @@ impl Cart {
         Ok(())
     }
 
+    /// Records `tag`'s dot as seen, or refuses it if it was (nothing changes then): one
+    /// context search for what [`Cart::check_dot`] then an insert would do.
+    fn claim_dot(&mut self, tag: Tag) -> Result<(), CartError> {
+        if !self.0.parts_mut().1.insert(tag.dot) {
+            return Err(CartError::DotReused(tag.dot));
+        }
+        Ok(())
+    }
+
     fn apply_local(&mut self, delta: Causal<DotMap<Sku, Counter>>) -> Cart {
         self.0.join(delta.clone());
         Cart(delta)
@@ -95,38 +104,28 @@ impl Cart {
 
     /// Applies a local operation on the item `sku` in place: `op` changes its counter (an
     /// empty one if absent) exactly as joining the counter delta it returns would, and that
-    /// delta, under `sku`, is the cart's (`None`: nothing changes, an empty delta). The
-    /// context gains `dot`, if given, when there is a delta. One key lookup, no delta joined
-    /// or cloned. Debug builds check the cart is what joining the delta gives.
+    /// delta, under `sku`, is the cart's (`None`: nothing changed). The caller records the
+    /// operation's dot in the context. One key lookup, no delta joined or cloned.
     #[inline(always)]
     fn change_item(
         &mut self,
         sku: Sku,
-        dot: Option<Dot>,
         op: impl FnOnce(&mut Counter) -> Option<Causal<Counter>>,
-    ) -> Cart {
-        #[cfg(debug_assertions)]
-        let before = self.clone();
-        let (store, context) = self.0.parts_mut();
-        let Some(delta) = store.change(&sku, op) else {
-            return Cart::default();
-        };
-        if let Some(dot) = dot {
-            let new = context.insert(dot);
-            debug_assert!(new, "a local operation's dot was seen");
-        }
-        let (counter, context) = delta.into_parts();
-        let delta = Cart(Causal::new(DotMap::single(sku, counter), context));
-        #[cfg(debug_assertions)]
-        {
-            let mut joined = before;
-            joined.join(delta.clone());
-            debug_assert_eq!(
-                *self, joined,
-                "a local operation differs from its delta's join"
-            );
-        }
-        delta
+    ) -> Option<Cart> {
+        let (counter, context) = self.0.parts_mut().0.change(&sku, op)?.into_parts();
+        Some(Cart(Causal::new(DotMap::single(sku, counter), context)))
+    }
+
+    /// Debug builds: a local operation left this cart as joining its `delta` into the cart it
+    /// was `before` would.
+    #[cfg(debug_assertions)]
+    fn check_local(&self, before: Cart, delta: &Cart) {
+        let mut joined = before;
+        joined.join(delta.clone());
+        debug_assert_eq!(
+            *self, joined,
+            "a local operation differs from its delta's join"
+        );
     }
 
     /// Adds `n >= 1` of `sku` and returns the delta.
@@ -136,9 +135,11 @@ impl Cart {
             return Err(CartError::ZeroQuantity);
         }
         check_quantity(n)?;
-        self.check_dot(tag)?;
+        #[cfg(debug_assertions)]
+        let before = self.clone();
+        self.claim_dot(tag)?;
         let amount = n as i64;
-        Ok(self.change_item(Sku::from(sku), Some(tag.dot), |counter| {
+        let delta = self.change_item(Sku::from(sku), |counter| {
             let delta = if counter.value() > 0 {
                 counter.increment_delta(tag, amount)
             } else {
@@ -149,7 +150,11 @@ impl Cart {
             };
             counter.add_entry(tag.dot, amount);
             Some(delta)
-        }))
+        });
+        let delta = delta.unwrap_or_default();
+        #[cfg(debug_assertions)]
+        self.check_local(before, &delta);
+        Ok(delta)
     }
 
     /// Sets the quantity of `sku` to `q` as observed and returns the delta: one entry of
@@ -162,7 +167,9 @@ impl Cart {
             return self.remove(sku);
         }
         self.check_dot(tag)?;
-        Ok(self.change_item(Sku::from(sku), Some(tag.dot), |counter| {
+        #[cfg(debug_assertions)]
+        let before = self.clone();
+        let delta = self.change_item(Sku::from(sku), |counter| {
             let amount = (i128::from(q) - i128::from(counter.value()))
                 .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
             if amount == 0 {
@@ -171,20 +178,34 @@ impl Cart {
             let delta = counter.increment_delta(tag, amount);
             counter.add_entry(tag.dot, amount);
             Some(delta)
-        }))
+        });
+        let Some(delta) = delta else {
+            return Ok(Cart::default());
+        };
+        let new = self.0.parts_mut().1.insert(tag.dot);
+        debug_assert!(new, "checked above");
+        #[cfg(debug_assertions)]
+        self.check_local(before, &delta);
+        Ok(delta)
     }
 
     /// Removes `sku` as observed and returns the delta (empty if the cart has no entry for it).
     pub fn remove(&mut self, sku: &str) -> Result<Cart, CartError> {
         validate_id(sku)?;
-        Ok(self.change_item(Sku::from(sku), None, |counter| {
+        #[cfg(debug_assertions)]
+        let before = self.clone();
+        let delta = self.change_item(Sku::from(sku), |counter| {
             if counter.is_empty() {
                 return None;
             }
             let delta = counter.reset_delta();
             counter.clear();
             Some(delta)
-        }))
+        });
+        let delta = delta.unwrap_or_default();
+        #[cfg(debug_assertions)]
+        self.check_local(before, &delta);
+        Ok(delta)
     }
 
     /// Removes every item as observed and returns the delta.

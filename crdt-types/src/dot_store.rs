@@ -571,8 +571,7 @@ impl<V: PartialEq + fmt::Debug> DotFun<V> {
 impl<V: Clone + PartialEq + fmt::Debug> DotFun<V> {
     /// The delta of adding one entry next to the ones seen (they stay): context `{dot}`.
     pub fn insert_delta(&self, tag: Tag, value: V) -> Causal<Self> {
-        let mut context = CausalContext::new();
-        context.insert(tag.dot);
+        let context = CausalContext::of_sorted(std::iter::once(tag.dot));
         Causal::new(DotFun::singleton(tag.dot, value), context)
     }
 
