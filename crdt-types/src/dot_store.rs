@@ -942,10 +942,12 @@ impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
     {
         let r = match self.locate(key) {
             Ok(i) => {
-                let v = &mut self.0[i].1;
+                let v = &mut self.0.as_mut_slice()[i].1;
                 let was_empty = v.is_empty();
                 let r = f(v);
-                self.changed(i, was_empty);
+                if was_empty || v.is_empty() {
+                    self.changed(i, was_empty);
+                }
                 r
             }
             Err(i) => {

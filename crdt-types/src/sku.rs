@@ -102,7 +102,7 @@ impl PartialOrd for Sku {
 }
 
 impl PartialEq for Sku {
-    #[inline]
+    #[inline(always)]
     fn eq(&self, other: &Self) -> bool {
         match (&self.0, &other.0) {
             // Padded with zeros: equal skus have equal lengths and arrays, compared as the
