@@ -287,13 +287,23 @@ impl Cart {
 impl Lattice for Cart {
     #[inline]
     fn join(&mut self, other: Self) {
-        if let Some((sku, dot, amount)) = other.one_add() {
+        if let Some((_, dot, amount)) = other.one_add() {
             // The causal join of a one-add delta, in one context search and one key lookup:
             // seen already, nothing changes (a duplicate, or an entry removed here since);
             // else the entry is added, and nothing here is removed.
             let (store, context) = self.0.parts_mut();
             if context.insert(dot) {
-                store.add_unseen(sku, dot, amount);
+                // The entry is moved out of the delta (held inline, as deltas hold their one
+                // entry), so what is left of it drops in a few tests.
+                let (delta, _) = other.0.into_parts();
+                match delta.into_only_entry() {
+                    Ok((sku, _)) => store.add_unseen(&sku, dot, amount),
+                    Err(delta) => {
+                        if let Some((sku, _)) = delta.only_entry() {
+                            store.add_unseen(sku, dot, amount);
+                        }
+                    }
+                }
             }
             return;
         }

@@ -860,6 +860,16 @@ impl<K: Ord, V: DotStore> DotMap<K, V> {
         }
     }
 
+    /// The one entry, if the map lists exactly one key and holds it inline; else the map.
+    #[inline(always)]
+    pub(crate) fn into_only_entry(self) -> Result<(K, V), Self> {
+        let DotMap(entries, empties, index) = self;
+        match entries.into_inner() {
+            Ok([entry]) => Ok(entry),
+            Err(entries) => Err(DotMap(entries, empties, index)),
+        }
+    }
+
     /// The present keys in order.
     pub fn keys(&self) -> impl Iterator<Item = &K> {
         self.iter().map(|(k, _)| k)
