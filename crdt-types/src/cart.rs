@@ -312,3 +312,71 @@ impl Lattice for Cart {
 }
 
 impl DeltaCrdt for Cart {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ReplicaId, Stamp};
+
+    fn tag(replica: u64, seq: u64) -> Tag {
+        Tag {
+            dot: Dot::new(ReplicaId(replica), seq),
+            stamp: Stamp {
+                hlc: seq,
+                replica: ReplicaId(replica),
+            },
+        }
+    }
+
+    #[test]
+    fn the_one_add_join_is_the_general_join() {
+        // Three writers' deltas (adds, sets, removes over six skus, so items are added,
+        // hidden, removed and re-added), each joined into a receiver by `Cart::join` and by
+        // the general join, in an order with gaps and duplicates.
+        let mut writers = [Cart::new(), Cart::new(), Cart::new()];
+        let mut seqs = [0u64; 3];
+        let mut deltas = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..600 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let w = (x % 3) as usize;
+            let sku = format!("sku-{}", (x >> 8) % 6);
+            seqs[w] += 1;
+            let t = tag(w as u64 * 0x9e37_79b9 + 7, seqs[w]);
+            let delta = match (x >> 16) % 10 {
+                0..6 => writers[w].add(t, &sku, 1 + (x >> 24) % 3),
+                6..8 => writers[w].set_quantity(t, &sku, (x >> 24) % 4),
+                _ => writers[w].remove(&sku),
+            };
+            deltas.push(delta.expect("valid operation"));
+            if (x >> 32).is_multiple_of(8) {
+                let other = writers[(w + 1) % 3].clone();
+                writers[w].join(other);
+            }
+        }
+        let (mut fast, mut general) = (Cart::new(), Cart::new());
+        let mut one_adds = 0;
+        for (i, delta) in deltas.iter().enumerate() {
+            // Every fifth delta twice, every seventh held back until the end.
+            let times = if i % 5 == 0 { 2 } else { 1 };
+            if i % 7 == 3 {
+                continue;
+            }
+            for _ in 0..times {
+                one_adds += usize::from(delta.one_add().is_some());
+                fast.join(delta.clone());
+                general.0.join_general(delta.0.clone());
+                assert_eq!(fast, general, "after delta {i}");
+            }
+        }
+        for delta in deltas.iter().skip(3).step_by(7) {
+            fast.join(delta.clone());
+            general.0.join_general(delta.0.clone());
+        }
+        assert_eq!(fast, general);
+        assert_eq!(fast.view(), general.view());
+        assert!(one_adds > 200, "{one_adds} one-add deltas");
+    }
+}
