@@ -257,27 +257,69 @@ fn bench_merges(c: &mut Criterion) {
     group.finish();
 }
 
+/// The local-ops workload: 4096 random operations (the merge workload's mix) by a fifth
+/// replica on its own 100-item cart, in a loop, folding its own dots into the context every
+/// 64 operations as a node's `compact_stable` would.
+struct LocalOps {
+    cart: Cart,
+    tags: Tags,
+    stable: VersionVector,
+    ops: Vec<Op>,
+    i: usize,
+}
+
+impl LocalOps {
+    fn new(base: &Cart) -> Self {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        LocalOps {
+            cart: base.clone(),
+            tags: Tags::new(LOCAL),
+            stable: base.context().vv().clone(),
+            ops: (0..4096).map(|_| random_op(&mut rng, 100)).collect(),
+            i: 0,
+        }
+    }
+
+    /// The next operation, and its delta.
+    #[inline]
+    fn step(&mut self) -> Cart {
+        self.i = (self.i + 1) % self.ops.len();
+        if self.i.is_multiple_of(64) {
+            self.stable.raise(self.tags.replica, self.tags.seq);
+            self.cart.compact(&self.stable);
+        }
+        apply_ours(&mut self.cart, &mut self.tags, self.ops[self.i])
+    }
+}
+
+/// `n` steps of [`LocalOps`], each delta dropped as the bench drops it. Never inlined, so a
+/// profiler can name it.
+#[inline(never)]
+fn local_ops_all(local: &mut LocalOps, n: usize) {
+    for _ in 0..n {
+        black_box(local.step());
+    }
+}
+
+/// The `crdts` side of [`local_ops_all`]: the same operations on its map, `n` of them from
+/// operation `*i` on.
+#[inline(never)]
+fn crdts_local_all(map: &mut CrdtsCart, ops: &[Op], i: &mut usize, n: usize) {
+    for _ in 0..n {
+        *i = (*i + 1) % ops.len();
+        black_box(apply_crdts(map, REPLICAS[LOCAL], ops[*i]));
+    }
+}
+
 fn bench_local_ops(c: &mut Criterion) {
     let mut group = c.benchmark_group("cart/local_ops");
     group.throughput(Throughput::Elements(1));
-    let items = 100;
-    let (base, crdts_base, _) = base_carts(items);
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let ops: Vec<Op> = (0..4096).map(|_| random_op(&mut rng, items)).collect();
+    let (base, crdts_base, _) = base_carts(100);
+    let mut local = LocalOps::new(&base);
     group.bench_function("statemesh/100_items", |b| {
-        let mut cart = base.clone();
-        let mut tags = Tags::new(LOCAL);
-        let mut stable = cart.context().vv().clone();
-        let mut i = 0;
-        b.iter(|| {
-            i = (i + 1) % ops.len();
-            if i % 64 == 0 {
-                stable.raise(tags.replica, tags.seq);
-                cart.compact(&stable);
-            }
-            black_box(apply_ours(&mut cart, &mut tags, ops[i]))
-        })
+        b.iter(|| black_box(local.step()))
     });
+    let ops = local.ops.clone();
     group.bench_function("crdts/100_items", |b| {
         let mut map = crdts_base.clone();
         let mut i = 0;
@@ -420,10 +462,25 @@ fn print_sizes() {
 /// merges it (and applies the `crdts` ops) `CART_PROFILE_RUNS` times (default 4), for
 /// `valgrind --tool=callgrind --toggle-collect='*merge_all*'` (or `'*crdts_apply_all*'` for
 /// the `crdts` side): instructions per merge are the collected total over `runs * 20,000`.
-fn profile(items: u64) {
-    let w = workload(items);
+/// With `CART_PROFILE=local` it runs `runs * 100,000` local operations on a 100-item cart
+/// instead (`*local_ops_all*`, `*crdts_local_all*`), per operation over `runs * 100,000`.
+fn profile(items: &str) {
     let runs: usize =
         std::env::var("CART_PROFILE_RUNS").map_or(4, |r| r.parse().expect("a number"));
+    if items == "local" {
+        let (base, crdts_base, _) = base_carts(100);
+        let mut local = LocalOps::new(&base);
+        let mut map = crdts_base;
+        let mut i = 0;
+        for _ in 0..runs {
+            local_ops_all(&mut local, LOCAL_PROFILE_OPS);
+            crdts_local_all(&mut map, &local.ops, &mut i, LOCAL_PROFILE_OPS);
+        }
+        println!("ran {runs} x {LOCAL_PROFILE_OPS} local operations on a cart of 100 items");
+        return;
+    }
+    let items: u64 = items.parse().expect("CART_PROFILE=<items> or local");
+    let w = workload(items);
     for _ in 0..runs {
         black_box(merge_all(w.base.clone(), w.deltas.clone(), &w.delivered));
         black_box(crdts_apply_all(w.crdts_base.clone(), w.crdts_ops.clone()));
@@ -431,9 +488,12 @@ fn profile(items: u64) {
     println!("merged {runs} x {DELTAS} deltas into a cart of {items} items");
 }
 
+/// Local operations per profiling run (`CART_PROFILE=local`).
+const LOCAL_PROFILE_OPS: usize = 100_000;
+
 fn main() {
     if let Ok(items) = std::env::var("CART_PROFILE") {
-        profile(items.parse().expect("CART_PROFILE=<items>"));
+        profile(&items);
         return;
     }
     print_sizes();

@@ -2,8 +2,8 @@
 
 use crate::sku::Sku;
 use crate::{
-    Causal, CausalContext, Counter, DeltaCrdt, Dot, DotMap, IdError, Lattice, Tag, VersionVector,
-    validate_id,
+    Causal, CausalContext, Counter, DeltaCrdt, Dot, DotMap, DotStore, IdError, Lattice, Tag,
+    VersionVector, validate_id,
 };
 use serde::{Deserialize, Serialize};
 
@@ -88,9 +88,44 @@ impl Cart {
         Ok(())
     }
 
+    /// Records `tag`'s dot as seen, or refuses it if it was (nothing changes then): one
+    /// context search for what [`Cart::check_dot`] then an insert would do.
+    fn claim_dot(&mut self, tag: Tag) -> Result<(), CartError> {
+        if !self.0.parts_mut().1.insert(tag.dot) {
+            return Err(CartError::DotReused(tag.dot));
+        }
+        Ok(())
+    }
+
     fn apply_local(&mut self, delta: Causal<DotMap<Sku, Counter>>) -> Cart {
         self.0.join(delta.clone());
         Cart(delta)
+    }
+
+    /// Applies a local operation on the item `sku` in place: `op` changes its counter (an
+    /// empty one if absent) exactly as joining the counter delta it returns would, and that
+    /// delta, under `sku`, is the cart's (`None`: nothing changed). The caller records the
+    /// operation's dot in the context. One key lookup, no delta joined or cloned.
+    #[inline(always)]
+    fn change_item(
+        &mut self,
+        sku: Sku,
+        op: impl FnOnce(&mut Counter) -> Option<Causal<Counter>>,
+    ) -> Option<Cart> {
+        let (counter, context) = self.0.parts_mut().0.change(&sku, op)?.into_parts();
+        Some(Cart(Causal::new(DotMap::single(sku, counter), context)))
+    }
+
+    /// Debug builds: a local operation left this cart as joining its `delta` into the cart it
+    /// was `before` would.
+    #[cfg(debug_assertions)]
+    fn check_local(&self, before: Cart, delta: &Cart) {
+        let mut joined = before;
+        joined.join(delta.clone());
+        debug_assert_eq!(
+            *self, joined,
+            "a local operation differs from its delta's join"
+        );
     }
 
     /// Adds `n >= 1` of `sku` and returns the delta.
@@ -100,20 +135,26 @@ impl Cart {
             return Err(CartError::ZeroQuantity);
         }
         check_quantity(n)?;
-        self.check_dot(tag)?;
+        #[cfg(debug_assertions)]
+        let before = self.clone();
+        self.claim_dot(tag)?;
         let amount = n as i64;
-        let delta = self
-            .0
-            .store()
-            .update_delta(tag, Sku::from(sku), |counter, tag| {
-                if counter.value() > 0 {
-                    counter.increment_delta(tag, amount)
-                } else {
-                    // Hidden (or absent): start over from what this node sees.
-                    counter.replace_delta(tag, amount)
-                }
-            });
-        Ok(self.apply_local(delta))
+        let delta = self.change_item(Sku::from(sku), |counter| {
+            let delta = if counter.value() > 0 {
+                counter.increment_delta(tag, amount)
+            } else {
+                // Hidden (or absent): start over from what this node sees.
+                let delta = counter.replace_delta(tag, amount);
+                counter.clear();
+                delta
+            };
+            counter.add_entry(tag.dot, amount);
+            Some(delta)
+        });
+        let delta = delta.unwrap_or_default();
+        #[cfg(debug_assertions)]
+        self.check_local(before, &delta);
+        Ok(delta)
     }
 
     /// Sets the quantity of `sku` to `q` as observed and returns the delta: one entry of
@@ -126,30 +167,45 @@ impl Cart {
             return self.remove(sku);
         }
         self.check_dot(tag)?;
-        let observed = self
-            .0
-            .store()
-            .get(&Sku::from(sku))
-            .map_or(0, Counter::value);
-        let amount = (i128::from(q) - i128::from(observed))
-            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
-        if amount == 0 {
+        #[cfg(debug_assertions)]
+        let before = self.clone();
+        let delta = self.change_item(Sku::from(sku), |counter| {
+            let amount = (i128::from(q) - i128::from(counter.value()))
+                .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+            if amount == 0 {
+                return None;
+            }
+            let delta = counter.increment_delta(tag, amount);
+            counter.add_entry(tag.dot, amount);
+            Some(delta)
+        });
+        let Some(delta) = delta else {
             return Ok(Cart::default());
-        }
-        let delta = self
-            .0
-            .store()
-            .update_delta(tag, Sku::from(sku), |counter, tag| {
-                counter.increment_delta(tag, amount)
-            });
-        Ok(self.apply_local(delta))
+        };
+        let new = self.0.parts_mut().1.insert(tag.dot);
+        debug_assert!(new, "checked above");
+        #[cfg(debug_assertions)]
+        self.check_local(before, &delta);
+        Ok(delta)
     }
 
     /// Removes `sku` as observed and returns the delta (empty if the cart has no entry for it).
     pub fn remove(&mut self, sku: &str) -> Result<Cart, CartError> {
         validate_id(sku)?;
-        let delta = self.0.store().remove_delta(&Sku::from(sku));
-        Ok(self.apply_local(delta))
+        #[cfg(debug_assertions)]
+        let before = self.clone();
+        let delta = self.change_item(Sku::from(sku), |counter| {
+            if counter.is_empty() {
+                return None;
+            }
+            let delta = counter.reset_delta();
+            counter.clear();
+            Some(delta)
+        });
+        let delta = delta.unwrap_or_default();
+        #[cfg(debug_assertions)]
+        self.check_local(before, &delta);
+        Ok(delta)
     }
 
     /// Removes every item as observed and returns the delta.
@@ -216,11 +272,111 @@ impl Cart {
     }
 }
 
+impl Cart {
+    /// The dot and amount of a delta that is one add to one item: one entry, whose dot is the
+    /// whole context (most deltas a node receives).
+    #[inline(always)]
+    fn one_add(&self) -> Option<(&Sku, Dot, i64)> {
+        let dot = self.0.context().only_dot()?;
+        let (sku, counter) = self.0.store().only_entry()?;
+        let (entry, amount) = counter.only_entry()?;
+        (entry == dot).then_some((sku, dot, amount))
+    }
+}
+
 impl Lattice for Cart {
     #[inline]
     fn join(&mut self, other: Self) {
-        self.0.join(other.0);
+        if let Some((_, dot, amount)) = other.one_add() {
+            // The causal join of a one-add delta, in one context search and one key lookup:
+            // seen already, nothing changes (a duplicate, or an entry removed here since);
+            // else the entry is added, and nothing here is removed.
+            let (store, context) = self.0.parts_mut();
+            if context.insert(dot) {
+                // The entry is moved out of the delta (held inline, as deltas hold their one
+                // entry), so what is left of it drops in a few tests.
+                let (delta, _) = other.0.into_parts();
+                match delta.into_only_entry() {
+                    Ok((sku, _)) => store.add_unseen(&sku, dot, amount),
+                    Err(delta) => {
+                        if let Some((sku, _)) = delta.only_entry() {
+                            store.add_unseen(sku, dot, amount);
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        self.0.join_general(other.0);
     }
 }
 
 impl DeltaCrdt for Cart {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ReplicaId, Stamp};
+
+    fn tag(replica: u64, seq: u64) -> Tag {
+        Tag {
+            dot: Dot::new(ReplicaId(replica), seq),
+            stamp: Stamp {
+                hlc: seq,
+                replica: ReplicaId(replica),
+            },
+        }
+    }
+
+    #[test]
+    fn the_one_add_join_is_the_general_join() {
+        // Three writers' deltas (adds, sets, removes over six skus, so items are added,
+        // hidden, removed and re-added), each joined into a receiver by `Cart::join` and by
+        // the general join, in an order with gaps and duplicates.
+        let mut writers = [Cart::new(), Cart::new(), Cart::new()];
+        let mut seqs = [0u64; 3];
+        let mut deltas = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..600 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let w = (x % 3) as usize;
+            let sku = format!("sku-{}", (x >> 8) % 6);
+            seqs[w] += 1;
+            let t = tag(w as u64 * 0x9e37_79b9 + 7, seqs[w]);
+            let delta = match (x >> 16) % 10 {
+                0..6 => writers[w].add(t, &sku, 1 + (x >> 24) % 3),
+                6..8 => writers[w].set_quantity(t, &sku, (x >> 24) % 4),
+                _ => writers[w].remove(&sku),
+            };
+            deltas.push(delta.expect("valid operation"));
+            if (x >> 32).is_multiple_of(8) {
+                let other = writers[(w + 1) % 3].clone();
+                writers[w].join(other);
+            }
+        }
+        let (mut fast, mut general) = (Cart::new(), Cart::new());
+        let mut one_adds = 0;
+        for (i, delta) in deltas.iter().enumerate() {
+            // Every fifth delta twice, every seventh held back until the end.
+            let times = if i % 5 == 0 { 2 } else { 1 };
+            if i % 7 == 3 {
+                continue;
+            }
+            for _ in 0..times {
+                one_adds += usize::from(delta.one_add().is_some());
+                fast.join(delta.clone());
+                general.0.join_general(delta.0.clone());
+                assert_eq!(fast, general, "after delta {i}");
+            }
+        }
+        for delta in deltas.iter().skip(3).step_by(7) {
+            fast.join(delta.clone());
+            general.0.join_general(delta.0.clone());
+        }
+        assert_eq!(fast, general);
+        assert_eq!(fast.view(), general.view());
+        assert!(one_adds > 200, "{one_adds} one-add deltas");
+    }
+}

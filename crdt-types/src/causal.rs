@@ -68,6 +68,12 @@ impl<S: DotStore> Causal<S> {
         &self.context
     }
 
+    /// The store and the context, to change in place: for a local operation applied where it
+    /// is made, its delta built beside it. The caller keeps the pair well formed.
+    pub(crate) fn parts_mut(&mut self) -> (&mut S, &mut CausalContext) {
+        (&mut self.store, &mut self.context)
+    }
+
     /// Splits into store and context.
     pub fn into_parts(self) -> (S, CausalContext) {
         (self.store, self.context)
@@ -130,8 +136,8 @@ impl<S: DotStore> Lattice for Causal<S> {
 }
 
 impl<S: DotStore> Causal<S> {
-    /// [`Lattice::join`] with anything but a one-dot delta.
-    fn join_general(&mut self, other: Self) {
+    /// [`Lattice::join`] with anything but a one-dot delta (correct for those too, only slower).
+    pub(crate) fn join_general(&mut self, other: Self) {
         let Causal { store, context } = other;
         // `other` can remove something only if its context names a dot its store lacks.
         let named = context.dot_count();

@@ -107,6 +107,53 @@ impl CausalContext {
         }
     }
 
+    /// The context of exactly `dots`, sorted and distinct (a store's own dots, e.g. a
+    /// counter's entries, which is what a remove or a replacing write covers): one pass with
+    /// no search and no move, each dot continuing its replica's vector entry or going to the
+    /// end of the cloud. The same value inserting them one by one gives.
+    pub(crate) fn of_sorted(mut dots: impl Iterator<Item = Dot>) -> Self {
+        let mut vv: Vec<(ReplicaId, u64)> = Vec::new();
+        let mut cloud: SmallVec<[Dot; 1]> = SmallVec::new();
+        // The replica of the dots so far and its vector entry (0: none yet).
+        let mut run: Option<(ReplicaId, u64)> = None;
+        while let Some(d) = dots.next() {
+            let top = match run {
+                Some((r, top)) if r == d.replica => top,
+                _ => {
+                    debug_assert!(run.is_none_or(|(r, _)| r < d.replica), "dots out of order");
+                    if let Some(entry) = run.filter(|&(_, top)| top > 0) {
+                        vv.push(entry);
+                    }
+                    0
+                }
+            };
+            debug_assert!(
+                cloud.last().is_none_or(|c| c.key() < d.key()),
+                "dots out of order"
+            );
+            if d.counter == top + 1 {
+                run = Some((d.replica, d.counter));
+            } else {
+                // Counter 0 is covered by every vector; anything else lies above a gap.
+                if d.counter > top {
+                    if cloud.is_empty() {
+                        // Room for the dots left too: the ones after a gap all come here.
+                        cloud.reserve(dots.size_hint().0 + 1);
+                    }
+                    cloud.push(d);
+                }
+                run = Some((d.replica, top));
+            }
+        }
+        if let Some(entry) = run.filter(|&(_, top)| top > 0) {
+            vv.push(entry);
+        }
+        CausalContext {
+            vv: VersionVector::from_sorted(vv),
+            cloud,
+        }
+    }
+
     /// The one dot of a context that names exactly one (`dot_count() == 1`).
     #[inline]
     pub(crate) fn only_dot(&self) -> Option<Dot> {
@@ -344,5 +391,36 @@ impl FromIterator<Dot> for CausalContext {
             cc.insert(d);
         }
         cc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_context_of_sorted_dots_is_the_one_inserting_them_gives() {
+        let (a, b, c) = (ReplicaId(3), ReplicaId(7), ReplicaId(u64::MAX));
+        let cases: [&[(ReplicaId, u64)]; 7] = [
+            &[],
+            &[(a, 1)],
+            &[(a, 2)],
+            &[(a, 0), (a, 1), (a, 2), (a, 4), (a, 5), (b, 3)],
+            &[(a, 1), (a, 2), (a, 3), (b, 1), (b, 9), (c, 1), (c, 2)],
+            &[(a, 5), (a, 6), (a, 9), (b, 2), (c, u64::MAX)],
+            &[(a, 1), (b, 1), (b, 2), (b, 7), (b, 8), (b, 10), (c, 3)],
+        ];
+        for dots in cases {
+            let dots: Vec<Dot> = dots.iter().map(|&(r, n)| Dot::new(r, n)).collect();
+            let built = CausalContext::of_sorted(dots.iter().copied());
+            assert_eq!(
+                built,
+                dots.iter().copied().collect::<CausalContext>(),
+                "{dots:?}"
+            );
+            for d in dots.iter().filter(|d| d.counter > 0) {
+                assert!(built.contains(d), "{d:?} of {dots:?}");
+            }
+        }
     }
 }

@@ -49,6 +49,24 @@ impl Counter {
     pub fn reset_delta(&self) -> Causal<Counter> {
         Causal::new(Counter::default(), self.dots())
     }
+
+    /// Adds the entry `dot -> amount` of a local operation whose dot this counter's context
+    /// had not seen: in place, what joining its delta adds.
+    #[inline]
+    pub(crate) fn add_entry(&mut self, dot: Dot, amount: i64) {
+        self.0.put_unseen(dot, amount);
+    }
+
+    /// The counter's one entry, if it has exactly one.
+    #[inline(always)]
+    pub(crate) fn only_entry(&self) -> Option<(Dot, i64)> {
+        self.0.only_entry().map(|(&d, &v)| (d, v))
+    }
+
+    /// Drops every entry: in place, what joining [`Counter::reset_delta`] drops.
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 impl DotStore for Counter {
@@ -70,6 +88,10 @@ impl DotStore for Counter {
     #[inline]
     fn contains_dot(&self, dot: &Dot) -> bool {
         self.0.contains_dot(dot)
+    }
+
+    fn dots(&self) -> CausalContext {
+        self.0.dots()
     }
 
     #[inline]

@@ -12,7 +12,7 @@
 //! is how maps nest.
 
 use crate::key_index::{INDEXED_FROM, KeyIndex};
-use crate::{Causal, CausalContext, Dot, Tag};
+use crate::{Causal, CausalContext, Counter, Dot, Tag};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use smallvec::{SmallVec, smallvec};
@@ -325,6 +325,10 @@ impl DotStore for DotSet {
         self.contains(dot)
     }
 
+    fn dots(&self) -> CausalContext {
+        CausalContext::of_sorted(self.0.iter().copied())
+    }
+
     #[inline]
     fn holds_any(&self, probe: &DotProbe<'_>) -> bool {
         debug_assert!(
@@ -519,13 +523,28 @@ impl<V> DotFun<V> {
         self.0.retain(|(d, _)| keep(d));
         self.1 = DotProbe::bits(self.0.iter().map(|(d, _)| d));
     }
+
+    /// The one entry, if there is exactly one.
+    #[inline(always)]
+    pub(crate) fn only_entry(&self) -> Option<(&Dot, &V)> {
+        match self.0.as_slice() {
+            [(d, v)] => Some((d, v)),
+            _ => None,
+        }
+    }
+
+    /// Drops every entry (keeping the heap block, as a remove's join does).
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+        self.1 = 0;
+    }
 }
 
 impl<V: PartialEq + fmt::Debug> DotFun<V> {
     /// Adds the entry `dot -> value` of a join that had not seen `dot` (if the store holds
     /// it anyway, both carry the same value and nothing changes).
     #[inline(always)]
-    fn put_unseen(&mut self, dot: Dot, value: V) {
+    pub(crate) fn put_unseen(&mut self, dot: Dot, value: V) {
         // A replica's dots arrive in order, so the new entry sorts after its replica's and
         // before the (few) entries of replicas above it: pushed, then moved down past those,
         // one pass with no search and no `memmove` call.
@@ -552,8 +571,7 @@ impl<V: PartialEq + fmt::Debug> DotFun<V> {
 impl<V: Clone + PartialEq + fmt::Debug> DotFun<V> {
     /// The delta of adding one entry next to the ones seen (they stay): context `{dot}`.
     pub fn insert_delta(&self, tag: Tag, value: V) -> Causal<Self> {
-        let mut context = CausalContext::new();
-        context.insert(tag.dot);
+        let context = CausalContext::of_sorted(std::iter::once(tag.dot));
         Causal::new(DotFun::singleton(tag.dot, value), context)
     }
 
@@ -586,6 +604,10 @@ impl<V: Clone + PartialEq + fmt::Debug> DotStore for DotFun<V> {
 
     fn contains_dot(&self, dot: &Dot) -> bool {
         self.get(dot).is_some()
+    }
+
+    fn dots(&self) -> CausalContext {
+        CausalContext::of_sorted(self.0.iter().map(|(d, _)| *d))
     }
 
     #[inline]
@@ -829,6 +851,25 @@ impl<K: Ord, V: DotStore> DotMap<K, V> {
             .map(|(k, v)| (k, v))
     }
 
+    /// The one entry, if the map lists exactly one key (present or a hint).
+    #[inline(always)]
+    pub(crate) fn only_entry(&self) -> Option<(&K, &V)> {
+        match self.0.as_slice() {
+            [(k, v)] => Some((k, v)),
+            _ => None,
+        }
+    }
+
+    /// The one entry, if the map lists exactly one key and holds it inline; else the map.
+    #[inline(always)]
+    pub(crate) fn into_only_entry(self) -> Result<(K, V), Self> {
+        let DotMap(entries, empties, index) = self;
+        match entries.into_inner() {
+            Ok([entry]) => Ok(entry),
+            Err(entries) => Err(DotMap(entries, empties, index)),
+        }
+    }
+
     /// The present keys in order.
     pub fn keys(&self) -> impl Iterator<Item = &K> {
         self.iter().map(|(k, _)| k)
@@ -856,10 +897,12 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
         let empty = V::default();
         let current = self.raw_get(&key).map_or(&empty, |(_, v)| v);
         let (store, context) = op(current, tag).into_parts();
-        Causal::new(
-            DotMap(smallvec![(key, store)], Empties::Hints, None),
-            context,
-        )
+        Causal::new(DotMap::single(key, store), context)
+    }
+
+    /// A delta's store of the one entry `key -> value` (an empty value is a hint).
+    pub(crate) fn single(key: K, value: V) -> Self {
+        DotMap(smallvec![(key, value)], Empties::Hints, None)
     }
 
     /// The delta of removing `key` as observed: covers the dots under it, adds none (and
@@ -870,10 +913,9 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotMap<K, V> {
         Q: Ord + ?Sized,
     {
         match self.raw_get(key) {
-            Some((k, v)) if !v.is_empty() => Causal::new(
-                DotMap(smallvec![(k.clone(), V::default())], Empties::Hints, None),
-                v.dots(),
-            ),
+            Some((k, v)) if !v.is_empty() => {
+                Causal::new(DotMap::single(k.clone(), V::default()), v.dots())
+            }
             _ => Causal::default(),
         }
     }
@@ -899,6 +941,66 @@ impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
         .or_else(|()| self.find(key))
     }
 
+    /// Changes the value under `key` in place with `f` (given an empty value if the key is
+    /// absent) and returns what `f` returns, keeping the map's slots and key index right: a
+    /// local operation applied where it is made, its delta built beside it instead of joined.
+    /// `f` must change the value exactly as joining that delta would.
+    #[inline(always)]
+    pub(crate) fn change<R>(&mut self, key: &K, f: impl FnOnce(&mut V) -> R) -> R
+    where
+        K: Clone,
+    {
+        let r = match self.locate(key) {
+            Ok(i) => {
+                let v = &mut self.0.as_mut_slice()[i].1;
+                let was_empty = v.is_empty();
+                let r = f(v);
+                if was_empty || v.is_empty() {
+                    self.changed(i, was_empty);
+                }
+                r
+            }
+            Err(i) => {
+                let mut v = V::default();
+                let r = f(&mut v);
+                if !v.is_empty() {
+                    self.insert_entry(i, key.clone(), v);
+                }
+                r
+            }
+        };
+        self.trim_slots();
+        self.check_index();
+        r
+    }
+
+    /// The value at `i` was changed, and was empty before if `was_empty`: an emptied value
+    /// becomes a slot (a state's: the caller trims them afterwards) or goes (a delta's), a
+    /// refilled slot counts no more, a hint left empty goes.
+    fn changed(&mut self, i: usize, was_empty: bool) {
+        match (was_empty, self.0[i].1.is_empty()) {
+            (false, true) => self.emptied(i),
+            (true, false) => {
+                if let Empties::Slots(n) = &mut self.1 {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            (true, true) if self.1 == Empties::Hints => {
+                self.0.remove(i);
+                self.2 = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Inserts the entry `k -> v` at `i`, its place in key order, and follows it in the index.
+    fn insert_entry(&mut self, i: usize, k: K, v: V) {
+        self.0.insert(i, (k, v));
+        if let Some(index) = &mut self.2 {
+            index.inserted(&self.0, i);
+        }
+    }
+
     /// Adds `v` under `k` for [`DotStore::join_unseen`]: no dot of `v` was seen here.
     #[inline(always)]
     fn put_unseen(&mut self, k: K, v: V) {
@@ -906,23 +1008,24 @@ impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
             // A hint: nothing to add (and the delta removes nothing).
             return;
         }
-        match self.locate(&k) {
-            Ok(i) => {
-                let mine = &mut self.0[i].1;
-                if mine.is_empty()
-                    && let Empties::Slots(n) = &mut self.1
-                {
-                    *n = n.saturating_sub(1);
-                }
-                mine.join_unseen(v);
-            }
-            Err(i) => {
-                self.0.insert(i, (k, v));
-                if let Some(index) = &mut self.2 {
-                    index.inserted(&self.0, i);
-                }
-            }
+        match self.filled(&k) {
+            Ok(mine) => mine.join_unseen(v),
+            Err(i) => self.insert_entry(i, k, v),
         }
+    }
+
+    /// The value under `key`, for a join that adds to it without removing anything (a slot it
+    /// fills counts as one no more), or where `key` would be inserted.
+    #[inline(always)]
+    fn filled(&mut self, key: &K) -> Result<&mut V, usize> {
+        let i = self.locate(key)?;
+        let mine = &mut self.0.as_mut_slice()[i].1;
+        if mine.is_empty()
+            && let Empties::Slots(n) = &mut self.1
+        {
+            *n = n.saturating_sub(1);
+        }
+        Ok(mine)
     }
 
     /// Debug builds: the key index finds every key at its position.
@@ -933,6 +1036,24 @@ impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
                 debug_assert_eq!(index.find(&self.0, k), Some(i), "the key index drifted");
             }
         }
+    }
+}
+
+impl<K: Ord + Hash + Clone> DotMap<K, Counter> {
+    /// The store join of a one-add delta (one entry `dot -> amount` under `key`, `dot` its
+    /// whole context) the context of this map had not seen: the entry is added and nothing
+    /// is removed. What [`DotStore::join_unseen`] does, by reference.
+    #[inline(always)]
+    pub(crate) fn add_unseen(&mut self, key: &K, dot: Dot, amount: i64) {
+        match self.filled(key) {
+            Ok(counter) => counter.add_entry(dot, amount),
+            Err(i) => {
+                let mut counter = Counter::default();
+                counter.add_entry(dot, amount);
+                self.insert_entry(i, key.clone(), counter);
+            }
+        }
+        self.check_index();
     }
 }
 
@@ -1012,28 +1133,13 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
                         other => other,
                     };
                     mine.join_store(ctx, v, other_ctx, drops_here);
-                    match (was_slot, mine.is_empty()) {
-                        (false, true) => self.emptied(i),
-                        (true, false) => {
-                            if let Empties::Slots(n) = &mut self.1 {
-                                *n = n.saturating_sub(1);
-                            }
-                        }
-                        (true, true) if self.1 == Empties::Hints => {
-                            self.0.remove(i);
-                            self.2 = None;
-                        }
-                        _ => {}
-                    }
+                    self.changed(i, was_slot);
                 }
                 Err(i) => {
                     let mut v = v;
                     v.remove_covered(ctx);
                     if !v.is_empty() {
-                        self.0.insert(i, (k, v));
-                        if let Some(index) = &mut self.2 {
-                            index.inserted(&self.0, i);
-                        }
+                        self.insert_entry(i, k, v);
                     }
                 }
             }

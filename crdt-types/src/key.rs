@@ -60,7 +60,9 @@ pub fn validate_id(s: &str) -> Result<(), IdError> {
     if s.len() > MAX_ID_BYTES {
         return Err(IdError::TooLong(s.len()));
     }
-    if s.chars().any(char::is_control) {
+    // Most ids are ASCII, where a control character is a byte below 0x20 or 0x7f: one test a
+    // byte. Only an id with other bytes is decoded (the C1 controls are not ASCII).
+    if s.bytes().any(|b| !(0x20..0x7f).contains(&b)) && s.chars().any(char::is_control) {
         return Err(IdError::Control);
     }
     Ok(())
@@ -102,6 +104,16 @@ mod tests {
         assert_eq!(validate_id(&"a".repeat(257)), Err(IdError::TooLong(257)));
         assert_eq!(validate_id("a\nb"), Err(IdError::Control));
         assert_eq!(validate_id("sku-ünïcode 42"), Ok(()));
+        for control in ["\u{0}", "\u{1f}", "\u{7f}", "\u{85}", "\u{9f}"] {
+            let id = format!("sku-{control}-ü");
+            assert_eq!(validate_id(&id), Err(IdError::Control), "{id:?}");
+            assert_eq!(
+                validate_id(&id[..id.len() - 2]),
+                Err(IdError::Control),
+                "{id:?}"
+            );
+        }
+        assert_eq!(validate_id(" ~\u{a0}\u{10ffff}"), Ok(()));
     }
 
     #[test]

@@ -57,14 +57,39 @@ impl Sku {
     }
 }
 
+/// `src` (at most [`INLINE`] bytes) followed by zeros, copied as two fixed-size pieces that
+/// overlap (no `memcpy` or `memset` call for a length known only at run time).
+#[inline]
+fn padded(src: &[u8]) -> [u8; INLINE] {
+    /// Copies `src[..N]` and `src[n - N..]` (`N <= n <= 2 * N`) to the same places of `dst`.
+    #[inline(always)]
+    fn ends<const N: usize>(dst: &mut [u8; INLINE], src: &[u8]) {
+        let n = src.len();
+        dst[..N].copy_from_slice(&src[..N]);
+        dst[n - N..n].copy_from_slice(&src[n - N..]);
+    }
+    let mut dst = [0u8; INLINE];
+    match src.len() {
+        0 => {}
+        1..4 => {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *s;
+            }
+        }
+        4..8 => ends::<4>(&mut dst, src),
+        8..=16 => ends::<8>(&mut dst, src),
+        _ => ends::<16>(&mut dst, src),
+    }
+    dst
+}
+
 impl From<&str> for Sku {
     fn from(s: &str) -> Self {
         match u8::try_from(s.len()) {
-            Ok(len) if s.len() <= INLINE => {
-                let mut bytes = [0u8; INLINE];
-                bytes[..s.len()].copy_from_slice(s.as_bytes());
-                Sku(Repr::Inline { len, bytes })
-            }
+            Ok(len) if s.len() <= INLINE => Sku(Repr::Inline {
+                len,
+                bytes: padded(s.as_bytes()),
+            }),
             _ => Sku(Repr::Heap(s.into())),
         }
     }
@@ -102,7 +127,7 @@ impl PartialOrd for Sku {
 }
 
 impl PartialEq for Sku {
-    #[inline]
+    #[inline(always)]
     fn eq(&self, other: &Self) -> bool {
         match (&self.0, &other.0) {
             // Padded with zeros: equal skus have equal lengths and arrays, compared as the
@@ -121,6 +146,7 @@ impl PartialEq for Sku {
 impl Eq for Sku {}
 
 impl Hash for Sku {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         // As the `String` it replaces (`str` writes its bytes then 0xff), without checking
         // the UTF-8 again.
@@ -184,7 +210,14 @@ mod tests {
             "zzzzzzzzzzzzzzzzzzzzzzzzzz",
             "zzzzzzzzzzzzzzzzzzzzzz",
         ];
-        for a in words {
+        let lengths: Vec<String> = (0..=23)
+            .map(|n| "abcdefghijklmnopqrstuvwxyz"[..n].to_owned())
+            .collect();
+        for a in words
+            .iter()
+            .copied()
+            .chain(lengths.iter().map(String::as_str))
+        {
             let sa = Sku::from(a);
             assert_eq!(sa.as_str(), a);
             for b in words {

@@ -48,6 +48,15 @@ impl VersionVector {
         Self::default()
     }
 
+    /// The vector of `entries`, sorted by replica, distinct, none zero.
+    pub(crate) fn from_sorted(entries: Vec<(ReplicaId, u64)>) -> Self {
+        debug_assert!(
+            entries.windows(2).all(|w| w[0].0 < w[1].0) && entries.iter().all(|&(_, c)| c > 0),
+            "vector entries out of order"
+        );
+        VersionVector(entries.into_boxed_slice())
+    }
+
     /// The index of `replica`'s entry, or where it would be inserted.
     #[inline]
     fn find(&self, replica: ReplicaId) -> Result<usize, usize> {
