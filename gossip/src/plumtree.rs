@@ -839,9 +839,6 @@ mod tests {
         assert!(changed <= 3, "{changed} members changed links");
     }
 
-    /// `targets` (which takes the kept lists for a root with no per-root links) agrees with
-    /// `push_targets` and `lazy` (which look every neighbour up) through link, contact,
-    /// prune, graft and leave changes.
     /// [`Plumtree::targets`] into fresh vectors.
     fn targets_of(
         pt: &Plumtree,
@@ -853,6 +850,9 @@ mod tests {
         (push, announce)
     }
 
+    /// `targets` (which takes the kept lists for a root with no per-root links) agrees with
+    /// `push_targets` and `lazy` (which look every neighbour up) through link, contact,
+    /// prune, graft and leave changes.
     #[test]
     fn targets_agree_with_the_per_neighbour_rules() {
         let mut cfg = Config::lan(12).plumtree;
