@@ -10,7 +10,10 @@
 //! (ARCHITECTURE.md), replicas fold their delivered vector into the cart's context with
 //! `compact_stable`: the generators after each catch-up, the receiver every 64 deltas (timed).
 
-use crdt_types::{AwSet, Cart, Dot, Lattice, ReplicaId, Stamp, Tag, VersionVector, wire};
+use crdt_types::{
+    AwSet, Cart, Dot, Key, Kind, Lattice, ObjectDelta, ReplicaId, Session, Stamp, Tag,
+    VersionVector, wire,
+};
 use crdts::{CmRDT, CvRDT, Map, Orswot, PNCounter};
 use criterion::{BatchSize, Criterion, Throughput};
 use std::hint::black_box;
@@ -463,10 +466,15 @@ fn print_sizes() {
 /// `valgrind --tool=callgrind --toggle-collect='*merge_all*'` (or `'*crdts_apply_all*'` for
 /// the `crdts` side): instructions per merge are the collected total over `runs * 20,000`.
 /// With `CART_PROFILE=local` it runs `runs * 100,000` local operations on a 100-item cart
-/// instead (`*local_ops_all*`, `*crdts_local_all*`), per operation over `runs * 100,000`.
+/// instead (`*local_ops_all*`, `*crdts_local_all*`), per operation over `runs * 100,000`;
+/// with `CART_PROFILE=decode` it decodes delta shapes (see [`profile_decode`]).
 fn profile(items: &str) {
     let runs: usize =
         std::env::var("CART_PROFILE_RUNS").map_or(4, |r| r.parse().expect("a number"));
+    if items == "decode" {
+        profile_decode(runs);
+        return;
+    }
     if items == "local" {
         let (base, crdts_base, _) = base_carts(100);
         let mut local = LocalOps::new(&base);
@@ -486,6 +494,121 @@ fn profile(items: &str) {
         black_box(crdts_apply_all(w.crdts_base.clone(), w.crdts_ops.clone()));
     }
     println!("merged {runs} x {DELTAS} deltas into a cart of {items} items");
+}
+
+/// The fields of a delta as gossip encodes them (`gossip::messages`' `BodyRef` / `BodyOwned`,
+/// in that order): what a node decodes for every delta it receives.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Body {
+    origin: ReplicaId,
+    seq: u64,
+    stamp: Stamp,
+    key: Key,
+    payload: ObjectDelta,
+}
+
+/// The delta shapes of the decode profile, encoded as gossip carries them (`Body`): a one-add
+/// cart delta (most deltas), a `set_quantity`, a remove of an item of 6 entries, a session
+/// delta (a `set_attr`) and a 10-item cart's full state (a state transfer).
+fn decode_shapes() -> Vec<(&'static str, Vec<u8>)> {
+    let (base, _, mut tags) = base_carts(10);
+    let mut cart = base;
+    let stable: VersionVector = tags.iter().map(|t| (t.replica, t.seq)).collect();
+    cart.compact(&stable);
+    // The writer's dots are well past its first (a first dot of a replica would go to the
+    // context's vector, all later ones of a one-add delta go to its cloud).
+    tags[LOCAL].seq = 4_000;
+    let remote = &mut tags[1];
+    for _ in 0..5 {
+        apply_ours(&mut cart, remote, Op::Add(3, 1));
+    }
+    let add = apply_ours(&mut cart, &mut tags[LOCAL], Op::Add(2, 1));
+    let set = apply_ours(&mut cart, &mut tags[LOCAL], Op::Set(5, 4));
+    let remove = apply_ours(&mut cart, &mut tags[LOCAL], Op::Remove(3));
+    let mut session = Session::new();
+    let session_delta = session
+        .set_attr(
+            tags[LOCAL].next(),
+            "theme",
+            &serde_json::json!({"dark": true}),
+        )
+        .expect("valid attribute");
+    let tag = tags[LOCAL].next();
+    let body = |kind, payload| {
+        wire::encode(&Body {
+            origin: tag.dot.replica,
+            seq: tag.dot.counter,
+            stamp: tag.stamp,
+            key: Key::new(kind, "cart-00042"),
+            payload,
+        })
+        .expect("encodes")
+    };
+    vec![
+        ("add", body(Kind::Cart, ObjectDelta::Cart(add))),
+        ("set", body(Kind::Cart, ObjectDelta::Cart(set))),
+        ("remove", body(Kind::Cart, ObjectDelta::Cart(remove))),
+        (
+            "session",
+            body(Kind::Session, ObjectDelta::Session(session_delta)),
+        ),
+        ("state10", body(Kind::Cart, ObjectDelta::Cart(cart))),
+    ]
+}
+
+/// Decodes (and drops) one encoded delta `n` times, as `gossip`'s `EncodedDelta::decode` does;
+/// one function per shape so that callgrind counts each apart (each returns its own constant
+/// too, or the linker would fold the identical functions into one).
+macro_rules! decode_loops {
+    ($($name:ident = $id:literal),*) => {$(
+        #[inline(never)]
+        fn $name(bytes: &[u8], n: usize) -> usize {
+            let mut ok = 0;
+            for _ in 0..n {
+                let body: Result<Body, _> = wire::decode(black_box(bytes));
+                ok += usize::from(black_box(body).is_ok());
+            }
+            ok * $id
+        }
+    )*};
+}
+decode_loops!(
+    decode_add_all = 1,
+    decode_set_all = 2,
+    decode_remove_all = 3,
+    decode_session_all = 4,
+    decode_state10_all = 5
+);
+
+/// `ObjectDelta::encoded_len` of one delta `n` times (what gossip asks of every payload).
+#[inline(never)]
+fn encoded_len_all(delta: &ObjectDelta, n: usize) -> usize {
+    (0..n).map(|_| black_box(delta).encoded_len()).sum()
+}
+
+/// Decodes per shape and profiling run (`CART_PROFILE=decode`).
+const DECODE_PROFILE_OPS: usize = 100_000;
+
+/// `CART_PROFILE=decode`: every shape of [`decode_shapes`] decoded `runs * 100,000` times
+/// (`*decode_<shape>_all*`), and the one-add delta's `encoded_len` as often
+/// (`*encoded_len_all*`).
+fn profile_decode(runs: usize) {
+    let shapes = decode_shapes();
+    let n = runs * DECODE_PROFILE_OPS;
+    for (id, (name, bytes)) in (1..).zip(&shapes) {
+        let run = match *name {
+            "add" => decode_add_all,
+            "set" => decode_set_all,
+            "remove" => decode_remove_all,
+            "session" => decode_session_all,
+            _ => decode_state10_all,
+        };
+        assert_eq!(run(bytes, n), n * id, "{name} decodes");
+        println!("{name}: {} bytes, decoded {n} times", bytes.len());
+    }
+    let add: Body = wire::decode(&shapes[0].1).expect("decodes");
+    let len = encoded_len_all(&add.payload, n);
+    println!("add payload: encoded_len {} x {n}", len / n);
 }
 
 /// Local operations per profiling run (`CART_PROFILE=local`).

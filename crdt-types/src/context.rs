@@ -39,14 +39,25 @@ fn serialize_cloud<S: serde::Serializer>(
 #[derive(Deserialize)]
 struct ContextRepr {
     vv: VersionVector,
-    cloud: Vec<Dot>,
+    /// The cloud as it came (a sequence of dots, decoded where it is kept), and whether it
+    /// came strictly sorted (as encoded).
+    #[serde(deserialize_with = "cloud_as_sent")]
+    cloud: (SmallVec<[Dot; 1]>, bool),
+}
+
+fn cloud_as_sent<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<(SmallVec<[Dot; 1]>, bool), D::Error> {
+    crate::sorted_seq::sorted_seq(deserializer, Dot::key)
 }
 
 impl From<ContextRepr> for CausalContext {
     fn from(repr: ContextRepr) -> Self {
-        let mut cloud: SmallVec<[Dot; 1]> = repr.cloud.into_iter().collect();
-        cloud.sort_unstable();
-        cloud.dedup();
+        let (mut cloud, sorted) = repr.cloud;
+        if !sorted {
+            cloud.sort_unstable();
+            cloud.dedup();
+        }
         let mut cc = CausalContext { vv: repr.vv, cloud };
         cc.normalize();
         cc
@@ -286,6 +297,13 @@ impl CausalContext {
     /// drops cloud dots the vector covers and folds the ones that continue it. One pass.
     fn normalize(&mut self) {
         if self.cloud.is_empty() {
+            return;
+        }
+        if let [d] = self.cloud.as_slice()
+            && self.vv.is_empty()
+            && d.counter > 1
+        {
+            // A delta's one dot above an empty vector (most decoded contexts): canonical.
             return;
         }
         let vv = &mut self.vv;

@@ -12,12 +12,13 @@
 //! is how maps nest.
 
 use crate::key_index::{INDEXED_FROM, KeyIndex};
+use crate::sorted_seq::{sorted_map, sorted_seq};
 use crate::{Causal, CausalContext, Counter, Dot, Tag};
+use serde::de::Error as _;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use smallvec::{SmallVec, smallvec};
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
@@ -229,8 +230,7 @@ fn drop_common<A: smallvec::Array>(
 /// Kept as a sorted vector: a set usually holds one to a few dots, where a vector beats a tree
 /// in memory and speed; one dot is stored inline, without a heap block. Like a [`DotFun`] it
 /// keeps the [`DotProbe`] mask bits of its dots (never encoded, compared or hashed).
-#[derive(Clone, Default, Deserialize)]
-#[serde(try_from = "Vec<Dot>")]
+#[derive(Clone, Default)]
 pub struct DotSet(SmallVec<[Dot; 1]>, u64);
 
 impl PartialEq for DotSet {
@@ -254,15 +254,15 @@ impl Serialize for DotSet {
     }
 }
 
-impl TryFrom<Vec<Dot>> for DotSet {
-    type Error = &'static str;
-    fn try_from(dots: Vec<Dot>) -> Result<Self, Self::Error> {
-        if dots.windows(2).all(|w| w[0] < w[1]) {
-            let bits = DotProbe::bits(dots.iter());
-            Ok(DotSet(dots.into_iter().collect(), bits))
-        } else {
-            Err("dot set is not strictly sorted")
+impl<'de> Deserialize<'de> for DotSet {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // As a `Vec<Dot>` that must be strictly sorted, decoded where it is kept.
+        let (dots, sorted) = sorted_seq(deserializer, Dot::key)?;
+        if !sorted {
+            return Err(D::Error::custom("dot set is not strictly sorted"));
         }
+        let bits = DotProbe::bits(dots.iter());
+        Ok(DotSet(dots, bits))
     }
 }
 
@@ -405,9 +405,7 @@ impl DotStore for DotSet {
 /// one entry (a delta's) is stored inline, without a heap block. It also keeps the
 /// [`DotProbe`] mask bits of its dots (never encoded, compared or hashed; a superset while
 /// entries are removed one by one), so a probe for a few dots passes over it in one test.
-#[derive(Clone, Deserialize)]
-#[serde(try_from = "Vec<(Dot, V)>")]
-#[serde(bound(deserialize = "V: Deserialize<'de>"))]
+#[derive(Clone)]
 pub struct DotFun<V>(SmallVec<[(Dot, V); 1]>, u64);
 
 impl<V: PartialEq> PartialEq for DotFun<V> {
@@ -437,15 +435,17 @@ impl<V> Default for DotFun<V> {
     }
 }
 
-impl<V> TryFrom<Vec<(Dot, V)>> for DotFun<V> {
-    type Error = &'static str;
-    fn try_from(entries: Vec<(Dot, V)>) -> Result<Self, Self::Error> {
-        if entries.windows(2).all(|w| w[0].0 < w[1].0) {
-            let bits = DotProbe::bits(entries.iter().map(|(d, _)| d));
-            Ok(DotFun(entries.into_iter().collect(), bits))
-        } else {
-            Err("dot function is not strictly sorted by dot")
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for DotFun<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // As a `Vec<(Dot, V)>` that must be strictly sorted by dot, decoded where it is kept.
+        let (entries, sorted) = sorted_seq(deserializer, |(d, _): &(Dot, V)| d.key())?;
+        if !sorted {
+            return Err(D::Error::custom(
+                "dot function is not strictly sorted by dot",
+            ));
         }
+        let bits = DotProbe::bits(entries.iter().map(|(d, _)| d));
+        Ok(DotFun(entries, bits))
     }
 }
 
@@ -771,14 +771,14 @@ impl<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de> + DotStore> Deserialize
     for DotMap<K, V>
 {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // Through a BTreeMap: sorted and free of duplicate keys whatever the input.
-        let entries = BTreeMap::<K, V>::deserialize(deserializer)?;
-        let empties = if entries.values().any(V::is_empty) {
+        // As a `BTreeMap` reads it (sorted, one entry per key whatever the input), with no tree.
+        let entries: SmallVec<[(K, V); 1]> = sorted_map(deserializer)?;
+        let empties = if entries.iter().any(|(_, v)| v.is_empty()) {
             Empties::Hints
         } else {
             Empties::Slots(0)
         };
-        Ok(DotMap(entries.into_iter().collect(), empties, None))
+        Ok(DotMap(entries, empties, None))
     }
 }
 

@@ -74,7 +74,28 @@ pub struct Key {
     /// What type of object.
     pub kind: Kind,
     /// The user's id for it (validated with [`validate_id`] at the edges).
+    #[serde(deserialize_with = "id_from_str")]
     pub id: String,
+}
+
+/// Decodes an id as a string the decoder may lend (bincode's slice decoder does): one copy
+/// into a block of its length, where decoding a `String` had the decoder allocate and zero a
+/// buffer, copy the bytes into it, and only then check them.
+fn id_from_str<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    struct Visit;
+    impl serde::de::Visitor<'_> for Visit {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<String, E> {
+            Ok(s.to_owned())
+        }
+        fn visit_string<E: serde::de::Error>(self, s: String) -> Result<String, E> {
+            Ok(s)
+        }
+    }
+    deserializer.deserialize_str(Visit)
 }
 
 impl Key {

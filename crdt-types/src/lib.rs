@@ -35,10 +35,12 @@ mod pncounter;
 mod replica;
 mod session;
 mod sku;
+mod sorted_seq;
 mod stamp;
 mod tag;
 mod version_vector;
 pub mod wire;
+mod wire_size;
 
 pub use awmap::AwMap;
 pub use awset::AwSet;

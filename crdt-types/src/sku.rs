@@ -161,12 +161,36 @@ impl fmt::Debug for Sku {
     }
 }
 
-impl Serialize for Sku {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
+impl Sku {
+    /// The sku of `bytes` if they are UTF-8: an ASCII sku (most) is checked a word at a time
+    /// and kept inline as it is, with no `str` built on the way.
+    fn from_utf8(bytes: &[u8]) -> Option<Sku> {
+        if bytes.len() <= INLINE && bytes.is_ascii() {
+            return Some(Sku(Repr::Inline {
+                len: bytes.len() as u8,
+                bytes: padded(bytes),
+            }));
+        }
+        std::str::from_utf8(bytes).ok().map(Sku::from)
     }
 }
 
+/// The wire codec (bincode, the only compact format here) writes a string and a byte string
+/// alike: its length, then its bytes. So a compact serializer is handed the sku's bytes, which
+/// it writes as a string would be written, without the UTF-8 check a `&str` of the inline
+/// bytes costs; a human-readable one (JSON) gets the string.
+impl Serialize for Sku {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(self.as_str())
+        } else {
+            serializer.serialize_bytes(self.as_bytes())
+        }
+    }
+}
+
+/// Decoded as it is encoded: from a compact format as the bytes of a string (the same bytes
+/// a string reads), checked to be UTF-8 here, from a human-readable one as a string.
 impl<'de> Deserialize<'de> for Sku {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visit;
@@ -178,8 +202,15 @@ impl<'de> Deserialize<'de> for Sku {
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Sku, E> {
                 Ok(Sku::from(s))
             }
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Sku, E> {
+                Sku::from_utf8(b).ok_or_else(|| E::custom("a sku is not UTF-8"))
+            }
         }
-        deserializer.deserialize_str(Visit)
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_str(Visit)
+        } else {
+            deserializer.deserialize_bytes(Visit)
+        }
     }
 }
 
@@ -243,6 +274,25 @@ mod tests {
             assert_eq!(bytes, crate::wire::encode(&s.to_owned()).expect("encodes"));
             let back: Sku = crate::wire::decode(&bytes).expect("decodes");
             assert_eq!(back.as_str(), s);
+            assert_eq!(crate::wire::encoded_len(&sku), bytes.len());
+            let json = serde_json::to_string(&sku).expect("encodes");
+            assert_eq!(json, serde_json::to_string(s).expect("encodes"));
+            let back: Sku = serde_json::from_str(&json).expect("decodes");
+            assert_eq!(back.as_str(), s);
+        }
+        // Bytes that are not UTF-8 do not decode, inline or not.
+        for bad in [&b"sku-\xff"[..], &[b'a'; 30][..]] {
+            let mut bytes = crate::wire::encode(&bad.to_vec()).expect("encodes");
+            if bad.len() == 30 {
+                let last = bytes.len() - 1;
+                bytes[last] = 0xc3;
+            }
+            assert!(crate::wire::decode::<Sku>(&bytes).is_err(), "{bad:?}");
+        }
+        for ok in ["ü-sku", "0123456789abcdefghijklmnopqü"] {
+            let bytes = crate::wire::encode(&ok.to_owned()).expect("encodes");
+            let back: Sku = crate::wire::decode(&bytes).expect("decodes");
+            assert_eq!(back.as_str(), ok);
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::{Dot, ReplicaId};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -12,11 +13,25 @@ use std::fmt;
 /// binary search over contiguous pairs beats a tree's nodes, and an empty one owns no heap
 /// block. A slice without spare capacity is two words, not three, which keeps a delta's
 /// context small; a replica's first entry reallocates it (rare: entries are raised in place).
-/// Encoded as a map, like the `BTreeMap` it decodes through. Zero entries are never stored
+/// Encoded as a map, like a `BTreeMap`, and decoded as one would be (sorted, the last value of
+/// a repeated replica winning) straight into the slice. Zero entries are never stored
 /// (decoding drops them too), so equal vectors are equal values and encode to equal bytes.
-#[derive(Clone, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(from = "BTreeMap<ReplicaId, u64>")]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct VersionVector(Box<[(ReplicaId, u64)]>);
+
+impl<'de> Deserialize<'de> for VersionVector {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // As the `BTreeMap` it is encoded as reads it, decoded into the kept slice directly.
+        let entries: SmallVec<[(ReplicaId, u64); 0]> = crate::sorted_seq::sorted_map(deserializer)?;
+        if entries.is_empty() {
+            // Most decoded vectors (a delta's context names its dot in the cloud).
+            return Ok(VersionVector::default());
+        }
+        let mut entries = entries.into_vec();
+        entries.retain(|&(_, c)| c > 0);
+        Ok(VersionVector(entries.into_boxed_slice()))
+    }
+}
 
 impl From<BTreeMap<ReplicaId, u64>> for VersionVector {
     fn from(entries: BTreeMap<ReplicaId, u64>) -> Self {
@@ -26,7 +41,7 @@ impl From<BTreeMap<ReplicaId, u64>> for VersionVector {
 
 impl Serialize for VersionVector {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // As the `BTreeMap` it decodes from.
+        // As a `BTreeMap` is encoded.
         serializer.collect_map(self.0.iter().map(|(r, c)| (r, c)))
     }
 }

@@ -7,7 +7,8 @@
 //! What a forged length prefix can make the decoder allocate is bounded by the input's size,
 //! not by the claim: bincode's claim limit is scaled to the input (a string or byte buffer
 //! claiming more than 16 bytes per input byte is refused before its buffer exists), and
-//! sequences go through serde, which preallocates at most 1 MiB whatever length is claimed.
+//! sequences and maps preallocate at most 1 MiB whatever length is claimed (serde's rule for a
+//! `Vec`, which the stores' own visitors keep: `sorted_seq`).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -90,13 +91,10 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WireError> {
     Ok(out)
 }
 
-/// The encoded size of `value` in bytes, version byte included.
+/// The encoded size of `value` in bytes, version byte included (`usize::MAX` for a value
+/// [`encode`] refuses as unencodable), counted without encoding it.
 pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
-    let mut counter = SizeCounter(1);
-    match bincode::serde::encode_into_std_write(value, &mut counter, config()) {
-        Ok(_) => counter.0,
-        Err(_) => usize::MAX,
-    }
+    crate::wire_size::body_len(value).map_or(usize::MAX, |n| n.saturating_add(1))
 }
 
 /// Decodes a value written by [`encode`], refusing inputs over [`MAX_ENCODED_BYTES`].
@@ -122,17 +120,4 @@ pub fn decode_with_limit<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Resul
         return Err(WireError::Trailing(body.len() - read));
     }
     Ok(value)
-}
-
-/// A writer that only counts, for [`encoded_len`].
-struct SizeCounter(usize);
-
-impl std::io::Write for SizeCounter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

@@ -398,3 +398,133 @@ fn a_removed_items_slot_is_invisible_and_reused() {
         wire::encode(&plain_again).unwrap()
     );
 }
+
+/// A map written as its pairs in the order given, repeats included: what an encoder other
+/// than ours might send.
+struct PairsAsMap<K, V>(Vec<(K, V)>);
+
+impl<K: serde::Serialize, V: serde::Serialize> serde::Serialize for PairsAsMap<K, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// The shape of `ObjectDelta::Cart` on the wire, with every map and sequence as sent.
+#[derive(serde::Serialize)]
+enum LooseDelta<M, C> {
+    Cart { store: M, context: C },
+}
+
+#[derive(serde::Serialize)]
+struct LooseContext {
+    vv: PairsAsMap<ReplicaId, u64>,
+    cloud: Vec<Dot>,
+}
+
+type LooseItems = Vec<(String, Vec<(Dot, i64)>)>;
+
+/// A cart delta as any encoder could write it: items in any order and repeated, each item's
+/// entries sorted or not, the context's vector (zeros too) and cloud in any order.
+fn loose_cart() -> impl Strategy<Value = (LooseItems, Vec<(ReplicaId, u64)>, Vec<Dot>)> {
+    let dot = (1u64..4, 0u64..12).prop_map(|(r, c)| Dot::new(ReplicaId(r), c));
+    let items = prop::collection::vec(
+        (
+            "[ab]{0,2}",
+            prop::collection::vec((dot.clone(), -3i64..4), 0..3),
+        ),
+        0..4,
+    );
+    let vv = prop::collection::vec(
+        (1u64..4, 0u64..6).prop_map(|(r, c)| (ReplicaId(r), c)),
+        0..4,
+    );
+    (items, vv, prop::collection::vec(dot, 0..4))
+}
+
+/// What the decoder made of such bytes before it decoded into the kept vectors directly
+/// (through a `BTreeMap` for each map, a `Vec` for each sequence), as the canonical encoding
+/// of the result, or `None` where it refused them.
+fn read_as_before(items: &LooseItems, vv: &[(ReplicaId, u64)], cloud: &[Dot]) -> Option<Vec<u8>> {
+    use std::collections::BTreeMap;
+    // A dot function must come strictly sorted.
+    if items
+        .iter()
+        .any(|(_, e)| e.windows(2).any(|w| w[0].0 >= w[1].0))
+    {
+        return None;
+    }
+    let store: BTreeMap<String, Vec<(Dot, i64)>> = items.iter().cloned().collect();
+    let vv: BTreeMap<ReplicaId, u64> = vv.iter().copied().collect();
+    // Vector entries and cloud dots, folded into the canonical context.
+    let context: CausalContext = vv
+        .iter()
+        .flat_map(|(&r, &n)| (1..=n).map(move |c| Dot::new(r, c)))
+        .chain(cloud.iter().copied())
+        .collect();
+    Some(
+        wire::encode(&LooseDelta::Cart {
+            store,
+            context: &context,
+        })
+        .unwrap(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 1024,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn cart_deltas_in_any_order_decode_as_they_did_through_trees_and_vecs(
+        (items, vv, cloud) in loose_cart(),
+    ) {
+        let bytes = wire::encode(&LooseDelta::Cart {
+            store: PairsAsMap(items.clone()),
+            context: LooseContext { vv: PairsAsMap(vv.clone()), cloud: cloud.clone() },
+        })
+        .unwrap();
+        let decoded = wire::decode::<ObjectDelta>(&bytes);
+        let expected = read_as_before(&items, &vv, &cloud);
+        prop_assert_eq!(decoded.is_ok(), expected.is_some(), "{:?}", decoded);
+        if let (Ok(delta), Some(expected)) = (decoded, expected) {
+            let again = wire::encode(&delta).unwrap();
+            prop_assert_eq!(&again, &expected);
+            prop_assert_eq!(wire::decode::<ObjectDelta>(&again).unwrap(), delta);
+        }
+    }
+
+    #[test]
+    fn carts_made_by_operations_round_trip(ops in prop::collection::vec((0u8..3, 0u8..4, 1u64..4), 0..40)) {
+        // Deltas and states made by real operations, from two replicas joined now and then.
+        let (mut ra, mut rb) = (Replica::new(0x9e37_79b9_7f4a_7c15), Replica::new(5));
+        let (mut a, mut b) = (Cart::new(), Cart::new());
+        for (i, &(op, sku, n)) in ops.iter().enumerate() {
+            let (cart, r) = if i % 3 == 0 { (&mut b, &mut rb) } else { (&mut a, &mut ra) };
+            let sku = format!("sku-{sku}");
+            let delta = match op {
+                0 => cart.add(r.tag(), &sku, n).unwrap(),
+                1 => cart.set_quantity(r.tag(), &sku, n - 1).unwrap(),
+                _ => cart.remove(&sku).unwrap(),
+            };
+            let d = ObjectDelta::Cart(delta);
+            let bytes = wire::encode(&d).unwrap();
+            prop_assert_eq!(bytes.len(), d.encoded_len());
+            prop_assert_eq!(&wire::decode::<ObjectDelta>(&bytes).unwrap(), &d);
+            if i % 7 == 6 {
+                use crdt_types::Lattice;
+                a.join(b.clone());
+            }
+        }
+        for state in [a, b] {
+            let o = Object::Cart(state);
+            let bytes = wire::encode(&o).unwrap();
+            prop_assert_eq!(bytes.len(), o.encoded_len());
+            let back: Object = wire::decode(&bytes).unwrap();
+            prop_assert_eq!(wire::encode(&back).unwrap(), bytes);
+            prop_assert_eq!(back, o);
+        }
+    }
+}
