@@ -82,11 +82,9 @@ pub enum MemberKey {
 
 impl From<SocketAddr> for MemberKey {
     fn from(addr: SocketAddr) -> Self {
-        match addr {
-            SocketAddr::V4(a) => {
-                MemberKey::V4((u64::from(a.ip().to_bits()) << 16) | u64::from(a.port()))
-            }
-            other => MemberKey::Other(other),
+        match v4_order(&addr) {
+            Some(k) => MemberKey::V4(k),
+            None => MemberKey::Other(addr),
         }
     }
 }
@@ -577,19 +575,41 @@ fn sends_only(timer: &Timer<Identity>) -> bool {
 
 /// `items` in the order of their addresses (ties in their order), sorted through a list of
 /// `(address, index)` pairs: the items (member identities, over a hundred bytes each) are
-/// moved twice instead of at every step of the sort.
+/// moved twice instead of at every step of the sort. When every address is IPv4 (the usual
+/// case) the pairs are sorted on [`v4_order`], which orders as the addresses do and is
+/// compared in one instruction instead of through `SocketAddr`'s enum and octets.
 fn by_address<T>(items: Vec<T>, addr: impl Fn(&T) -> SocketAddr) -> Vec<T> {
-    let mut order: Vec<(SocketAddr, usize)> = items
+    let packed: Option<Vec<(u64, usize)>> = items
         .iter()
         .enumerate()
-        .map(|(i, t)| (addr(t), i))
+        .map(|(i, t)| v4_order(&addr(t)).map(|k| (k, i)))
         .collect();
-    order.sort_unstable();
+    let order: Vec<usize> = match packed {
+        Some(mut pairs) => {
+            pairs.sort_unstable();
+            pairs.into_iter().map(|(_, i)| i).collect()
+        }
+        None => {
+            let mut pairs: Vec<(SocketAddr, usize)> = items
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (addr(t), i))
+                .collect();
+            pairs.sort_unstable();
+            pairs.into_iter().map(|(_, i)| i).collect()
+        }
+    };
     let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
-    order
-        .into_iter()
-        .filter_map(|(_, i)| slots[i].take())
-        .collect()
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+/// An IPv4 address and port as one integer that orders as the `SocketAddr`s do (IP, then
+/// port); `None` for any other address.
+fn v4_order(addr: &SocketAddr) -> Option<u64> {
+    match addr {
+        SocketAddr::V4(a) => Some((u64::from(a.ip().to_bits()) << 16) | u64::from(a.port())),
+        SocketAddr::V6(_) => None,
+    }
 }
 
 /// The identity a foca packet says it comes from (its header's source), if the header decodes.
@@ -668,6 +688,28 @@ mod tests {
             .map(|(_, c)| c)
             .collect();
         assert_eq!(sorted, vec!['d', 'b', 'a', 'c']);
+    }
+
+    #[test]
+    fn by_address_orders_v4_and_mixed_lists_as_socket_addresses_order() {
+        let addrs: Vec<SocketAddr> = [
+            "10.0.0.2:7000",
+            "10.0.0.1:7001",
+            "9.255.255.255:65535",
+            "10.0.0.1:7000",
+            "10.0.0.1:7000",
+            "0.0.0.0:0",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let six: SocketAddr = "[::1]:7000".parse().unwrap();
+        for list in [addrs.clone(), [vec![six], addrs].concat()] {
+            let items: Vec<(SocketAddr, usize)> = list.iter().copied().zip(0..).collect();
+            let mut expected = items.clone();
+            expected.sort();
+            assert_eq!(by_address(items, |(a, _)| *a), expected);
+        }
     }
 
     #[test]

@@ -37,7 +37,9 @@ impl<T> Queue<T> {
 
     /// Takes items while they fit in `max` bytes (at least one).
     fn batch(&mut self, max: usize) -> Vec<T> {
-        let mut out = Vec::new();
+        // Room for the whole queue up to a bound: most batches take every item queued, and
+        // growing from empty cost a reallocation per message.
+        let mut out = Vec::with_capacity(self.items.len().min(BATCH_ROOM));
         let mut total = 0;
         while let Some((_, size)) = self.items.front() {
             if !out.is_empty() && total + size > max {
@@ -56,6 +58,9 @@ impl<T> Queue<T> {
         self.items.len()
     }
 }
+
+/// The most items a batch makes room for before it takes them.
+const BATCH_ROOM: usize = 64;
 
 #[derive(Debug)]
 struct PeerQueues<P> {
