@@ -32,6 +32,7 @@
 use crate::engine::Shared;
 use crate::state::Snapshot;
 use crate::store::{CheckpointMark, KnownPeer, Segment, Store, StoreError};
+use crate::write_stages::micros;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -74,8 +75,14 @@ pub(crate) enum Done {
     /// One [`Job::Append`] is committed (durably if it held a local write); the persisted
     /// change-cursor ceiling is now `ceiling`.
     /// The segment comes back: the engine publishes its local deltas from it (no copy of them
-    /// waits for the commit) and reuses its allocations.
-    Appended { ceiling: u64, segment: Segment },
+    /// waits for the commit) and reuses its allocations. `started` and `ended` bound the
+    /// append on this thread (for [`crate::WriteStages`]).
+    Appended {
+        ceiling: u64,
+        segment: Segment,
+        started: Instant,
+        ended: Instant,
+    },
     /// The checkpoint in progress is complete.
     Checkpointed,
     /// A write failed; the thread stopped.
@@ -221,7 +228,7 @@ impl Committer {
                     next_cursor,
                     local,
                 }) => {
-                    let started = std::time::Instant::now();
+                    let started = Instant::now();
                     let durable = local
                         || self.sync_every.is_zero()
                         || self.sync_due_in().is_some_and(|d| d.is_zero());
@@ -231,13 +238,14 @@ impl Committer {
                     if durable {
                         c.durable_commits.fetch_add(1, Ordering::Relaxed);
                     }
-                    c.commit_micros.fetch_add(
-                        u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                        Ordering::Relaxed,
-                    );
+                    let ended = Instant::now();
+                    c.commit_micros
+                        .fetch_add(micros(ended - started), Ordering::Relaxed);
                     let _ = self.done.send(Done::Appended {
                         ceiling: self.store.ceiling(),
                         segment,
+                        started,
+                        ended,
                     });
                     // One trimming step per append: the log shrinks faster than it grows,
                     // and the work is spread like the appends.

@@ -48,6 +48,7 @@ use crate::store::{KnownPeer, Segment, SegmentDelta, Store, StoreError, cursor_c
 use crate::subscribe::{Change, ChangeSource, Committed};
 use crate::transport::{self, Inbound, SendOutcome, Transport};
 use crate::view::{self, View};
+use crate::write_stages::{StageCounters, WriteStages, micros};
 use crdt_types::{Key, Object, Tag};
 use gossip::{Event, MemberInfo};
 use std::collections::{BTreeMap, HashMap};
@@ -202,6 +203,8 @@ pub(crate) struct Counters {
     pub(crate) apply_errors: AtomicU64,
     pub(crate) oversize_refused: AtomicU64,
     pub(crate) transport_dropped: AtomicU64,
+    /// Where the time of the batches holding local writes goes.
+    pub(crate) stages: StageCounters,
 }
 
 /// What the engine shares with the handles.
@@ -266,6 +269,12 @@ pub(crate) struct Engine {
     checkpoint_at: std::time::Instant,
     /// Deltas and states submitted to the log since the last checkpoint started.
     logged_since_checkpoint: usize,
+    /// The stages so far of the batch being committed, if it holds local writes.
+    stages: Option<WriteStages>,
+    /// Time spent applying local operations since the last submission.
+    applying: std::time::Duration,
+    /// When the last batch holding local writes was answered, until the next submission.
+    answered_at: Option<std::time::Instant>,
 }
 
 impl Engine {
@@ -319,6 +328,9 @@ impl Engine {
             checkpointing: false,
             checkpoint_at: std::time::Instant::now(),
             logged_since_checkpoint: 0,
+            stages: None,
+            applying: Duration::ZERO,
+            answered_at: None,
         };
         engine.publish_members();
         Ok(engine)
@@ -531,8 +543,12 @@ impl Engine {
             }
         }
         let n_ops = ops.len() as u64;
-        for (key, op, reply) in ops.drain(..) {
-            self.run_op(now, key, op, reply);
+        if !ops.is_empty() {
+            let started = std::time::Instant::now();
+            for (key, op, reply) in ops.drain(..) {
+                self.run_op(now, key, op, reply);
+            }
+            self.applying += started.elapsed();
         }
         self.shared
             .counters
@@ -575,6 +591,14 @@ impl Engine {
             || !cursor_covered_by(self.ceiling, self.state.next_cursor());
         self.batch_local = false;
         if needs_commit {
+            let answered = self.answered_at.take();
+            let applying = std::mem::take(&mut self.applying);
+            self.stages = (!self.local.is_empty()).then(|| WriteStages {
+                ops: self.replies.len() as u64,
+                gather_micros: answered.map_or(0, |at| micros(at.elapsed())),
+                apply_micros: micros(applying),
+                ..WriteStages::default()
+            });
             self.logged_since_checkpoint += self.segment.deltas.len() + self.segment.states.len();
             let job = Job::Append {
                 segment: std::mem::replace(&mut self.segment, std::mem::take(&mut self.spare)),
@@ -605,8 +629,19 @@ impl Engine {
     /// What the commit thread reports.
     fn finish(&mut self, done: Done) -> Result<(), StoreError> {
         match done {
-            Done::Appended { ceiling, segment } => {
+            Done::Appended {
+                ceiling,
+                segment,
+                started,
+                ended,
+            } => {
                 self.ceiling = ceiling;
+                if let Some(stages) = &mut self.stages {
+                    let submitted = self.submitted_at.into_std();
+                    stages.queued_micros = micros(started.saturating_duration_since(submitted));
+                    stages.append_micros = micros(ended.saturating_duration_since(started));
+                    stages.report_micros = micros(ended.elapsed());
+                }
                 if let Some(batch) = self.in_flight.take() {
                     let answered = batch.replies.len();
                     self.complete(batch, Some(segment), now_ms());
@@ -634,6 +669,7 @@ impl Engine {
     /// answers the callers and notifies subscribers. Publishing first lets the deltas leave
     /// before the callers' tasks are woken (they share the runtime with the transport).
     fn complete(&mut self, batch: InFlight, segment: Option<Segment>, now: i64) {
+        let started = std::time::Instant::now();
         if let Some(mut segment) = segment {
             let mut local = batch.local.iter().copied().peekable();
             let mut published = false;
@@ -661,9 +697,17 @@ impl Engine {
                 self.flush_transmits(now);
             }
         }
+        let published = std::time::Instant::now();
         self.shared.view.install(batch.view);
         for (reply, result) in batch.replies {
             let _ = reply.send(result);
+        }
+        if let Some(mut stages) = self.stages.take() {
+            let answered = std::time::Instant::now();
+            stages.publish_micros = micros(published - started);
+            stages.answer_micros = micros(answered - published);
+            self.shared.counters.stages.add(&stages);
+            self.answered_at = Some(answered);
         }
         if self.shared.changes.receiver_count() > 0 && !batch.notify.is_empty() {
             let changes: Vec<(Arc<Key>, ChangeSource)> = batch

@@ -69,6 +69,7 @@ mod subscribe;
 pub mod tls;
 pub mod transport;
 mod view;
+mod write_stages;
 
 pub use builder::MeshBuilder;
 pub use certs::TlsIdentity;
@@ -82,5 +83,6 @@ pub use ops::{MAX_OBJECT_BYTES, SessionUpdate};
 pub use packed_cart::{Items, PackedCart};
 pub use state::MAX_STORED_OBJECT_BYTES;
 pub use subscribe::{Change, ChangeFilter, ChangeSource, Subscription, SubscriptionError};
+pub use write_stages::WriteStages;
 
 pub use crdt_types::{CartView, DocEdit, Item, Key, Kind, PathSegment, ReplicaId, SessionView};

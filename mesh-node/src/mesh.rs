@@ -13,6 +13,7 @@ use crate::packed_cart::PackedCart;
 use crate::subscribe::{ChangeFilter, Subscription};
 use crate::transport::{Faults, StatsSnapshot, Transport};
 use crate::view::Committed;
+use crate::write_stages::WriteStages;
 use crdt_types::{
     CartError, CartView, DocEdit, Key, Kind, MAX_QUANTITY, Object, ReplicaId, SessionError,
     SessionView,
@@ -88,6 +89,9 @@ pub struct NodeStats {
     pub oversize_refused: u64,
     /// Messages the transport dropped because a peer's queue was full.
     pub transport_dropped: u64,
+    /// Where the time of the batches holding local writes went, stage by stage (sums since
+    /// start).
+    pub write_stages: WriteStages,
 }
 
 fn cart_key(id: &str) -> Result<Key, MeshError> {
@@ -370,6 +374,7 @@ impl Mesh {
             apply_errors: load(&c.apply_errors),
             oversize_refused: load(&c.oversize_refused),
             transport_dropped: load(&c.transport_dropped),
+            write_stages: c.stages.snapshot(),
         }
     }
 

@@ -276,3 +276,47 @@ async fn inspect_shows_value_context_contributions_and_recent_deltas() {
     assert!(json.get("recent_deltas").is_some());
     within("shutdown", m.shutdown()).await;
 }
+
+#[tokio::test]
+async fn every_committed_batch_of_local_writes_is_timed_stage_by_stage() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = single(dir.path()).await;
+    let before = m.stats().write_stages;
+    // Writers waiting for each answer, as the load generator's do.
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let m = m.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..25 {
+                m.cart_add(&format!("cart-{w}"), &format!("sku-{i}"), 1)
+                    .await
+                    .expect("add");
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    // A batch is counted right after its answers went out.
+    let counted = std::time::Instant::now();
+    let mut stages = m.stats().write_stages.since(&before);
+    while stages.ops < 200 && counted.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        stages = m.stats().write_stages.since(&before);
+    }
+    // Every write is answered by exactly one timed batch; an append includes an fsync.
+    assert_eq!(stages.ops, 200);
+    assert!((1..=200).contains(&stages.batches), "{stages:?}");
+    assert!(stages.append_micros > 0, "{stages:?}");
+    // Batches after the first wait for their callers' next operations and apply them.
+    assert!(
+        stages.gather_micros > 0 && stages.apply_micros > 0,
+        "{stages:?}"
+    );
+    // A read or a refused input is no batch of local writes.
+    let _ = m.cart("cart-0").expect("read");
+    let _ = m.cart_add("", "s", 1).await;
+    assert_eq!(m.stats().write_stages.since(&before).ops, 200);
+    m.shutdown().await;
+}

@@ -388,6 +388,27 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let mut latencies = lock(&samples.latencies).clone();
     latencies.sort();
     let writes = measured.load(Ordering::Relaxed);
+    // The origin's batches of writes, stage by stage (mean ms per batch): where the time from
+    // one batch's answers to the next one's goes.
+    let stages = after.write_stages.since(&before.write_stages);
+    let per_batch = |micros: u64| {
+        if stages.batches == 0 {
+            0.0
+        } else {
+            micros as f64 / stages.batches as f64 / 1e3
+        }
+    };
+    let write_stages = serde_json::json!({
+        "batches": stages.batches,
+        "ops_per_batch": if stages.batches == 0 { 0.0 } else { stages.ops as f64 / stages.batches as f64 },
+        "gather": per_batch(stages.gather_micros),
+        "apply": per_batch(stages.apply_micros),
+        "queued": per_batch(stages.queued_micros),
+        "append": per_batch(stages.append_micros),
+        "report": per_batch(stages.report_micros),
+        "publish": per_batch(stages.publish_micros),
+        "answer": per_batch(stages.answer_micros),
+    });
     let commits = after.commits - before.commits;
     let ops = after.local_ops - before.local_ops;
     // Gossip messages a replica handled per delta it was sent (the core's stats are refreshed
@@ -418,6 +439,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         "commit_ms_avg": if commits == 0 { 0.0 } else {
             (after.commit_micros - before.commit_micros) as f64 / commits as f64 / 1e3
         },
+        "write_stages_ms_per_batch": write_stages,
         "lag_samples": acked.len(),
         "lag_samples_missing": missing,
         "subscriber_lagged": lagged,
@@ -505,6 +527,19 @@ fn main() -> ExitCode {
                 f("ack_latency_p99_ms"),
                 f("ops_per_commit"),
                 f("commit_ms_avg")
+            );
+            let s = &report["write_stages_ms_per_batch"];
+            let g = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "write batches   {:.0} ops, ms each: gather {:.2} (apply {:.2}), queued {:.2}, append {:.2}, report {:.2}, publish {:.2}, answer {:.2}",
+                g("ops_per_batch"),
+                g("gather"),
+                g("apply"),
+                g("queued"),
+                g("append"),
+                g("report"),
+                g("publish"),
+                g("answer")
             );
             let replicas = report["nodes"].as_u64().unwrap_or(1).saturating_sub(1);
             if replicas > 0 {
