@@ -8,17 +8,25 @@
 //! record when the change was committed there, and the lag is the difference (both clocks are
 //! this process's monotonic clock).
 //!
+//! By default the load is a closed loop (every writer sends its next write as soon as the
+//! previous one is answered: the node at saturation). `--rate N` makes it an open loop
+//! instead: writes due on a fixed schedule, N a second across the writers, each timed from
+//! its due time ([`schedule`]), to measure latency and lag at a stated write rate.
+//!
 //! ```text
 //! cargo run --release -p mesh-node --bin loadgen -- --writers 512 --duration-secs 10
+//! cargo run --release -p mesh-node --bin loadgen -- --writers 512 --rate 50000
 //! ```
 
 mod cpu;
+mod schedule;
 mod shared;
 
 use clap::Parser;
 use cpu::CpuTimes;
 use mesh_node::certs::{TlsIdentity, write_cluster_certs};
 use mesh_node::{ChangeFilter, Kind, MemberStatus, Mesh, loopback_gossip_config};
+use schedule::{Schedule, Tally, WriterClock};
 use shared::{Spread, lock, percentile};
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,6 +54,16 @@ struct Args {
     /// Concurrent writers, each with one write in flight.
     #[arg(long, default_value_t = 512)]
     writers: usize,
+    /// Open loop: writes due on a fixed schedule, this many a second across the writers,
+    /// each timed from its due time (a writer still waiting for its previous answer falls
+    /// behind and issues at once). Without it, a closed loop: each writer writes again as
+    /// soon as it is answered.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: Option<u64>,
+    /// Open loop only: how long after the window the writers may take to finish the writes
+    /// due in it, in seconds (writes unfinished by then are reported as such).
+    #[arg(long, default_value_t = 5)]
+    drain_secs: u64,
     /// Measured seconds (after the warm-up).
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
@@ -111,6 +129,8 @@ struct Samples {
     arrived: Vec<Mutex<HashMap<String, Instant>>>,
     /// Acknowledgement latencies of the measured writes.
     latencies: Mutex<Vec<Duration>>,
+    /// Open loop: the writes due in the window, timed from their due times.
+    scheduled: Mutex<Tally>,
 }
 
 async fn start_node(
@@ -183,6 +203,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         acked: Mutex::default(),
         arrived: replicas.iter().map(|_| Mutex::default()).collect(),
         latencies: Mutex::default(),
+        scheduled: Mutex::default(),
     });
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
@@ -212,6 +233,14 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     }
 
     let target = Embedded(origin.clone());
+    // Open loop: the schedule's clock starts with the load, and its window is the measured
+    // one (due times in [warm-up, warm-up + duration)).
+    let schedule = args
+        .rate
+        .map(|rate| Schedule::new(rate, args.writers as u64));
+    let window_from = Duration::from_secs(args.warmup_secs);
+    let window_to = window_from + Duration::from_secs(args.duration_secs);
+    let load_started = Instant::now();
     let mut writers = Vec::new();
     for w in 0..args.writers {
         let target = target.clone();
@@ -228,7 +257,16 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             let mut spread = Spread(0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1));
             let mut n = 0u64;
             let mut latencies = Vec::new();
+            let mut clock = schedule.map(|s| WriterClock::new(s, w as u64));
+            let mut tally = Tally::default();
             while !stop.load(Ordering::Relaxed) {
+                if let Some(clock) = &clock {
+                    let due = clock.next_due();
+                    if due >= window_to {
+                        break;
+                    }
+                    tokio::time::sleep_until((load_started + due).into()).await;
+                }
                 n += 1;
                 let sampled = n.is_multiple_of(args.sample_every.max(1));
                 let (cart, sku) = if sampled {
@@ -240,9 +278,17 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
                     (format!("cart-{c}"), format!("sku-{k}"))
                 };
                 let started = Instant::now();
-                match target.cart_add(&cart, &sku, 1).await {
+                let result = target.cart_add(&cart, &sku, 1).await;
+                let acked = Instant::now();
+                // On the schedule, a failed write still takes its place (and its time).
+                if let Some(clock) = &mut clock {
+                    let timed = clock.record(started - load_started, acked - load_started);
+                    if result.is_ok() {
+                        tally.add(&timed, window_from, window_to);
+                    }
+                }
+                match result {
                     Ok(()) => {
-                        let acked = Instant::now();
                         if sampled {
                             lock(&samples.acked).insert(cart, acked);
                         }
@@ -257,21 +303,21 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
                 }
             }
             lock(&samples.latencies).extend(latencies);
+            lock(&samples.scheduled).merge(tally);
         }));
     }
 
-    let load_started = Instant::now();
     let load_started_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
+    tokio::time::sleep_until((load_started + window_from).into()).await;
     let before = origin.stats();
     let replicas_before: Vec<_> = nodes[1..].iter().map(|n| n.stats()).collect();
     let all_before: Vec<_> = nodes.iter().map(|n| n.stats()).collect();
     let cpu_before = CpuTimes::now();
     measuring.store(true, Ordering::SeqCst);
     let window = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.duration_secs)).await;
+    tokio::time::sleep_until((load_started + window_to).into()).await;
     measuring.store(false, Ordering::SeqCst);
     let elapsed = window.elapsed();
     let cpu = CpuTimes::now().since(&cpu_before);
@@ -301,9 +347,24 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
                 .map_or(0, |m| m.len())
         })
         .collect();
-    stop.store(true, Ordering::SeqCst);
+    // Closed loop: stop now. Open loop: the writers stop by themselves at the first write due
+    // after the window, given `drain_secs` to finish the ones due in it.
+    let stopper = if schedule.is_some() {
+        let stop = stop.clone();
+        let drain = Duration::from_secs(args.drain_secs);
+        Some(tokio::spawn(async move {
+            tokio::time::sleep(drain).await;
+            stop.store(true, Ordering::SeqCst);
+        }))
+    } else {
+        stop.store(true, Ordering::SeqCst);
+        None
+    };
     for w in writers {
         w.await.map_err(|e| e.to_string())?;
+    }
+    if let Some(stopper) = stopper {
+        stopper.abort();
     }
 
     // Let every sampled write arrive (bounded), then stop observing.
@@ -388,6 +449,29 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let mut latencies = lock(&samples.latencies).clone();
     latencies.sort();
     let writes = measured.load(Ordering::Relaxed);
+    // Open loop: the writes due in the window, timed from their due times.
+    let open_loop = schedule.map(|s| {
+        let mut tally = lock(&samples.scheduled).clone();
+        tally.latencies.sort();
+        tally.issue_delays.sort();
+        let offered = s.due_in(window_from, window_to);
+        let finished = tally.latencies.len() as u64;
+        serde_json::json!({
+            "rate": args.rate,
+            "offered_writes": offered,
+            "offered_writes_per_s": offered as f64 / args.duration_secs.max(1) as f64,
+            "achieved_writes_per_s": writes as f64 / elapsed.as_secs_f64(),
+            "finished_writes": finished,
+            "unfinished_writes": offered.saturating_sub(finished),
+            "behind_schedule": tally.behind,
+            "ack_latency_p50_ms": percentile(&tally.latencies, 0.50),
+            "ack_latency_p99_ms": percentile(&tally.latencies, 0.99),
+            "ack_latency_max_ms": percentile(&tally.latencies, 1.0),
+            "issue_delay_p50_ms": percentile(&tally.issue_delays, 0.50),
+            "issue_delay_p99_ms": percentile(&tally.issue_delays, 0.99),
+            "issue_delay_max_ms": percentile(&tally.issue_delays, 1.0),
+        })
+    });
     // The origin's batches of writes, stage by stage (mean ms per batch): where the time from
     // one batch's answers to the next one's goes.
     let stages = after.write_stages.since(&before.write_stages);
@@ -422,7 +506,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         by_sync += a.gossip.delivered_by_sync - b.gossip.delivered_by_sync;
         replica_commits += a.commits - b.commits;
     }
-    Ok(serde_json::json!({
+    let mut report = serde_json::json!({
         "mode": "embedded",
         "nodes": args.nodes,
         "writers": args.writers,
@@ -465,7 +549,26 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         "checkpoints_in_window": checkpoints,
         "db_file_bytes": db_bytes,
         "crash_restart": restart,
-    }))
+    });
+    // Past what one `json!` expands within the recursion limit.
+    for (key, value) in [
+        (
+            "load",
+            serde_json::json!(if schedule.is_some() { "open" } else { "closed" }),
+        ),
+        ("open_loop", open_loop.unwrap_or(serde_json::Value::Null)),
+        (
+            "ack_latency_max_ms",
+            serde_json::json!(percentile(&latencies, 1.0)),
+        ),
+        (
+            "replication_lag_max_ms",
+            serde_json::json!(percentile(&all_lags, 1.0)),
+        ),
+    ] {
+        report[key] = value;
+    }
+    Ok(report)
 }
 
 /// Starts the crashed origin again on its data directory (retrying while its previous life
@@ -521,10 +624,33 @@ fn main() -> ExitCode {
                 f("duration_s"),
                 report["write_errors"]
             );
+            let open = &report["open_loop"];
+            if open.is_object() {
+                let o = |k: &str| shared::num(open, k);
+                println!(
+                    "open loop       offered {:.0}/s, achieved {:.0}/s; of the {} writes due in the window {} finished, {} unfinished, {} behind schedule",
+                    o("offered_writes_per_s"),
+                    o("achieved_writes_per_s"),
+                    open["offered_writes"],
+                    open["finished_writes"],
+                    open["unfinished_writes"],
+                    open["behind_schedule"]
+                );
+                println!(
+                    "ack from due    p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms   (issued after due: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms)",
+                    o("ack_latency_p50_ms"),
+                    o("ack_latency_p99_ms"),
+                    o("ack_latency_max_ms"),
+                    o("issue_delay_p50_ms"),
+                    o("issue_delay_p99_ms"),
+                    o("issue_delay_max_ms")
+                );
+            }
             println!(
-                "ack latency     p50 {:.2} ms  p99 {:.2} ms   ({:.0} ops per commit, {:.2} ms per commit)",
+                "ack latency     p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms   (from issue; {:.0} ops per commit, {:.2} ms per commit)",
                 f("ack_latency_p50_ms"),
                 f("ack_latency_p99_ms"),
+                f("ack_latency_max_ms"),
                 f("ops_per_commit"),
                 f("commit_ms_avg")
             );
@@ -544,9 +670,10 @@ fn main() -> ExitCode {
             let replicas = report["nodes"].as_u64().unwrap_or(1).saturating_sub(1);
             if replicas > 0 {
                 println!(
-                    "replication lag p50 {:.2} ms  p99 {:.2} ms   ({} samples x {replicas} nodes, {} missing)",
+                    "replication lag p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms   ({} samples x {replicas} nodes, {} missing)",
                     f("replication_lag_p50_ms"),
                     f("replication_lag_p99_ms"),
+                    f("replication_lag_max_ms"),
                     report["lag_samples"],
                     report["lag_samples_missing"]
                 );
