@@ -295,14 +295,29 @@ impl Simulation {
     pub fn run(mut self) -> Outcome {
         let started = std::time::Instant::now();
         let mut next_progress = EPOCH_MS + self.cfg.progress_ms;
-        while let Some((at, ev)) = self.queue.pop() {
+        loop {
             // Messages arriving in the same millisecond are all taken before the nodes send
             // what they queued in answer, as a node reading a batch of datagrams would: the
             // eager copies a node forwards to one peer within the millisecond leave in one
             // message. Anything else (a timer, a write, a fault) first lets everyone send.
-            if at > self.now || !matches!(ev, Ev::Deliver { .. }) {
+            // Sending comes before the next event is taken: what it sends may arrive before
+            // that event.
+            if !self
+                .queue
+                .peek()
+                .is_some_and(|(at, ev)| at == self.now && matches!(ev, Ev::Deliver { .. }))
+            {
                 self.send_unsent();
             }
+            let Some((at, ev)) = self.queue.pop() else {
+                break;
+            };
+            // Events are taken in time order: nothing may be scheduled before the one taken.
+            assert!(
+                at >= self.now,
+                "virtual time went back from {} to {at}",
+                self.now
+            );
             if at > self.plan.deadline {
                 break;
             }
