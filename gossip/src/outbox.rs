@@ -248,6 +248,30 @@ mod tests {
         assert!(o.pop().is_some());
     }
 
+    #[test]
+    fn reused_queues_and_batches_hold_only_new_items() {
+        let prune = |r| GossipItem::Prune(crdt_types::ReplicaId(r));
+        let mut o: Outbox<u64> = Outbox::new(1_000, 1_000);
+        for r in [1, 2, 3] {
+            assert!(o.push_gossip(addr(1), prune(r), 10));
+        }
+        let (_, body) = o.pop().unwrap();
+        assert!(matches!(&body, Body::Gossip(v) if v.len() == 3));
+        // The emptied queue of peer 1 and the batch's vector are kept...
+        o.recycle(body);
+        assert_eq!((o.spare_queues.len(), o.spare_batches.len()), (1, 1));
+        // ...and serve the next peer without carrying anything over.
+        assert!(o.push_gossip(addr(2), prune(4), 10));
+        assert_eq!((o.spare_queues.len(), o.spare_batches.len()), (0, 1));
+        let (to, body) = o.pop().unwrap();
+        assert_eq!(to, addr(2));
+        match body {
+            Body::Gossip(v) => assert!(matches!(v[..], [GossipItem::Prune(r)] if r.0 == 4)),
+            _ => panic!("a dissemination batch"),
+        }
+        assert!(o.pop().is_none());
+    }
+
     fn dummy() -> crate::messages::EncodedDelta {
         crate::messages::EncodedDelta::new(&crate::Delta {
             origin: crdt_types::ReplicaId(1),
