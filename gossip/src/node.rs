@@ -351,7 +351,9 @@ impl<P: Payload> Node<P> {
                 replica: self.replica,
                 body,
             };
-            match env.encode() {
+            let encoded = env.encode();
+            self.outbox.recycle(env.body);
+            match encoded {
                 Ok(bytes) => {
                     let t = match channel {
                         Channel::Membership => &mut self.stats.sent_membership,

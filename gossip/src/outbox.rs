@@ -35,11 +35,11 @@ impl<T> Queue<T> {
         true
     }
 
-    /// Takes items while they fit in `max` bytes (at least one).
-    fn batch(&mut self, max: usize) -> Vec<T> {
+    /// Takes items while they fit in `max` bytes (at least one), into `out` (empty).
+    fn batch(&mut self, max: usize, mut out: Vec<T>) -> Vec<T> {
         // Room for the whole queue up to a bound: most batches take every item queued, and
         // growing from empty cost a reallocation per message.
-        let mut out = Vec::with_capacity(self.items.len().min(BATCH_ROOM));
+        out.reserve(self.items.len().min(BATCH_ROOM));
         let mut total = 0;
         while let Some((_, size)) = self.items.front() {
             if !out.is_empty() && total + size > max {
@@ -62,6 +62,12 @@ impl<T> Queue<T> {
 /// The most items a batch makes room for before it takes them.
 const BATCH_ROOM: usize = 64;
 
+/// How many emptied peer queues and sent batch vectors the outbox keeps for reuse, if they
+/// hold room for at most [`BATCH_ROOM`] items (a large one is freed). A node sends to a few
+/// peers at a time, and every message used to allocate its peer's queue (freed once the
+/// queue was empty) and its batch (freed once encoded).
+const SPARES: usize = 4;
+
 #[derive(Debug)]
 struct PeerQueues<P> {
     gossip: Queue<GossipItem>,
@@ -82,6 +88,10 @@ impl<P> Default for PeerQueues<P> {
 pub(crate) struct Outbox<P> {
     membership: VecDeque<(SocketAddr, Vec<u8>)>,
     peers: BTreeMap<SocketAddr, PeerQueues<P>>,
+    /// Emptied peer queues, their room kept (see [`SPARES`]).
+    spare_queues: Vec<PeerQueues<P>>,
+    /// Dissemination batches already sent, emptied, their room kept (see [`SPARES`]).
+    spare_batches: Vec<Vec<GossipItem>>,
     congested: BTreeSet<SocketAddr>,
     last_served: Option<SocketAddr>,
     bound: usize,
@@ -96,6 +106,8 @@ impl<P> Outbox<P> {
         Outbox {
             membership: VecDeque::new(),
             peers: BTreeMap::new(),
+            spare_queues: Vec::new(),
+            spare_batches: Vec::new(),
             congested: BTreeSet::new(),
             last_served: None,
             bound,
@@ -113,20 +125,36 @@ impl<P> Outbox<P> {
 
     pub(crate) fn push_gossip(&mut self, to: SocketAddr, item: GossipItem, size: usize) -> bool {
         let bound = self.bound;
-        self.peers
-            .entry(to)
-            .or_default()
-            .gossip
-            .push(item, size, bound)
+        self.queues(to).gossip.push(item, size, bound)
     }
 
     pub(crate) fn push_sync(&mut self, to: SocketAddr, item: SyncItem<P>, size: usize) -> bool {
         let bound = self.bound;
-        self.peers
+        self.queues(to).sync.push(item, size, bound)
+    }
+
+    /// The queues of `to`, a spare pair if it has none.
+    fn queues(&mut self, to: SocketAddr) -> &mut PeerQueues<P> {
+        let Outbox {
+            peers,
+            spare_queues,
+            ..
+        } = self;
+        peers
             .entry(to)
-            .or_default()
-            .sync
-            .push(item, size, bound)
+            .or_insert_with(|| spare_queues.pop().unwrap_or_default())
+    }
+
+    /// Takes back the body of a message [`Outbox::pop`] handed out, once it is encoded: a
+    /// dissemination batch's vector is emptied and kept for a later batch.
+    pub(crate) fn recycle(&mut self, body: Body<P>) {
+        if let Body::Gossip(mut items) = body
+            && self.spare_batches.len() < SPARES
+            && items.capacity() <= BATCH_ROOM
+        {
+            items.clear();
+            self.spare_batches.push(items);
+        }
     }
 
     /// Drops everything queued for `peer`; returns how many items were dropped.
@@ -166,12 +194,21 @@ impl<P> Outbox<P> {
         let max = self.max_message;
         let q = self.peers.get_mut(&after)?;
         let body = if q.gossip.len() > 0 {
-            Body::Gossip(q.gossip.batch(max))
+            Body::Gossip(
+                q.gossip
+                    .batch(max, self.spare_batches.pop().unwrap_or_default()),
+            )
         } else {
-            Body::Sync(q.sync.batch(max))
+            Body::Sync(q.sync.batch(max, Vec::new()))
         };
-        if q.gossip.len() == 0 && q.sync.len() == 0 {
-            self.peers.remove(&after);
+        if q.gossip.len() == 0
+            && q.sync.len() == 0
+            && let Some(q) = self.peers.remove(&after)
+            && self.spare_queues.len() < SPARES
+            && q.gossip.items.capacity() <= BATCH_ROOM
+            && q.sync.items.capacity() <= BATCH_ROOM
+        {
+            self.spare_queues.push(q);
         }
         Some((after, body))
     }
@@ -209,6 +246,30 @@ mod tests {
         assert!(o.pop().is_none());
         o.set_congested(addr(1), false);
         assert!(o.pop().is_some());
+    }
+
+    #[test]
+    fn reused_queues_and_batches_hold_only_new_items() {
+        let prune = |r| GossipItem::Prune(crdt_types::ReplicaId(r));
+        let mut o: Outbox<u64> = Outbox::new(1_000, 1_000);
+        for r in [1, 2, 3] {
+            assert!(o.push_gossip(addr(1), prune(r), 10));
+        }
+        let (_, body) = o.pop().unwrap();
+        assert!(matches!(&body, Body::Gossip(v) if v.len() == 3));
+        // The emptied queue of peer 1 and the batch's vector are kept...
+        o.recycle(body);
+        assert_eq!((o.spare_queues.len(), o.spare_batches.len()), (1, 1));
+        // ...and serve the next peer without carrying anything over.
+        assert!(o.push_gossip(addr(2), prune(4), 10));
+        assert_eq!((o.spare_queues.len(), o.spare_batches.len()), (0, 1));
+        let (to, body) = o.pop().unwrap();
+        assert_eq!(to, addr(2));
+        match body {
+            Body::Gossip(v) => assert!(matches!(v[..], [GossipItem::Prune(r)] if r.0 == 4)),
+            _ => panic!("a dissemination batch"),
+        }
+        assert!(o.pop().is_none());
     }
 
     fn dummy() -> crate::messages::EncodedDelta {

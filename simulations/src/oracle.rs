@@ -15,6 +15,7 @@
 
 use crate::queue::Millis;
 use crdt_types::{Dot, Key, Stamp};
+use rustc_hash::FxBuildHasher;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -133,8 +134,8 @@ pub struct SessionView {
 pub struct Oracle {
     ops: Vec<OpRecord>,
     by_key: BTreeMap<Key, Vec<OpId>>,
-    /// Looked up only, never iterated.
-    by_dot: HashMap<Dot, OpId>,
+    /// Looked up only, never iterated (once per applied delta: FxHash, not SipHash).
+    by_dot: HashMap<Dot, OpId, FxBuildHasher>,
 }
 
 impl Oracle {

@@ -75,6 +75,12 @@ impl<E> EventQueue<E> {
         self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
 
+    /// The earliest event and its time, left in the queue.
+    pub fn peek(&self) -> Option<(Millis, &E)> {
+        let Reverse((at, _, slot)) = self.heap.peek()?;
+        self.slots[*slot as usize].as_ref().map(|e| (*at, e))
+    }
+
     /// Number of pending events.
     pub fn len(&self) -> usize {
         self.heap.len()
@@ -97,8 +103,10 @@ mod tests {
         q.push(1, "a");
         q.push(5, "d");
         q.push(1, "b");
+        assert_eq!(q.peek(), Some((1, &"a")));
         let order: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
         assert_eq!(order, vec![(1, "a"), (1, "b"), (5, "c"), (5, "d")]);
+        assert_eq!(q.peek(), None);
     }
 
     #[test]

@@ -152,6 +152,11 @@ pub struct Simulation {
     /// The events of the node being drained, kept between drains (emptied by each) so a
     /// drain does not grow a new vector.
     event_buf: Vec<Event<ObjectDelta>>,
+    /// Nodes that took messages in the current virtual millisecond and have not sent what
+    /// they queued in answer, in the order they took the first one (see [`Simulation::run`]).
+    unsent: Vec<usize>,
+    /// `unsent_flag[slot]`: the slot is in `unsent`.
+    unsent_flag: Vec<bool>,
 }
 
 impl Simulation {
@@ -208,6 +213,8 @@ impl Simulation {
             healed: false,
             agreement: Vec::new(),
             event_buf: Vec::new(),
+            unsent: Vec::new(),
+            unsent_flag: Vec::new(),
             cfg,
         };
         sim.schedule_start();
@@ -288,7 +295,29 @@ impl Simulation {
     pub fn run(mut self) -> Outcome {
         let started = std::time::Instant::now();
         let mut next_progress = EPOCH_MS + self.cfg.progress_ms;
-        while let Some((at, ev)) = self.queue.pop() {
+        loop {
+            // Messages arriving in the same millisecond are all taken before the nodes send
+            // what they queued in answer, as a node reading a batch of datagrams would: the
+            // eager copies a node forwards to one peer within the millisecond leave in one
+            // message. Anything else (a timer, a write, a fault) first lets everyone send.
+            // Sending comes before the next event is taken: what it sends may arrive before
+            // that event.
+            if !self
+                .queue
+                .peek()
+                .is_some_and(|(at, ev)| at == self.now && matches!(ev, Ev::Deliver { .. }))
+            {
+                self.send_unsent();
+            }
+            let Some((at, ev)) = self.queue.pop() else {
+                break;
+            };
+            // Events are taken in time order: nothing may be scheduled before the one taken.
+            assert!(
+                at >= self.now,
+                "virtual time went back from {} to {at}",
+                self.now
+            );
             if at > self.plan.deadline {
                 break;
             }
@@ -309,6 +338,7 @@ impl Simulation {
                 break;
             }
         }
+        self.send_unsent();
         self.sample();
         self.finish()
     }
@@ -428,11 +458,60 @@ impl Simulation {
             // The simulated network authenticates no one (no TLS): `None`.
             g.handle_message(local, from_addr, None, bytes, &*store);
         }
-        self.drain(to);
+        self.settle(to);
+        if to >= self.unsent_flag.len() {
+            self.unsent_flag.resize(to + 1, false);
+        }
+        if !self.unsent_flag[to] {
+            self.unsent_flag[to] = true;
+            self.unsent.push(to);
+        }
+    }
+
+    /// Lets the nodes that took messages in this millisecond send what they queued.
+    fn send_unsent(&mut self) {
+        let mut unsent = std::mem::take(&mut self.unsent);
+        for &slot in &unsent {
+            self.unsent_flag[slot] = false;
+            self.transmit(slot);
+        }
+        unsent.clear();
+        self.unsent = unsent;
     }
 
     /// Sends what the node wants sent, applies what it hands out, and re-arms its timer.
     fn drain(&mut self, slot: usize) {
+        self.transmit(slot);
+        self.settle(slot);
+    }
+
+    /// Hands what the node wants sent to the network.
+    fn transmit(&mut self, slot: usize) {
+        let now = self.now;
+        let Some(g) = self.nodes[slot].gossip.as_mut() else {
+            return;
+        };
+        while let Some(t) = g.poll_transmit() {
+            self.bytes_sent += t.bytes.len() as u64;
+            self.messages_sent += 1;
+            let Some(to) = addr_slot(t.to).filter(|&s| s < self.network.nodes()) else {
+                continue;
+            };
+            if let Fate::Arrives(at) = self.network.send(now, slot, to, t.bytes.len()) {
+                self.queue.push(
+                    at,
+                    Ev::Deliver {
+                        to,
+                        from: slot,
+                        bytes: t.bytes,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Applies what the node hands out and re-arms its timer.
+    fn settle(&mut self, slot: usize) {
         let now = self.now;
         let mut events = std::mem::take(&mut self.event_buf);
         {
@@ -441,23 +520,6 @@ impl Simulation {
                 self.event_buf = events;
                 return;
             };
-            while let Some(t) = g.poll_transmit() {
-                self.bytes_sent += t.bytes.len() as u64;
-                self.messages_sent += 1;
-                let Some(to) = addr_slot(t.to).filter(|&s| s < self.network.nodes()) else {
-                    continue;
-                };
-                if let Fate::Arrives(at) = self.network.send(now, slot, to, t.bytes.len()) {
-                    self.queue.push(
-                        at,
-                        Ev::Deliver {
-                            to,
-                            from: slot,
-                            bytes: t.bytes,
-                        },
-                    );
-                }
-            }
             while let Some(e) = g.poll_event() {
                 events.push(e);
             }

@@ -6,7 +6,9 @@
 //! deliberate deviation is [`PlantedBug`], a test hook that breaks the store on purpose to
 //! show that the checkers catch a wrong CRDT join.
 
-use crdt_types::{ApplyError, CausalContext, Dot, Key, Object, ObjectDelta, Stamp, VersionVector};
+use crdt_types::{
+    ApplyError, CausalContext, Dot, Key, Object, ObjectDelta, ReplicaId, Stamp, VersionVector,
+};
 use gossip::{Delivered, StateBatch, StateSource};
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
@@ -204,20 +206,22 @@ impl Store {
             // replica of the key's context (usually none is ahead, then nothing to do)
             // instead of searching the key's context for every replica of the cluster. Same
             // result.
+            // Collected into one vector rather than raised entry by entry (which reallocates
+            // the vector for each new replica).
             let ctx = cart.context();
-            let mut stable = VersionVector::new();
-            for (r, c) in ctx.vv().iter() {
+            let ahead = |r: ReplicaId, c: u64| {
                 let n = delivered.top(r);
-                if n > c {
-                    stable.raise(r, n);
-                }
-            }
-            for d in ctx.cloud() {
-                let n = delivered.top(d.replica);
-                if n > ctx.vv().get(d.replica) {
-                    stable.raise(d.replica, n);
-                }
-            }
+                (n > c).then_some((r, n))
+            };
+            let stable: VersionVector = ctx
+                .vv()
+                .iter()
+                .filter_map(|(r, c)| ahead(r, c))
+                .chain(
+                    ctx.cloud()
+                        .filter_map(|d| ahead(d.replica, ctx.vv().get(d.replica))),
+                )
+                .collect();
             if !stable.is_empty() {
                 object.compact(&stable);
             }

@@ -86,3 +86,27 @@ fn broadcast_once() {
     assert!(b.cluster_convergence_p99_ms >= b.cluster_convergence_p50_ms);
     assert!(b.messages_per_delta > 0.0);
 }
+
+#[test]
+fn eager_copies_forwarded_within_a_millisecond_share_a_message() {
+    // 1000 writes a second: each node forwards about one delta a millisecond. The deltas a
+    // node takes in one millisecond leave for each peer in one message, so the
+    // dissemination channel sends fewer messages than eager copies (with a message per
+    // input, it sent more: every copy, plus the announcements).
+    let mut cfg = SimConfig::new(
+        Scenario::Steady,
+        20,
+        RegionMap::default_regions(5).unwrap(),
+        1,
+    );
+    cfg.workload = WorkloadConfig::for_updates(1_500);
+    cfg.timing.workload_ms = 1_500;
+    let r = Simulation::new(cfg).unwrap().run().report;
+    assert!(r.passed(), "{}", r.summary(0));
+    assert!(
+        r.gossip_messages < r.eager_sent,
+        "{} dissemination messages for {} eager copies",
+        r.gossip_messages,
+        r.eager_sent
+    );
+}
