@@ -174,12 +174,12 @@ impl<S: DotStore> Causal<S> {
         };
         #[cfg(debug_assertions)]
         let seen = self.context.dot_count();
-        let all_held = self.store.join_store(&self.context, store, &context, drops);
-        if only_drops && all_held {
-            // Every dot of `context` was held here, so this context has them all already.
+        let covered = self.store.join_store(&self.context, store, &context, drops);
+        if only_drops && covered {
+            // Every dot of `context` was seen here, so this context has them all already.
             debug_assert!(
                 context.dots().all(|d| self.context.contains(&d)),
-                "a held dot is missing from the context"
+                "a covered dot is missing from the context"
             );
         } else {
             self.context.join(&context);

@@ -43,9 +43,9 @@ pub trait DotStore: Default + Clone + PartialEq + fmt::Debug {
 
     /// The store part of the causal join of `(self, ctx)` and `(other, other_ctx)`; the caller
     /// joins the contexts afterwards. `other` is taken by move so nothing is cloned.
-    /// Tells whether `drops` was [`Drops::These`] and every one of its dots was held here (and
-    /// is now dropped): those dots were all in `ctx` already, so a context made of them alone
-    /// adds nothing to it.
+    /// Returns `true` only if `drops` was [`Drops::These`] and every one of its dots is in
+    /// `ctx` (held here and now dropped, or seen and gone already), so a context made of them
+    /// alone adds nothing to it; `false` says nothing.
     ///
     /// `drops` says what of `self` the join removes (see [`Drops`]). With
     /// [`Drops::Nothing`], entries `other` does not mention are left untouched, and with
@@ -1039,7 +1039,96 @@ impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
     }
 }
 
+impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
+    /// The rest of a join with [`Drops::These`]`(dots)` once the keys the other side lists
+    /// have dropped what they held of them (bit `j` of `found` for `dots[j]`): the others are
+    /// unseen here (`ctx`), gone already (a stale remove) or under keys the other side does
+    /// not list (a wrong hint, or a `clear`, which lists none). The seen ones are looked for
+    /// in every key, and the keys holding one drop every dot `other_ctx` covers. (A dot past
+    /// the first `MAX_DROPS` counts as not found: looked for.) Tells whether every dot of
+    /// `dots` is in `ctx`.
+    fn drop_unlisted(
+        &mut self,
+        ctx: &CausalContext,
+        other_ctx: &CausalContext,
+        dots: &[Dot],
+        found: u64,
+    ) -> bool {
+        let mut seen = ctx.seen_in_order();
+        let mut all_seen = true;
+        let mut missing: SmallVec<[Dot; 16]> = SmallVec::new();
+        for (j, d) in dots.iter().enumerate() {
+            if j < MAX_DROPS && found & 1 << j != 0 {
+                continue;
+            }
+            if seen(d) {
+                missing.push(*d);
+            } else {
+                all_seen = false;
+            }
+        }
+        if missing.is_empty() {
+            return all_seen;
+        }
+        let probe = DotProbe::new(&missing);
+        let mut holders: SmallVec<[usize; 4]> = SmallVec::new();
+        for (i, (_, v)) in self.0.iter().enumerate() {
+            if v.holds_any(&probe) {
+                holders.push(i);
+            }
+        }
+        for &i in holders.iter().rev() {
+            let v = &mut self.0[i].1;
+            v.remove_covered(other_ctx);
+            if v.is_empty() {
+                self.emptied(i);
+            }
+        }
+        all_seen
+    }
+}
+
 impl<K: Ord + Hash + Clone> DotMap<K, Counter> {
+    /// The store join of a delta that lists one key, `key`, under which it holds at most one
+    /// entry, `entry`, and whose context is `dots` and that entry's dot (a cart's remove, or an
+    /// add on a hidden item): what [`DotStore::join_store`] with [`Drops::These`]`(dots)` does,
+    /// with no loop over the delta's store. `new` tells whether `ctx`, this side's context
+    /// before the join, lacks the entry's dot. Tells whether every dot of `dots` is in `ctx`
+    /// (held here and now dropped, or seen and gone already); the caller joins the contexts.
+    pub(crate) fn join_one_key(
+        &mut self,
+        ctx: &CausalContext,
+        key: &K,
+        entry: Option<(Dot, i64, bool)>,
+        other_ctx: &CausalContext,
+        dots: &[Dot],
+    ) -> bool {
+        let mut found = 0u64;
+        match self.locate(key) {
+            Ok(i) => {
+                let mine = &mut self.0.as_mut_slice()[i].1;
+                let was_empty = mine.is_empty();
+                mine.drop_held(dots, &mut found);
+                if let Some((dot, amount, true)) = entry {
+                    mine.add_entry(dot, amount);
+                }
+                self.changed(i, was_empty);
+            }
+            Err(i) => {
+                if let Some((dot, amount, true)) = entry {
+                    let mut counter = Counter::default();
+                    counter.add_entry(dot, amount);
+                    self.insert_entry(i, key.clone(), counter);
+                }
+            }
+        }
+        let covered =
+            all_found(dots.len()) == Some(found) || self.drop_unlisted(ctx, other_ctx, dots, found);
+        self.trim_slots();
+        self.check_index();
+        covered
+    }
+
     /// The store join of a one-add delta (one entry `dot -> amount` under `key`, `dot` its
     /// whole context) the context of this map had not seen: the entry is added and nothing
     /// is removed. What [`DotStore::join_unseen`] does, by reference.
@@ -1144,42 +1233,14 @@ impl<K: Ord + Hash + Clone + fmt::Debug, V: DotStore> DotStore for DotMap<K, V> 
                 }
             }
         }
-        let mut all_held = false;
+        let mut covered = false;
         if let Drops::These(dots) = drops {
-            all_held = all_found(dots.len()) == Some(found);
-        }
-        if let Drops::These(dots) = drops
-            && !all_held
-        {
-            // The others are unseen here, gone already (a stale remove) or under keys `other`
-            // does not list (a wrong hint, or a `clear`, which lists none). The listed keys no
-            // longer hold any: read every key for the seen ones, then change the keys that
-            // hold one. (A dot past the first `MAX_DROPS` counts as not found: looked for.)
-            let mut seen = ctx.seen_in_order();
-            let missing: SmallVec<[Dot; 16]> = (dots.iter().enumerate())
-                .filter(|&(j, d)| (j >= MAX_DROPS || found & 1 << j == 0) && seen(d))
-                .map(|(_, d)| *d)
-                .collect();
-            let probe = DotProbe::new(&missing);
-            let mut holders: SmallVec<[usize; 4]> = SmallVec::new();
-            if !missing.is_empty() {
-                for (i, (_, v)) in self.0.iter().enumerate() {
-                    if v.holds_any(&probe) {
-                        holders.push(i);
-                    }
-                }
-            }
-            for &i in holders.iter().rev() {
-                let v = &mut self.0[i].1;
-                v.remove_covered(other_ctx);
-                if v.is_empty() {
-                    self.emptied(i);
-                }
-            }
+            covered = all_found(dots.len()) == Some(found)
+                || self.drop_unlisted(ctx, other_ctx, dots, found);
         }
         self.trim_slots();
         self.check_index();
-        all_held
+        covered
     }
 
     #[inline(always)]
