@@ -314,6 +314,8 @@ impl MeshBuilder {
             failure: OnceLock::new(),
             counters: Counters::default(),
             gossip_stats: Mutex::new(gossip::Stats::default()),
+            #[cfg(test)]
+            hold_appends: std::sync::atomic::AtomicBool::new(false),
         });
         let me = Member {
             node_id: node_id.clone(),

@@ -228,6 +228,10 @@ impl Committer {
                     next_cursor,
                     local,
                 }) => {
+                    #[cfg(test)]
+                    while self.shared.hold_appends.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                     let started = Instant::now();
                     let durable = local
                         || self.sync_every.is_zero()

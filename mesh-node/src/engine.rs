@@ -15,7 +15,8 @@
 //!    state always reflects everything the core counts as delivered. Frames of the anti-entropy
 //!    channel may read the state for a transfer, which must only ever carry durable local
 //!    writes: they wait (and local operations wait in their queue) until no local write is
-//!    pending commit;
+//!    pending commit. While none is, what was received is installed in the read view and
+//!    notified at once, before its (non-durable) commit (`show_received`);
 //! 3. applies the local operations, each with a tag from the core;
 //! 4. if no commit is in flight, submits everything applied since the last submission: one log
 //!    segment in one transaction on the commit thread, durable if the batch holds a local
@@ -217,6 +218,9 @@ pub(crate) struct Shared {
     pub(crate) failure: OnceLock<Arc<StoreError>>,
     pub(crate) counters: Counters,
     pub(crate) gossip_stats: std::sync::Mutex<gossip::Stats>,
+    /// Tests only: while set, the commit thread holds every log append (a slow disk).
+    #[cfg(test)]
+    pub(crate) hold_appends: std::sync::atomic::AtomicBool,
 }
 
 /// Everything the engine owns.
@@ -535,6 +539,7 @@ impl Engine {
                 self.handle_frame(now, &frame);
             }
         }
+        self.show_received();
         if let Some(l) = &mut self.linger {
             if l.fresh {
                 l.fresh = false;
@@ -586,6 +591,7 @@ impl Engine {
     /// committed (durably if it held local writes), so its answers show only durable local
     /// writes.
     fn submit(&mut self) {
+        self.show_received();
         let needs_commit = !self.segment.is_empty()
             || !self.peers.is_empty()
             || !cursor_covered_by(self.ceiling, self.state.next_cursor());
@@ -624,6 +630,45 @@ impl Engine {
         } else {
             self.complete(batch, None, now_ms());
         }
+    }
+
+    /// Shows what the batch in progress received (installs it in the read view, tells
+    /// subscribers) at once, before its commit, while no local write is pending commit in it
+    /// or in flight: received deltas are committed non-durably anyway, so a crash loses them
+    /// whether they were shown or not (anti-entropy fetches them again), and a replica's lag
+    /// does not include its commit, nor the periodic durable one it may wait behind. With a
+    /// local write pending, a key it changed must not be shown before it is durable, so the
+    /// batch is shown once its commit is, as a whole. Also called before a submission, so a
+    /// submitted batch without local writes holds nothing left to show.
+    fn show_received(&mut self) {
+        if !self.local.is_empty() || self.in_flight.as_ref().is_some_and(|f| !f.local.is_empty()) {
+            return;
+        }
+        self.shared.view.install(self.state.end_batch());
+        let notify = std::mem::take(&mut self.notify);
+        self.notify_subscribers(notify);
+    }
+
+    /// Tells subscribers of the changes in `notify`, in one message (if anyone subscribed).
+    fn notify_subscribers(&self, notify: Vec<Notice>) {
+        if self.shared.changes.receiver_count() == 0 || notify.is_empty() {
+            return;
+        }
+        let changes: Vec<(Arc<Key>, ChangeSource)> = notify
+            .into_iter()
+            .map(|notice| match notice {
+                Notice::Slot(n, source) => (self.state.slot(n).key.clone(), source),
+                Notice::Key(change) => (Arc::new(change.key), change.source),
+            })
+            .collect();
+        let first = self
+            .shared
+            .changes_sent
+            .fetch_add(changes.len() as u64, Ordering::AcqRel);
+        let _ = self
+            .shared
+            .changes
+            .send(Arc::new(Committed { first, changes }));
     }
 
     /// What the commit thread reports.
@@ -709,24 +754,7 @@ impl Engine {
             self.shared.counters.stages.add(&stages);
             self.answered_at = Some(answered);
         }
-        if self.shared.changes.receiver_count() > 0 && !batch.notify.is_empty() {
-            let changes: Vec<(Arc<Key>, ChangeSource)> = batch
-                .notify
-                .into_iter()
-                .map(|notice| match notice {
-                    Notice::Slot(n, source) => (self.state.slot(n).key.clone(), source),
-                    Notice::Key(change) => (Arc::new(change.key), change.source),
-                })
-                .collect();
-            let first = self
-                .shared
-                .changes_sent
-                .fetch_add(changes.len() as u64, Ordering::AcqRel);
-            let _ = self
-                .shared
-                .changes
-                .send(Arc::new(Committed { first, changes }));
-        }
+        self.notify_subscribers(batch.notify);
     }
 
     fn run_op(&mut self, now: i64, key: Key, op: Op, reply: Reply) {
@@ -1029,5 +1057,100 @@ impl Engine {
         self.node.leave(now);
         self.flush_transmits(now);
         info!("left the mesh");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Mesh;
+    use crate::certs::TlsIdentity;
+    use crate::certs::write_cluster_certs;
+    use crate::config::loopback_gossip_config;
+    use std::path::Path;
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    async fn node(dir: &Path, id: &str, seed: Option<&Mesh>) -> Mesh {
+        let certs = dir.join("certs");
+        let identity = TlsIdentity::load(
+            &certs.join(format!("{id}.pem")),
+            &certs.join(format!("{id}.key")),
+            &certs.join("ca.pem"),
+        )
+        .expect("identity");
+        let builder = Mesh::builder()
+            .node_id(id)
+            .region(id)
+            .gossip_addr(([127, 0, 0, 1], 0).into())
+            .data_dir(dir.join(id))
+            .tls(identity)
+            .gossip_config(loopback_gossip_config(2));
+        let builder = match seed {
+            Some(s) => builder.seeds([s.local_addr()]),
+            None => builder,
+        };
+        builder.start().await.expect("start")
+    }
+
+    /// The skus of `cart` on `m`.
+    fn skus(m: &Mesh, cart: &str) -> Vec<String> {
+        let view = m.cart(cart).expect("read");
+        view.items.into_iter().map(|i| i.sku).collect()
+    }
+
+    /// Waits (up to 10 s) until `cart` on `m` holds `sku`.
+    async fn shows(m: &Mesh, cart: &str, sku: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !skus(m, cart).iter().any(|s| s == sku) {
+            assert!(Instant::now() < deadline, "{cart}/{sku} never showed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn received_deltas_show_before_their_commit_and_a_local_write_only_once_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_cluster_certs(&dir.path().join("certs"), &["a", "b"]).expect("certs");
+        let a = node(dir.path(), "a", None).await;
+        let b = node(dir.path(), "b", Some(&a)).await;
+        a.cart_add("warm", "up", 1).await.expect("add on a");
+        shows(&b, "warm", "up").await;
+
+        // b's disk stalls: nothing it receives or writes is committed meanwhile.
+        let shared = &b.inner.shared;
+        shared.hold_appends.store(true, Ordering::SeqCst);
+        let commits = shared.counters.commits.load(Ordering::SeqCst);
+        let mut changes = b.subscribe(crate::ChangeFilter::all().with_prefix("c"));
+        a.cart_add("c", "apple", 1).await.expect("add on a");
+        // A received delta is read and notified without waiting for b's commit.
+        shows(&b, "c", "apple").await;
+        let change = tokio::time::timeout(Duration::from_secs(10), changes.recv())
+            .await
+            .expect("notified in time")
+            .expect("a change");
+        assert_eq!(change.key.id, "c");
+        assert_eq!(shared.counters.commits.load(Ordering::SeqCst), commits);
+
+        // A local write is neither answered nor shown before it is durable, and what b
+        // receives after it waits with it (it may change the same keys).
+        let writer = b.clone();
+        let write = tokio::spawn(async move { writer.cart_add("c", "pear", 1).await });
+        a.cart_add("d", "plum", 1).await.expect("add on a");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !write.is_finished(),
+            "a write was answered before its commit"
+        );
+        assert_eq!(skus(&b, "c"), ["apple"]);
+        assert!(skus(&b, "d").is_empty(), "d showed before the local write");
+
+        shared.hold_appends.store(false, Ordering::SeqCst);
+        let cart = write.await.expect("join").expect("add on b");
+        assert_eq!(cart.items().count(), 2);
+        shows(&b, "d", "plum").await;
+        assert_eq!(skus(&b, "c"), ["apple", "pear"]);
+        assert!(shared.counters.commits.load(Ordering::SeqCst) > commits);
+        b.shutdown().await;
+        a.shutdown().await;
     }
 }

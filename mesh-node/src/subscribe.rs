@@ -3,8 +3,10 @@
 //! subscriber's side. The engine never waits for a subscriber: one that falls behind gets
 //! [`SubscriptionError::Lagged`] and skips ahead.
 //!
-//! The engine sends one message per commit ([`Committed`]: the commit's changed keys, shared),
-//! not one per change: a replica applying a few hundred deltas per commit made a send, a
+//! A local change is notified once its commit is durable, a received one once it is applied
+//! (as the read view shows them; ARCHITECTURE "Store"). The engine sends one message per
+//! commit, or per batch of received deltas ([`Committed`]: the changed keys, shared), not one
+//! per change: a replica applying a few hundred deltas per commit made a send, a
 //! wake-up and a copy of the key for each (BENCHMARKS "mesh-node"). A subscriber copies the
 //! keys its filter passes.
 

@@ -1,5 +1,7 @@
 //! The read view: the committed state of every key and the membership as last seen, shared
-//! between the engine (the only writer, after each commit) and every [`crate::Mesh`] handle.
+//! between the engine (the only writer) and every [`crate::Mesh`] handle. A local write shows
+//! once its commit is durable; received deltas show once applied, before their commit, which
+//! is not durable anyway (ARCHITECTURE "Store").
 //! It holds no logic: reads never wait for the engine's queue, so their latency does not
 //! depend on the write load.
 //!
