@@ -568,6 +568,38 @@ impl<V: PartialEq + fmt::Debug> DotFun<V> {
     }
 }
 
+impl<V: Copy + PartialEq + fmt::Debug> DotFun<V> {
+    /// [`DotFun::put_unseen`] for a value that is `Copy` (a counter's amount): the entries
+    /// of replicas above `dot`'s are each copied up one place, the new entry written once
+    /// where they leave room, instead of being swapped down past them (a swap moves both
+    /// entries, through a temporary).
+    #[inline(always)]
+    pub(crate) fn put_unseen_copy(&mut self, dot: Dot, value: V) {
+        self.room_for_one();
+        self.1 |= DotProbe::bit(&dot);
+        let key = dot.key();
+        self.0.push((dot, value));
+        let entries = self.0.as_mut_slice();
+        let mut at = entries.len() - 1;
+        while at > 0 {
+            let before = entries[at - 1];
+            if before.0.key() <= key {
+                break;
+            }
+            entries[at] = before;
+            at -= 1;
+        }
+        if at > 0 && entries[at - 1].0 == dot {
+            // Held already (the mask bit was set): both carry the same value. The place left
+            // at `at` holds a copy of the entry above it, which goes.
+            debug_assert!(entries[at - 1].1 == value, "dot {dot:?} carries two values");
+            self.0.remove(at);
+            return;
+        }
+        entries[at] = (dot, value);
+    }
+}
+
 impl<V: Clone + PartialEq + fmt::Debug> DotFun<V> {
     /// The delta of adding one entry next to the ones seen (they stay): context `{dot}`.
     pub fn insert_delta(&self, tag: Tag, value: V) -> Causal<Self> {
