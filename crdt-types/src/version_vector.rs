@@ -118,6 +118,60 @@ impl VersionVector {
         }
     }
 
+    /// Raises every entry of `self` to `other`'s where that is higher, and adds each replica of
+    /// `other` that `self` lacks if `admit` says so (asked in replica order): what raising
+    /// them one by one gives, in one pass over both sorted slices instead of a search per
+    /// replica, and with at most one new slice for all the added replicas instead of a
+    /// reallocation for each. Tells whether anything changed.
+    pub(crate) fn raise_all(
+        &mut self,
+        other: &VersionVector,
+        mut admit: impl FnMut(ReplicaId) -> bool,
+    ) -> bool {
+        let mut changed = false;
+        let mut added: SmallVec<[(ReplicaId, u64); 4]> = SmallVec::new();
+        let mine = &mut self.0;
+        let mut i = 0;
+        for &(r, n) in other.0.iter() {
+            // To the first entry at or above `r`: the next one when both vectors name the
+            // same replicas, else a search of the rest.
+            if mine.get(i).is_some_and(|&(m, _)| m < r) {
+                i += 1;
+                if mine.get(i).is_some_and(|&(m, _)| m < r) {
+                    i += mine[i..].partition_point(|&(m, _)| m < r);
+                }
+            }
+            match mine.get_mut(i) {
+                Some((m, c)) if *m == r => {
+                    if n > *c {
+                        *c = n;
+                        changed = true;
+                    }
+                }
+                _ => {
+                    if admit(r) {
+                        added.push((r, n));
+                    }
+                }
+            }
+        }
+        if added.is_empty() {
+            return changed;
+        }
+        // The added replicas are absent from `self`: one merge of both sorted runs.
+        let mut merged = Vec::with_capacity(mine.len() + added.len());
+        let mut added = added.into_iter().peekable();
+        for &entry in mine.iter() {
+            while let Some(a) = added.next_if(|a| a.0 < entry.0) {
+                merged.push(a);
+            }
+            merged.push(entry);
+        }
+        merged.extend(added);
+        self.0 = merged.into_boxed_slice();
+        true
+    }
+
     /// Sets the entry of `replica` exactly (0 removes it).
     pub fn set(&mut self, replica: ReplicaId, counter: u64) {
         match (self.find(replica), counter) {
