@@ -125,11 +125,13 @@ pub enum Drops<'a> {
 /// that the keys it lists do not hold. Each dot has one of 64 mask bits (a hash); a store that
 /// keeps the bits of its dots (a [`DotFun`]) is ruled out for most dots by one test each,
 /// so reading a whole cart for them costs a few instructions a key.
+///
+/// A dot's bit is worked out again where a store's mask has one of the probe's (a few
+/// instructions), not kept beside it: the probe is two words, built and passed with no copy
+/// of a table of bits.
 pub struct DotProbe<'a> {
     dots: &'a [Dot],
-    /// The mask bit of each of `dots`, in the same order.
-    bits: SmallVec<[u64; 16]>,
-    /// All of `bits`.
+    /// The mask bits of all of `dots`.
     mask: u64,
 }
 
@@ -138,7 +140,6 @@ impl<'a> DotProbe<'a> {
     pub fn new(dots: &'a [Dot]) -> Self {
         DotProbe {
             dots,
-            bits: dots.iter().map(Self::bit).collect(),
             mask: Self::bits(dots.iter()),
         }
     }
@@ -147,8 +148,7 @@ impl<'a> DotProbe<'a> {
     /// probe's dots, `holds` telling exactly for the dots whose bit is there.
     #[inline]
     fn any_in(&self, held: u64, mut holds: impl FnMut(&Dot) -> bool) -> bool {
-        held & self.mask != 0
-            && (self.dots.iter().zip(&self.bits)).any(|(d, &bit)| held & bit != 0 && holds(d))
+        held & self.mask != 0 && (self.dots.iter()).any(|d| held & Self::bit(d) != 0 && holds(d))
     }
 
     /// The mask bits of `dots`.
