@@ -183,11 +183,6 @@ impl CausalContext {
         self.cloud.binary_search_by(|d| d.key().cmp(&key))
     }
 
-    /// The index of the first cloud dot of `replica` (or where it would be).
-    fn cloud_start(&self, replica: ReplicaId) -> usize {
-        self.cloud.partition_point(|d| d.replica < replica)
-    }
-
     /// `dot` just became its replica's vector entry: moves the cloud dots that now continue
     /// it into the vector (one search for the dot right above it).
     /// The caller checked that the cloud's replicas span `dot`'s.
@@ -306,20 +301,38 @@ impl CausalContext {
             // A delta's one dot above an empty vector (most decoded contexts): canonical.
             return;
         }
+        // The cloud is sorted by replica: its vector entry is read once for a run of the
+        // replica's dots, and written once after it if they raised it (exact in any order).
         let vv = &mut self.vv;
         let mut kept = 0;
+        // The replica of the run, its entry as read, and as the run's dots raised it.
+        let (mut replica, mut read, mut top) = (None, 0, 0);
         for i in 0..self.cloud.len() {
             let d = self.cloud[i];
-            let top = vv.get(d.replica);
+            if replica != Some(d.replica) {
+                if let Some(r) = replica
+                    && top != read
+                {
+                    vv.set(r, top);
+                }
+                replica = Some(d.replica);
+                read = vv.get(d.replica);
+                top = read;
+            }
             if d.counter <= top {
                 continue;
             }
             if d.counter == top + 1 {
-                vv.set(d.replica, d.counter);
+                top = d.counter;
                 continue;
             }
             self.cloud[kept] = d;
             kept += 1;
+        }
+        if let Some(r) = replica
+            && top != read
+        {
+            vv.set(r, top);
         }
         self.cloud.truncate(kept);
     }
@@ -342,21 +355,16 @@ impl CausalContext {
     /// so whatever this state holds of them is final and the dots need not be listed one by
     /// one. Only replicas this context already mentions are raised, so a key's context never
     /// grows an entry for a replica that never touched it.
+    ///
+    /// One pass over both vectors (sorted by replica); a replica the vector lacks is looked
+    /// for in the cloud from where the previous one was found.
     pub fn compact_stable(&mut self, stable: &VersionVector) {
-        let mut raised = false;
-        for (r, n) in stable.iter() {
-            if n > self.vv.get(r) {
-                let mentioned = self.vv.get(r) > 0
-                    || self
-                        .cloud
-                        .get(self.cloud_start(r))
-                        .is_some_and(|d| d.replica == r);
-                if mentioned {
-                    self.vv.raise(r, n);
-                    raised = true;
-                }
-            }
-        }
+        let cloud = &self.cloud;
+        let mut from = 0;
+        let raised = self.vv.raise_all(stable, |r| {
+            from += cloud[from..].partition_point(|d| d.replica < r);
+            cloud.get(from).is_some_and(|d| d.replica == r)
+        });
         if raised {
             self.normalize();
         }
@@ -415,6 +423,96 @@ impl FromIterator<Dot> for CausalContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `compact_stable` as it was written before its one-pass form: a search of the vector
+    /// and of the cloud for each replica of `stable`, and a raise for each.
+    fn compact_stable_by_replica(cc: &mut CausalContext, stable: &VersionVector) {
+        let mut raised = false;
+        for (r, n) in stable.iter() {
+            if n > cc.vv.get(r) {
+                let start = cc.cloud.partition_point(|d| d.replica < r);
+                let mentioned =
+                    cc.vv.get(r) > 0 || cc.cloud.get(start).is_some_and(|d| d.replica == r);
+                if mentioned {
+                    cc.vv.raise(r, n);
+                    raised = true;
+                }
+            }
+        }
+        if raised {
+            normalize_by_dot(cc);
+        }
+    }
+
+    /// `normalize` as it was written before it read a replica's entry once per run: a
+    /// lookup of the vector, and a write if the dot continues it, for every cloud dot.
+    fn normalize_by_dot(cc: &mut CausalContext) {
+        let mut kept = 0;
+        for i in 0..cc.cloud.len() {
+            let d = cc.cloud[i];
+            let top = cc.vv.get(d.replica);
+            if d.counter <= top {
+                continue;
+            }
+            if d.counter == top + 1 {
+                cc.vv.set(d.replica, d.counter);
+                continue;
+            }
+            cc.cloud[kept] = d;
+            kept += 1;
+        }
+        cc.cloud.truncate(kept);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 512,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// The one-pass `compact_stable` gives what raising replica by replica gave, for
+        /// contexts and stable vectors over overlapping, disjoint and absent replicas.
+        #[test]
+        fn compact_stable_is_the_raise_by_replica(
+            dots in proptest::collection::vec((0u64..12, 1u64..20), 0..40),
+            stable in proptest::collection::vec((0u64..12, 0u64..24), 0..14),
+        ) {
+            let cc: CausalContext =
+                dots.iter().map(|&(r, c)| Dot::new(ReplicaId(r * 7 + 1), c)).collect();
+            let stable: VersionVector =
+                stable.iter().map(|&(r, c)| (ReplicaId(r * 7 + 1), c)).collect();
+            let mut fast = cc.clone();
+            fast.compact_stable(&stable);
+            let mut reference = cc;
+            compact_stable_by_replica(&mut reference, &stable);
+            proptest::prop_assert_eq!(fast, reference);
+        }
+
+        /// `normalize` after the vector was raised (as `join` and `compact_stable` leave a
+        /// context) gives what the dot-by-dot form gave, the cloud sorted or not.
+        #[test]
+        fn normalize_is_the_dot_by_dot_fold(
+            dots in proptest::collection::vec((0u64..6, 1u64..16), 0..40),
+            raise in proptest::collection::vec((0u64..6, 0u64..16), 0..8),
+            shuffle in proptest::bool::ANY,
+        ) {
+            let mut cloud: SmallVec<[Dot; 1]> =
+                dots.iter().map(|&(r, c)| Dot::new(ReplicaId(r * 5 + 2), c)).collect();
+            cloud.sort_unstable();
+            cloud.dedup();
+            if shuffle {
+                cloud.reverse();
+            }
+            let vv: VersionVector =
+                raise.iter().map(|&(r, c)| (ReplicaId(r * 5 + 2), c)).collect();
+            let mut fast = CausalContext { vv, cloud };
+            let mut reference = fast.clone();
+            fast.normalize();
+            normalize_by_dot(&mut reference);
+            proptest::prop_assert_eq!(fast, reference);
+        }
+    }
 
     #[test]
     fn a_context_of_sorted_dots_is_the_one_inserting_them_gives() {

@@ -54,7 +54,7 @@ impl Counter {
     /// had not seen: in place, what joining its delta adds.
     #[inline]
     pub(crate) fn add_entry(&mut self, dot: Dot, amount: i64) {
-        self.0.put_unseen(dot, amount);
+        self.0.put_unseen_copy(dot, amount);
     }
 
     /// The counter's one entry, if it has exactly one.

@@ -125,11 +125,13 @@ pub enum Drops<'a> {
 /// that the keys it lists do not hold. Each dot has one of 64 mask bits (a hash); a store that
 /// keeps the bits of its dots (a [`DotFun`]) is ruled out for most dots by one test each,
 /// so reading a whole cart for them costs a few instructions a key.
+///
+/// A dot's bit is worked out again where a store's mask has one of the probe's (a few
+/// instructions), not kept beside it: the probe is two words, built and passed with no copy
+/// of a table of bits.
 pub struct DotProbe<'a> {
     dots: &'a [Dot],
-    /// The mask bit of each of `dots`, in the same order.
-    bits: SmallVec<[u64; 16]>,
-    /// All of `bits`.
+    /// The mask bits of all of `dots`.
     mask: u64,
 }
 
@@ -138,7 +140,6 @@ impl<'a> DotProbe<'a> {
     pub fn new(dots: &'a [Dot]) -> Self {
         DotProbe {
             dots,
-            bits: dots.iter().map(Self::bit).collect(),
             mask: Self::bits(dots.iter()),
         }
     }
@@ -147,8 +148,7 @@ impl<'a> DotProbe<'a> {
     /// probe's dots, `holds` telling exactly for the dots whose bit is there.
     #[inline]
     fn any_in(&self, held: u64, mut holds: impl FnMut(&Dot) -> bool) -> bool {
-        held & self.mask != 0
-            && (self.dots.iter().zip(&self.bits)).any(|(d, &bit)| held & bit != 0 && holds(d))
+        held & self.mask != 0 && (self.dots.iter()).any(|d| held & Self::bit(d) != 0 && holds(d))
     }
 
     /// The mask bits of `dots`.
@@ -565,6 +565,38 @@ impl<V: PartialEq + fmt::Debug> DotFun<V> {
             );
             self.0.remove(at);
         }
+    }
+}
+
+impl<V: Copy + PartialEq + fmt::Debug> DotFun<V> {
+    /// [`DotFun::put_unseen`] for a value that is `Copy` (a counter's amount): the entries
+    /// of replicas above `dot`'s are each copied up one place, the new entry written once
+    /// where they leave room, instead of being swapped down past them (a swap moves both
+    /// entries, through a temporary).
+    #[inline(always)]
+    pub(crate) fn put_unseen_copy(&mut self, dot: Dot, value: V) {
+        self.room_for_one();
+        self.1 |= DotProbe::bit(&dot);
+        let key = dot.key();
+        self.0.push((dot, value));
+        let entries = self.0.as_mut_slice();
+        let mut at = entries.len() - 1;
+        while at > 0 {
+            let before = entries[at - 1];
+            if before.0.key() <= key {
+                break;
+            }
+            entries[at] = before;
+            at -= 1;
+        }
+        if at > 0 && entries[at - 1].0 == dot {
+            // Held already (the mask bit was set): both carry the same value. The place left
+            // at `at` holds a copy of the entry above it, which goes.
+            debug_assert!(entries[at - 1].1 == value, "dot {dot:?} carries two values");
+            self.0.remove(at);
+            return;
+        }
+        entries[at] = (dot, value);
     }
 }
 
