@@ -95,12 +95,12 @@ pub struct Plumtree {
     /// Live peers of this node's region, and of the others, by this node's rank.
     ranked_local: BTreeSet<(u64, SocketAddr)>,
     ranked_remote: BTreeSet<(u64, SocketAddr)>,
-    /// Per root, the other neighbours that are eager: they pushed to us or grafted. The
-    /// per-root maps are looked up (never walked in order) for every delivered delta, over as
-    /// many roots as writers, hence hash maps: one probe instead of a B-tree descent.
-    eager_extra: HashMap<ReplicaId, BTreeSet<SocketAddr>, FxBuildHasher>,
-    lazy: HashMap<ReplicaId, BTreeSet<SocketAddr>, FxBuildHasher>,
-    parent: HashMap<ReplicaId, SocketAddr, FxBuildHasher>,
+    /// Per root, its parent and its explicitly lazy and extra eager links ([`RootLinks`]).
+    /// Looked up (never walked in order) for every delivered delta, over as many roots as
+    /// writers, hence a hash map; one map for the three, so a delivery finds them all with
+    /// one probe (they were three maps, each probed two or three times per delivery over
+    /// cold memory).
+    roots: HashMap<ReplicaId, RootLinks, FxBuildHasher>,
     /// The neighbours that are tree links, and those that are ranked links but not tree
     /// links, in address order: where a delta of a root with no pruned or extra eager links
     /// (most roots) is pushed and announced. Kept in step with `neighbours`, `preferred` and
@@ -113,6 +113,33 @@ pub struct Plumtree {
     first_from_order: VecDeque<Dot>,
     missing: BTreeMap<Dot, Missing>,
     deadlines: BTreeSet<(i64, Dot)>,
+    /// The first of `deadlines`, kept beside it: the driver asks for it after every input
+    /// ([`Plumtree::next_deadline`]), and the set's first leaf is cold by then.
+    first_deadline: Option<i64>,
+}
+
+/// One root's links that differ from the plain case.
+#[derive(Clone, Debug, Default)]
+struct RootLinks {
+    /// The peer this node's tree link for the root comes from, if known.
+    parent: Option<SocketAddr>,
+    /// The neighbours pruned for the root (lazy whatever else they are); `Some` once one
+    /// was, even if emptied since (the root then takes the per-neighbour pass in
+    /// [`Plumtree::targets`]).
+    lazy: Option<BTreeSet<SocketAddr>>,
+    /// The other neighbours that are eager for the root: they pushed to us or grafted (as
+    /// `lazy`, `Some` once one was).
+    extra: Option<BTreeSet<SocketAddr>>,
+}
+
+impl RootLinks {
+    fn lazy_mut(&mut self) -> &mut BTreeSet<SocketAddr> {
+        self.lazy.get_or_insert_with(BTreeSet::new)
+    }
+
+    fn extra_mut(&mut self) -> &mut BTreeSet<SocketAddr> {
+        self.extra.get_or_insert_with(BTreeSet::new)
+    }
 }
 
 /// How many recent non-parent first deliveries are remembered for pruning.
@@ -162,15 +189,14 @@ impl Plumtree {
             regions: Vec::new(),
             ranked_local: BTreeSet::new(),
             ranked_remote: BTreeSet::new(),
-            eager_extra: HashMap::default(),
-            lazy: HashMap::default(),
-            parent: HashMap::default(),
+            roots: HashMap::default(),
             plain_push: Vec::new(),
             plain_announce: Vec::new(),
             first_from: BTreeMap::new(),
             first_from_order: VecDeque::new(),
             missing: BTreeMap::new(),
             deadlines: BTreeSet::new(),
+            first_deadline: None,
         }
     }
 
@@ -209,8 +235,9 @@ impl Plumtree {
         !self.is_lazy_explicit(peer, root)
             && (self.preferred.contains(&peer)
                 || self
-                    .eager_extra
+                    .roots
                     .get(&root)
+                    .and_then(|l| l.extra.as_ref())
                     .is_some_and(|e| e.contains(&peer)))
     }
 
@@ -228,9 +255,10 @@ impl Plumtree {
         push: &mut Vec<SocketAddr>,
         announce: &mut Vec<SocketAddr>,
     ) {
-        let parent = self.parent.get(&root).copied();
-        let lazy = self.lazy.get(&root);
-        let extra = self.eager_extra.get(&root);
+        let links = self.roots.get(&root);
+        let parent = links.and_then(|l| l.parent);
+        let lazy = links.and_then(|l| l.lazy.as_ref());
+        let extra = links.and_then(|l| l.extra.as_ref());
         if lazy.is_none() && extra.is_none() {
             push.extend(
                 self.plain_push
@@ -265,13 +293,13 @@ impl Plumtree {
 
     /// The eager neighbours a delta of `root` is pushed to: not its parent, which is upstream.
     pub fn push_targets(&self, root: ReplicaId) -> impl Iterator<Item = SocketAddr> + '_ {
-        let parent = self.parent.get(&root).copied();
+        let parent = self.parent(root);
         self.eager(root).filter(move |a| Some(*a) != parent)
     }
 
     /// The peer this node's tree link for `root` comes from, if known.
     pub fn parent(&self, root: ReplicaId) -> Option<SocketAddr> {
-        self.parent.get(&root).copied()
+        self.roots.get(&root).and_then(|l| l.parent)
     }
 
     /// The neighbours that receive announcements of `root`'s deltas: those not eager among
@@ -532,13 +560,17 @@ impl Plumtree {
         self.ranked.remove(addr);
         self.refresh_plain();
         self.linked.remove(addr);
-        for e in self.eager_extra.values_mut() {
-            e.remove(addr);
+        for links in self.roots.values_mut() {
+            if let Some(e) = links.extra.as_mut() {
+                e.remove(addr);
+            }
+            if let Some(l) = links.lazy.as_mut() {
+                l.remove(addr);
+            }
+            if links.parent == Some(*addr) {
+                links.parent = None;
+            }
         }
-        for l in self.lazy.values_mut() {
-            l.remove(addr);
-        }
-        self.parent.retain(|_, a| a != addr);
         for m in self.missing.values_mut() {
             m.announcers.retain(|a| a != addr);
         }
@@ -548,12 +580,10 @@ impl Plumtree {
     /// the parent if the root has none.
     pub fn on_first_delivery(&mut self, from: SocketAddr, dot: &Dot) {
         let root = dot.replica;
-        self.make_eager(from, root);
-        match self.parent.get(&root) {
-            None => {
-                self.parent.insert(root, from);
-            }
-            Some(p) if *p == from => {}
+        let links = self.make_eager(from, root);
+        match links.parent {
+            None => links.parent = Some(from),
+            Some(p) if p == from => {}
             Some(_) => {
                 self.first_from.insert(*dot, from);
                 self.first_from_order.push_back(*dot);
@@ -571,6 +601,7 @@ impl Plumtree {
     pub fn delivered(&mut self, dot: &Dot) {
         if let Some(m) = self.missing.remove(dot) {
             self.deadlines.remove(&(m.deadline, *dot));
+            self.note_first_deadline();
         }
     }
 
@@ -581,45 +612,55 @@ impl Plumtree {
     /// nothing).
     pub fn on_duplicate(&mut self, from: SocketAddr, dot: &Dot) -> Option<SocketAddr> {
         let root = dot.replica;
-        let victim = if self.parent.get(&root) == Some(&from) {
+        let victim = if self.parent(root) == Some(from) {
             self.first_from.remove(dot).filter(|n| *n != from)?
         } else {
             from
         };
         let was_eager = self.contact(victim) || !self.is_lazy_explicit(victim, root);
-        self.lazy.entry(root).or_default().insert(victim);
-        if let Some(e) = self.eager_extra.get_mut(&root) {
+        let links = self.roots.entry(root).or_default();
+        links.lazy_mut().insert(victim);
+        if let Some(e) = links.extra.as_mut() {
             e.remove(&victim);
         }
         was_eager.then_some(victim)
     }
 
     fn is_lazy_explicit(&self, peer: SocketAddr, root: ReplicaId) -> bool {
-        self.lazy.get(&root).is_some_and(|l| l.contains(&peer))
+        self.roots
+            .get(&root)
+            .and_then(|l| l.lazy.as_ref())
+            .is_some_and(|l| l.contains(&peer))
     }
 
-    fn make_eager(&mut self, peer: SocketAddr, root: ReplicaId) {
-        if let Some(l) = self.lazy.get_mut(&root) {
+    /// Makes `peer` eager for `root`; returns the root's links (created if new).
+    fn make_eager(&mut self, peer: SocketAddr, root: ReplicaId) -> &mut RootLinks {
+        let tree_link = self.preferred.contains(&peer);
+        if !tree_link {
+            self.contact(peer);
+        }
+        let links = self.roots.entry(root).or_default();
+        if let Some(l) = links.lazy.as_mut() {
             l.remove(&peer);
         }
-        if self.preferred.contains(&peer) {
-            // A tree link: a neighbour, eager for every root it was not pruned for.
-            return;
+        // A tree link is a neighbour, eager for every root it was not pruned for.
+        if !tree_link {
+            links.extra_mut().insert(peer);
         }
-        self.contact(peer);
-        self.eager_extra.entry(root).or_default().insert(peer);
+        links
     }
 
     /// `from` asked us to stop pushing `root`'s deltas eagerly. If it was our parent for that
     /// root, the root has no parent until the next first delivery or graft.
     pub fn on_prune(&mut self, from: SocketAddr, root: ReplicaId) {
         self.contact(from);
-        self.lazy.entry(root).or_default().insert(from);
-        if let Some(e) = self.eager_extra.get_mut(&root) {
+        let links = self.roots.entry(root).or_default();
+        links.lazy_mut().insert(from);
+        if let Some(e) = links.extra.as_mut() {
             e.remove(&from);
         }
-        if self.parent.get(&root) == Some(&from) {
-            self.parent.remove(&root);
+        if links.parent == Some(from) {
+            links.parent = None;
         }
     }
 
@@ -632,7 +673,11 @@ impl Plumtree {
     /// announcement, start the graft timer. Returns false when the table is full.
     pub fn on_ihave(&mut self, now: i64, from: SocketAddr, dot: Dot) -> bool {
         if self.contact(from) {
-            self.lazy.entry(dot.replica).or_default().insert(from);
+            self.roots
+                .entry(dot.replica)
+                .or_default()
+                .lazy_mut()
+                .insert(from);
         }
         if let Some(m) = self.missing.get_mut(&dot) {
             if !m.announcers.contains(&from) {
@@ -652,12 +697,17 @@ impl Plumtree {
             },
         );
         self.deadlines.insert((deadline, dot));
+        self.note_first_deadline();
         true
+    }
+
+    fn note_first_deadline(&mut self) {
+        self.first_deadline = self.deadlines.first().map(|(t, _)| *t);
     }
 
     /// The earliest graft deadline.
     pub fn next_deadline(&self) -> Option<i64> {
-        self.deadlines.first().map(|(t, _)| *t)
+        self.first_deadline
     }
 
     /// The grafts due at `now`: `(announcer, dot)` pairs, each announcer made eager for the
@@ -687,10 +737,10 @@ impl Plumtree {
                 }
             }
         }
+        self.note_first_deadline();
         for (peer, dot) in &out {
             // The old tree link failed to deliver: the grafted peer is the new parent.
-            self.make_eager(*peer, dot.replica);
-            self.parent.insert(dot.replica, *peer);
+            self.make_eager(*peer, dot.replica).parent = Some(*peer);
         }
         out
     }
