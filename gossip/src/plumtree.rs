@@ -95,12 +95,12 @@ pub struct Plumtree {
     /// Live peers of this node's region, and of the others, by this node's rank.
     ranked_local: BTreeSet<(u64, SocketAddr)>,
     ranked_remote: BTreeSet<(u64, SocketAddr)>,
-    /// Per root, its parent and its explicitly lazy and extra eager links ([`RootLinks`]).
-    /// Looked up (never walked in order) for every delivered delta, over as many roots as
-    /// writers, hence a hash map; one map for the three, so a delivery finds them all with
-    /// one probe (they were three maps, each probed two or three times per delivery over
-    /// cold memory).
-    roots: HashMap<ReplicaId, RootLinks, FxBuildHasher>,
+    /// Per root, the other neighbours that are eager: they pushed to us or grafted. The
+    /// per-root maps are looked up (never walked in order) for every delivered delta, over as
+    /// many roots as writers, hence hash maps: one probe instead of a B-tree descent.
+    eager_extra: HashMap<ReplicaId, BTreeSet<SocketAddr>, FxBuildHasher>,
+    lazy: HashMap<ReplicaId, BTreeSet<SocketAddr>, FxBuildHasher>,
+    parent: HashMap<ReplicaId, SocketAddr, FxBuildHasher>,
     /// The neighbours that are tree links, and those that are ranked links but not tree
     /// links, in address order: where a delta of a root with no pruned or extra eager links
     /// (most roots) is pushed and announced. Kept in step with `neighbours`, `preferred` and
@@ -116,30 +116,6 @@ pub struct Plumtree {
     /// The first of `deadlines`, kept beside it: the driver asks for it after every input
     /// ([`Plumtree::next_deadline`]), and the set's first leaf is cold by then.
     first_deadline: Option<i64>,
-}
-
-/// One root's links that differ from the plain case.
-#[derive(Clone, Debug, Default)]
-struct RootLinks {
-    /// The peer this node's tree link for the root comes from, if known.
-    parent: Option<SocketAddr>,
-    /// The neighbours pruned for the root (lazy whatever else they are); `Some` once one
-    /// was, even if emptied since (the root then takes the per-neighbour pass in
-    /// [`Plumtree::targets`]).
-    lazy: Option<BTreeSet<SocketAddr>>,
-    /// The other neighbours that are eager for the root: they pushed to us or grafted (as
-    /// `lazy`, `Some` once one was).
-    extra: Option<BTreeSet<SocketAddr>>,
-}
-
-impl RootLinks {
-    fn lazy_mut(&mut self) -> &mut BTreeSet<SocketAddr> {
-        self.lazy.get_or_insert_with(BTreeSet::new)
-    }
-
-    fn extra_mut(&mut self) -> &mut BTreeSet<SocketAddr> {
-        self.extra.get_or_insert_with(BTreeSet::new)
-    }
 }
 
 /// How many recent non-parent first deliveries are remembered for pruning.
@@ -189,7 +165,9 @@ impl Plumtree {
             regions: Vec::new(),
             ranked_local: BTreeSet::new(),
             ranked_remote: BTreeSet::new(),
-            roots: HashMap::default(),
+            eager_extra: HashMap::default(),
+            lazy: HashMap::default(),
+            parent: HashMap::default(),
             plain_push: Vec::new(),
             plain_announce: Vec::new(),
             first_from: BTreeMap::new(),
@@ -235,9 +213,8 @@ impl Plumtree {
         !self.is_lazy_explicit(peer, root)
             && (self.preferred.contains(&peer)
                 || self
-                    .roots
+                    .eager_extra
                     .get(&root)
-                    .and_then(|l| l.extra.as_ref())
                     .is_some_and(|e| e.contains(&peer)))
     }
 
@@ -255,10 +232,9 @@ impl Plumtree {
         push: &mut Vec<SocketAddr>,
         announce: &mut Vec<SocketAddr>,
     ) {
-        let links = self.roots.get(&root);
-        let parent = links.and_then(|l| l.parent);
-        let lazy = links.and_then(|l| l.lazy.as_ref());
-        let extra = links.and_then(|l| l.extra.as_ref());
+        let parent = self.parent.get(&root).copied();
+        let lazy = self.lazy.get(&root);
+        let extra = self.eager_extra.get(&root);
         if lazy.is_none() && extra.is_none() {
             push.extend(
                 self.plain_push
@@ -293,13 +269,13 @@ impl Plumtree {
 
     /// The eager neighbours a delta of `root` is pushed to: not its parent, which is upstream.
     pub fn push_targets(&self, root: ReplicaId) -> impl Iterator<Item = SocketAddr> + '_ {
-        let parent = self.parent(root);
+        let parent = self.parent.get(&root).copied();
         self.eager(root).filter(move |a| Some(*a) != parent)
     }
 
     /// The peer this node's tree link for `root` comes from, if known.
     pub fn parent(&self, root: ReplicaId) -> Option<SocketAddr> {
-        self.roots.get(&root).and_then(|l| l.parent)
+        self.parent.get(&root).copied()
     }
 
     /// The neighbours that receive announcements of `root`'s deltas: those not eager among
@@ -560,17 +536,13 @@ impl Plumtree {
         self.ranked.remove(addr);
         self.refresh_plain();
         self.linked.remove(addr);
-        for links in self.roots.values_mut() {
-            if let Some(e) = links.extra.as_mut() {
-                e.remove(addr);
-            }
-            if let Some(l) = links.lazy.as_mut() {
-                l.remove(addr);
-            }
-            if links.parent == Some(*addr) {
-                links.parent = None;
-            }
+        for e in self.eager_extra.values_mut() {
+            e.remove(addr);
         }
+        for l in self.lazy.values_mut() {
+            l.remove(addr);
+        }
+        self.parent.retain(|_, a| a != addr);
         for m in self.missing.values_mut() {
             m.announcers.retain(|a| a != addr);
         }
@@ -580,10 +552,12 @@ impl Plumtree {
     /// the parent if the root has none.
     pub fn on_first_delivery(&mut self, from: SocketAddr, dot: &Dot) {
         let root = dot.replica;
-        let links = self.make_eager(from, root);
-        match links.parent {
-            None => links.parent = Some(from),
-            Some(p) if p == from => {}
+        self.make_eager(from, root);
+        match self.parent.get(&root) {
+            None => {
+                self.parent.insert(root, from);
+            }
+            Some(p) if *p == from => {}
             Some(_) => {
                 self.first_from.insert(*dot, from);
                 self.first_from_order.push_back(*dot);
@@ -612,55 +586,45 @@ impl Plumtree {
     /// nothing).
     pub fn on_duplicate(&mut self, from: SocketAddr, dot: &Dot) -> Option<SocketAddr> {
         let root = dot.replica;
-        let victim = if self.parent(root) == Some(from) {
+        let victim = if self.parent.get(&root) == Some(&from) {
             self.first_from.remove(dot).filter(|n| *n != from)?
         } else {
             from
         };
         let was_eager = self.contact(victim) || !self.is_lazy_explicit(victim, root);
-        let links = self.roots.entry(root).or_default();
-        links.lazy_mut().insert(victim);
-        if let Some(e) = links.extra.as_mut() {
+        self.lazy.entry(root).or_default().insert(victim);
+        if let Some(e) = self.eager_extra.get_mut(&root) {
             e.remove(&victim);
         }
         was_eager.then_some(victim)
     }
 
     fn is_lazy_explicit(&self, peer: SocketAddr, root: ReplicaId) -> bool {
-        self.roots
-            .get(&root)
-            .and_then(|l| l.lazy.as_ref())
-            .is_some_and(|l| l.contains(&peer))
+        self.lazy.get(&root).is_some_and(|l| l.contains(&peer))
     }
 
-    /// Makes `peer` eager for `root`; returns the root's links (created if new).
-    fn make_eager(&mut self, peer: SocketAddr, root: ReplicaId) -> &mut RootLinks {
-        let tree_link = self.preferred.contains(&peer);
-        if !tree_link {
-            self.contact(peer);
-        }
-        let links = self.roots.entry(root).or_default();
-        if let Some(l) = links.lazy.as_mut() {
+    fn make_eager(&mut self, peer: SocketAddr, root: ReplicaId) {
+        if let Some(l) = self.lazy.get_mut(&root) {
             l.remove(&peer);
         }
-        // A tree link is a neighbour, eager for every root it was not pruned for.
-        if !tree_link {
-            links.extra_mut().insert(peer);
+        if self.preferred.contains(&peer) {
+            // A tree link: a neighbour, eager for every root it was not pruned for.
+            return;
         }
-        links
+        self.contact(peer);
+        self.eager_extra.entry(root).or_default().insert(peer);
     }
 
     /// `from` asked us to stop pushing `root`'s deltas eagerly. If it was our parent for that
     /// root, the root has no parent until the next first delivery or graft.
     pub fn on_prune(&mut self, from: SocketAddr, root: ReplicaId) {
         self.contact(from);
-        let links = self.roots.entry(root).or_default();
-        links.lazy_mut().insert(from);
-        if let Some(e) = links.extra.as_mut() {
+        self.lazy.entry(root).or_default().insert(from);
+        if let Some(e) = self.eager_extra.get_mut(&root) {
             e.remove(&from);
         }
-        if links.parent == Some(from) {
-            links.parent = None;
+        if self.parent.get(&root) == Some(&from) {
+            self.parent.remove(&root);
         }
     }
 
@@ -673,11 +637,7 @@ impl Plumtree {
     /// announcement, start the graft timer. Returns false when the table is full.
     pub fn on_ihave(&mut self, now: i64, from: SocketAddr, dot: Dot) -> bool {
         if self.contact(from) {
-            self.roots
-                .entry(dot.replica)
-                .or_default()
-                .lazy_mut()
-                .insert(from);
+            self.lazy.entry(dot.replica).or_default().insert(from);
         }
         if let Some(m) = self.missing.get_mut(&dot) {
             if !m.announcers.contains(&from) {
@@ -740,7 +700,8 @@ impl Plumtree {
         self.note_first_deadline();
         for (peer, dot) in &out {
             // The old tree link failed to deliver: the grafted peer is the new parent.
-            self.make_eager(*peer, dot.replica).parent = Some(*peer);
+            self.make_eager(*peer, dot.replica);
+            self.parent.insert(dot.replica, *peer);
         }
         out
     }
