@@ -24,9 +24,8 @@ use crate::Payload;
 use crate::delivered::{Delivered, DigestContext};
 use crate::messages::{Delta, EncodedDelta};
 use crdt_types::{CausalContext, Dot, ReplicaId, VersionVector};
-use rustc_hash::FxBuildHasher;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::marker::PhantomData;
 
 /// What a peer can be sent, according to its digest (see [`DeltaLog::plan_for`]).
@@ -96,59 +95,16 @@ impl OriginLog {
     }
 }
 
-/// Every origin's log: in a vector, in the order the origins were first seen (an origin is
-/// never removed), found by one hash lookup by replica, and walked in replica order (by
-/// [`DeltaLog::plan_for`] and [`DeltaLog::iter`]) through a B-tree of their places.
-#[derive(Clone, Debug, Default)]
-struct Origins {
-    logs: Vec<OriginLog>,
-    index: HashMap<ReplicaId, u32, FxBuildHasher>,
-    order: BTreeMap<ReplicaId, u32>,
-}
-
-impl Origins {
-    fn get(&self, replica: ReplicaId) -> Option<&OriginLog> {
-        self.index.get(&replica).map(|&i| &self.logs[i as usize])
-    }
-
-    fn get_mut(&mut self, replica: ReplicaId) -> Option<&mut OriginLog> {
-        self.index
-            .get(&replica)
-            .map(|&i| &mut self.logs[i as usize])
-    }
-
-    /// The log of `replica`, created empty if new.
-    fn get_or_new(&mut self, replica: ReplicaId) -> &mut OriginLog {
-        let Origins { logs, index, order } = self;
-        let i = *index.entry(replica).or_insert_with(|| {
-            let i = logs.len() as u32;
-            logs.push(OriginLog::new());
-            order.insert(replica, i);
-            i
-        });
-        &mut logs[i as usize]
-    }
-
-    /// Every origin and its log, in replica order.
-    fn in_order(&self) -> impl Iterator<Item = (ReplicaId, &OriginLog)> + '_ {
-        self.order
-            .iter()
-            .map(|(&r, &i)| (r, &self.logs[i as usize]))
-    }
-}
-
 /// A bounded log of deltas keyed by dot.
 ///
-/// Entries are kept per origin in sequence order ([`Origins`]: every delivered delta is
-/// inserted, and at 300 origins the B-tree descent to its origin that an insert took, over
-/// cold memory, was about 4% of a simulation). The eviction order (oldest first, marked
+/// Entries are kept per origin in sequence order. The eviction order (oldest first, marked
 /// entries before unmarked ones) is kept in two queues of `(insertion number, dot)` that are
 /// not updated when an entry leaves or is marked: a pair whose entry is gone, or no longer in
 /// that queue's state, is skipped when it comes up, and the queues are compacted once such
 /// stale pairs outnumber the live ones.
 #[derive(Clone, Debug)]
 pub struct DeltaLog<P> {
-    origins: Origins,
+    origins: BTreeMap<ReplicaId, OriginLog>,
     /// Unmarked entries by insertion order (and stale pairs).
     by_age: VecDeque<(u64, Dot)>,
     /// Entries below the stable watermark, oldest inserted first (and stale pairs): evicted
@@ -174,7 +130,7 @@ impl<P: Payload> DeltaLog<P> {
     /// An empty log bounded to `max_entries` entries and `max_bytes` bytes of deltas.
     pub fn new(max_entries: usize, max_bytes: usize) -> Self {
         DeltaLog {
-            origins: Origins::default(),
+            origins: BTreeMap::new(),
             by_age: VecDeque::new(),
             stable_by_age: BinaryHeap::new(),
             len: 0,
@@ -244,14 +200,17 @@ impl<P: Payload> DeltaLog<P> {
     }
 
     fn entry(&self, dot: &Dot) -> Option<&Entry> {
-        self.origins.get(dot.replica)?.get(dot.counter)
+        self.origins.get(&dot.replica)?.get(dot.counter)
     }
 
     /// Adds the delta with this dot (`delta` is its encoding), delivered at `now`, evicting the
     /// oldest entries if the log is over its bounds. Returns how many entries were evicted for
     /// capacity.
     pub fn insert(&mut self, dot: Dot, delta: EncodedDelta, now: i64) -> usize {
-        let origin = self.origins.get_or_new(dot.replica);
+        let origin = self
+            .origins
+            .entry(dot.replica)
+            .or_insert_with(OriginLog::new);
         let Err(at) = origin.position(dot.counter) else {
             return 0;
         };
@@ -342,7 +301,7 @@ impl<P: Payload> DeltaLog<P> {
     }
 
     fn remove(&mut self, dot: &Dot) -> Option<Entry> {
-        let origin = self.origins.get_mut(dot.replica)?;
+        let origin = self.origins.get_mut(&dot.replica)?;
         let i = origin.position(dot.counter).ok()?;
         let e = origin.entries.remove(i)?;
         origin.update_last();
@@ -363,7 +322,7 @@ impl<P: Payload> DeltaLog<P> {
     /// it): marked entries are evicted first when the log is full.
     pub fn mark_stable(&mut self, watermark: &VersionVector) {
         for (replica, upto) in watermark.iter() {
-            let origin = self.origins.get_or_new(replica);
+            let origin = self.origins.entry(replica).or_insert_with(OriginLog::new);
             let from = origin.stable_upto;
             if upto <= from {
                 continue;
@@ -390,7 +349,7 @@ impl<P: Payload> DeltaLog<P> {
     pub fn trim_stable(&mut self, watermark: &VersionVector) -> usize {
         let mut dropped = 0;
         for (replica, upto) in watermark.iter() {
-            let Some(origin) = self.origins.get_mut(replica) else {
+            let Some(origin) = self.origins.get_mut(&replica) else {
                 continue;
             };
             let mut doomed = Vec::new();
@@ -421,7 +380,7 @@ impl<P: Payload> DeltaLog<P> {
         if seq == 0 {
             return;
         }
-        let o = self.origins.get_or_new(origin);
+        let o = self.origins.entry(origin).or_insert_with(OriginLog::new);
         o.floor = o.floor.max(seq);
     }
 
@@ -439,7 +398,7 @@ impl<P: Payload> DeltaLog<P> {
 
     /// The highest logged sequence number of `origin` (0 if none).
     pub fn max_seq(&self, origin: ReplicaId) -> u64 {
-        self.origins.get(origin).map_or(0, |o| o.last)
+        self.origins.get(&origin).map_or(0, |o| o.last)
     }
 
     /// What a peer whose delivered context is `peer` should be sent, given our own delivered
@@ -465,7 +424,7 @@ impl<P: Payload> DeltaLog<P> {
         };
         let mut spent = 0usize;
         let mut theirs_iter = peer.vv().iter().peekable();
-        for (origin, log) in self.origins.in_order() {
+        for (&origin, log) in &self.origins {
             while theirs_iter.next_if(|&(r, _)| r < origin).is_some() {}
             let theirs = theirs_iter
                 .peek()
@@ -553,8 +512,8 @@ impl<P: Payload> DeltaLog<P> {
     /// inspects them. (Every entry decodes: it was encoded here or decoded on receipt.)
     pub fn iter(&self) -> impl Iterator<Item = Delta<P>> + '_ {
         self.origins
-            .in_order()
-            .flat_map(|(_, o)| o.entries.iter().filter_map(|e| e.delta.decode().ok()))
+            .values()
+            .flat_map(|o| o.entries.iter().filter_map(|e| e.delta.decode().ok()))
     }
 }
 
