@@ -15,7 +15,7 @@ use crate::regions::RegionMap;
 use crate::report::{BroadcastFigures, Report};
 use crate::rng::{SimRng, Stream};
 use crate::scenarios::{Plan, Scenario, Timing};
-use crate::store::PlantedBug;
+use crate::store::{PlantedBug, SharedNumbers};
 use crate::workload::{Intent, Workload, WorkloadConfig};
 use bytes::Bytes;
 use crdt_types::{Key, Object, ObjectDelta};
@@ -157,6 +157,8 @@ pub struct Simulation {
     unsent: Vec<usize>,
     /// `unsent_flag[slot]`: the slot is in `unsent`.
     unsent_flag: Vec<bool>,
+    /// The key and replica numbers every store of the run shares.
+    numbers: SharedNumbers,
 }
 
 impl Simulation {
@@ -175,6 +177,7 @@ impl Simulation {
             .unwrap_or_else(|| gossip::Config::wan(cfg.nodes as u32));
         let mut network = Network::new(cfg.regions.clone(), cfg.network.clone(), &rng);
         let placement = cfg.regions.place(cfg.nodes);
+        let numbers = SharedNumbers::default();
         let mut nodes = Vec::with_capacity(cfg.nodes);
         let mut per_region = vec![0usize; cfg.regions.len()];
         let mut seeds = Vec::new();
@@ -182,7 +185,7 @@ impl Simulation {
             let slot = network.add_node(region);
             per_region[region] += 1;
             let name = format!("{}-{}", cfg.regions.name(region), per_region[region]);
-            let mut node = SimNode::new(name, region, slot, &rng);
+            let mut node = SimNode::new(name, region, slot, &rng, &numbers);
             if per_region[region] == 1 {
                 seeds.push(node.addr);
             }
@@ -213,6 +216,7 @@ impl Simulation {
             healed: false,
             agreement: Vec::new(),
             event_buf: Vec::new(),
+            numbers,
             unsent: Vec::new(),
             unsent_flag: Vec::new(),
             cfg,
@@ -736,7 +740,7 @@ impl Simulation {
                 let slot = self.network.add_node(region);
                 let count = self.nodes.iter().filter(|n| n.region == region).count() + 1;
                 let name = format!("{}-{count}", self.cfg.regions.name(region));
-                let mut node = SimNode::new(name, region, slot, &self.rng);
+                let mut node = SimNode::new(name, region, slot, &self.rng, &self.numbers);
                 if let Some(bug) = self.cfg.planted_bug {
                     node.store.plant_bug(bug);
                 }
