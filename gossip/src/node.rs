@@ -397,6 +397,22 @@ impl<P: Payload> Node<P> {
         .min()
     }
 
+    /// Moves every event waiting for the driver to the back of `out`, in the order they
+    /// happened: the same as calling [`Node::poll_event`] until it gives `None`, without
+    /// moving each event twice. When `out` is empty the queues are swapped (no event moves
+    /// at all), so a driver that empties `out` and hands it back each time circulates two
+    /// buffers.
+    pub fn take_events(&mut self, out: &mut VecDeque<Event<P>>) {
+        if out.is_empty() {
+            std::mem::swap(&mut self.events, out);
+        } else {
+            out.append(&mut self.events);
+        }
+        if self.events.capacity() > EVENTS_KEPT {
+            self.events.shrink_to(EVENTS_KEPT);
+        }
+    }
+
     /// The next event for the driver, in the order they happened.
     pub fn poll_event(&mut self) -> Option<Event<P>> {
         let event = self.events.pop_front();

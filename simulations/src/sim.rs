@@ -20,6 +20,7 @@ use crate::workload::{Intent, Workload, WorkloadConfig};
 use bytes::Bytes;
 use crdt_types::{Key, Object, ObjectDelta};
 use gossip::Event;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 /// Everything that determines a run.
@@ -149,9 +150,10 @@ pub struct Simulation {
     converged_at: Option<Millis>,
     healed: bool,
     agreement: Vec<(f64, f64, f64)>,
-    /// The events of the node being drained, kept between drains (emptied by each) so a
-    /// drain does not grow a new vector.
-    event_buf: Vec<Event<ObjectDelta>>,
+    /// The events of the node being drained, kept between drains (emptied by each): swapped
+    /// with the node's own queue ([`gossip::Node::take_events`]), so no event is moved to
+    /// be taken.
+    event_buf: VecDeque<Event<ObjectDelta>>,
     /// Nodes that took messages in the current virtual millisecond and have not sent what
     /// they queued in answer, in the order they took the first one (see [`Simulation::run`]).
     unsent: Vec<usize>,
@@ -215,7 +217,7 @@ impl Simulation {
             converged_at: None,
             healed: false,
             agreement: Vec::new(),
-            event_buf: Vec::new(),
+            event_buf: VecDeque::new(),
             numbers,
             unsent: Vec::new(),
             unsent_flag: Vec::new(),
@@ -524,11 +526,9 @@ impl Simulation {
                 self.event_buf = events;
                 return;
             };
-            while let Some(e) = g.poll_event() {
-                events.push(e);
-            }
+            g.take_events(&mut events);
         }
-        for e in events.drain(..) {
+        while let Some(e) = events.pop_front() {
             self.on_event(slot, e);
         }
         self.event_buf = events;
