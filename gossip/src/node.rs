@@ -38,8 +38,7 @@ use crdt_types::{
 };
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use rustc_hash::FxBuildHasher;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 /// The logical stream a message belongs to. Drivers may map channels to separate streams so
@@ -149,11 +148,13 @@ pub struct Node<P: Payload> {
     /// Per peer: its replica and the delivered vector of its latest digest.
     acked: BTreeMap<SocketAddr, (ReplicaId, VersionVector)>,
     outbox: Outbox<P>,
-    /// Per lazy peer, the ids waiting for its next announcement. A hash map: it is looked up
-    /// for every lazy target of every delivered delta and walked only to flush, and the
-    /// order a flush queues the peers' batches in changes nothing (each peer has its own
-    /// queue, and the outbox serves them in address order).
-    pending_ihave: HashMap<SocketAddr, Vec<Dot>, FxBuildHasher>,
+    /// Per lazy peer, the ids waiting for its next announcement, in the order the peers
+    /// first got one. A short list (the peers announced to: this node's ranked links and a
+    /// few pruned ones), searched for every lazy target of every delivered delta: a compare
+    /// of addresses per entry is cheaper than hashing one. The order a flush queues the
+    /// peers' batches in changes nothing (each peer has its own queue, and the outbox serves
+    /// them in address order).
+    pending_ihave: Vec<(SocketAddr, Vec<Dot>)>,
     /// Members that came up since the last anti-entropy round.
     came_up: BTreeSet<SocketAddr>,
     events: VecDeque<Event<P>>,
@@ -227,7 +228,7 @@ impl<P: Payload> Node<P> {
             delivered: Delivered::from(&restored.delivered),
             next_seq,
             acked: BTreeMap::new(),
-            pending_ihave: HashMap::default(),
+            pending_ihave: Vec::new(),
             came_up: BTreeSet::new(),
             events: VecDeque::new(),
             seeds: BTreeSet::new(),
@@ -394,6 +395,22 @@ impl<P: Payload> Node<P> {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Moves every event waiting for the driver to the back of `out`, in the order they
+    /// happened: the same as calling [`Node::poll_event`] until it gives `None`, without
+    /// moving each event twice. When `out` is empty the queues are swapped (no event moves
+    /// at all), so a driver that empties `out` and hands it back each time circulates two
+    /// buffers.
+    pub fn take_events(&mut self, out: &mut VecDeque<Event<P>>) {
+        if out.is_empty() {
+            std::mem::swap(&mut self.events, out);
+        } else {
+            out.append(&mut self.events);
+        }
+        if self.events.capacity() > EVENTS_KEPT {
+            self.events.shrink_to(EVENTS_KEPT);
+        }
     }
 
     /// The next event for the driver, in the order they happened.
@@ -723,7 +740,7 @@ impl<P: Payload> Node<P> {
                     let addr = info.identity.addr;
                     self.plumtree.remove_peer(&addr);
                     self.anti_entropy.forget(&addr);
-                    self.pending_ihave.remove(&addr);
+                    self.pending_ihave.retain(|(a, _)| *a != addr);
                     self.stats.dropped_backpressure += self.outbox.drop_peer(&addr) as u64;
                     self.came_up.remove(&addr);
                     self.events.push_back(Event::MemberDown(info));
@@ -842,7 +859,14 @@ impl<P: Payload> Node<P> {
         }
         let mut fullest = 0;
         for &peer in &lazy {
-            let batch = self.pending_ihave.entry(peer).or_default();
+            let batch = match self.pending_ihave.iter().position(|(a, _)| *a == peer) {
+                Some(i) => &mut self.pending_ihave[i].1,
+                None => {
+                    self.pending_ihave.push((peer, Vec::new()));
+                    let last = self.pending_ihave.len() - 1;
+                    &mut self.pending_ihave[last].1
+                }
+            };
             batch.push(dot);
             fullest = fullest.max(batch.len());
         }
@@ -871,7 +895,8 @@ impl<P: Payload> Node<P> {
 
     fn flush_ihave(&mut self) {
         self.ihave_deadline = None;
-        for (peer, dots) in self.pending_ihave.drain() {
+        let mut pending = std::mem::take(&mut self.pending_ihave);
+        for (peer, dots) in pending.drain(..) {
             let n = dots.len() as u64;
             let item = GossipItem::IHave(dots);
             let size = item_len(&item);
@@ -881,6 +906,7 @@ impl<P: Payload> Node<P> {
                 self.stats.dropped_backpressure += 1;
             }
         }
+        self.pending_ihave = pending;
     }
 
     fn send_grafts(&mut self, now: i64) {

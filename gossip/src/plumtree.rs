@@ -113,6 +113,9 @@ pub struct Plumtree {
     first_from_order: VecDeque<Dot>,
     missing: BTreeMap<Dot, Missing>,
     deadlines: BTreeSet<(i64, Dot)>,
+    /// The first of `deadlines`, kept beside it: the driver asks for it after every input
+    /// ([`Plumtree::next_deadline`]), and the set's first leaf is cold by then.
+    first_deadline: Option<i64>,
 }
 
 /// How many recent non-parent first deliveries are remembered for pruning.
@@ -171,6 +174,7 @@ impl Plumtree {
             first_from_order: VecDeque::new(),
             missing: BTreeMap::new(),
             deadlines: BTreeSet::new(),
+            first_deadline: None,
         }
     }
 
@@ -571,6 +575,7 @@ impl Plumtree {
     pub fn delivered(&mut self, dot: &Dot) {
         if let Some(m) = self.missing.remove(dot) {
             self.deadlines.remove(&(m.deadline, *dot));
+            self.note_first_deadline();
         }
     }
 
@@ -652,12 +657,17 @@ impl Plumtree {
             },
         );
         self.deadlines.insert((deadline, dot));
+        self.note_first_deadline();
         true
+    }
+
+    fn note_first_deadline(&mut self) {
+        self.first_deadline = self.deadlines.first().map(|(t, _)| *t);
     }
 
     /// The earliest graft deadline.
     pub fn next_deadline(&self) -> Option<i64> {
-        self.deadlines.first().map(|(t, _)| *t)
+        self.first_deadline
     }
 
     /// The grafts due at `now`: `(announcer, dot)` pairs, each announcer made eager for the
@@ -687,6 +697,7 @@ impl Plumtree {
                 }
             }
         }
+        self.note_first_deadline();
         for (peer, dot) in &out {
             // The old tree link failed to deliver: the grafted peer is the new parent.
             self.make_eager(*peer, dot.replica);

@@ -4,10 +4,11 @@
 
 use crate::queue::Millis;
 use crate::rng::{SimRng, Stream};
-use crate::store::Store;
+use crate::store::{SharedNumbers, Store};
 use crdt_types::{ObjectDelta, ReplicaId};
 use gossip::{Config, Identity, Restored};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
 
 /// Whether a node runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,8 +73,15 @@ pub fn addr_slot(addr: SocketAddr) -> Option<usize> {
 }
 
 impl SimNode {
-    /// A node that has not started yet, with a fresh data directory.
-    pub fn new(name: String, region: usize, slot: usize, rng: &SimRng) -> Self {
+    /// A node that has not started yet, with a fresh data directory whose store numbers keys
+    /// and replicas in `numbers` (shared by the run's stores).
+    pub fn new(
+        name: String,
+        region: usize,
+        slot: usize,
+        rng: &SimRng,
+        numbers: &SharedNumbers,
+    ) -> Self {
         let mut node = SimNode {
             name,
             region,
@@ -81,7 +89,7 @@ impl SimNode {
             status: Status::Crashed,
             skew_ms: 0,
             gossip: None,
-            store: Store::new(),
+            store: Store::sharing(numbers),
             incarnation: 0,
             lost_replicas: Vec::new(),
             timer: None,
@@ -158,7 +166,8 @@ impl SimNode {
         self.status = Status::Crashed;
         if lose_data {
             self.lost_replicas.push(self.replica);
-            self.store = Store::new();
+            let numbers = Rc::clone(self.store.numbers());
+            self.store = Store::sharing(&numbers);
             self.incarnation += 1;
             self.replica = self.mint_replica(slot, rng);
         }

@@ -15,11 +15,12 @@ use crate::regions::RegionMap;
 use crate::report::{BroadcastFigures, Report};
 use crate::rng::{SimRng, Stream};
 use crate::scenarios::{Plan, Scenario, Timing};
-use crate::store::PlantedBug;
+use crate::store::{PlantedBug, SharedNumbers};
 use crate::workload::{Intent, Workload, WorkloadConfig};
 use bytes::Bytes;
 use crdt_types::{Key, Object, ObjectDelta};
 use gossip::Event;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 /// Everything that determines a run.
@@ -149,14 +150,17 @@ pub struct Simulation {
     converged_at: Option<Millis>,
     healed: bool,
     agreement: Vec<(f64, f64, f64)>,
-    /// The events of the node being drained, kept between drains (emptied by each) so a
-    /// drain does not grow a new vector.
-    event_buf: Vec<Event<ObjectDelta>>,
+    /// The events of the node being drained, kept between drains (emptied by each): swapped
+    /// with the node's own queue ([`gossip::Node::take_events`]), so no event is moved to
+    /// be taken.
+    event_buf: VecDeque<Event<ObjectDelta>>,
     /// Nodes that took messages in the current virtual millisecond and have not sent what
     /// they queued in answer, in the order they took the first one (see [`Simulation::run`]).
     unsent: Vec<usize>,
     /// `unsent_flag[slot]`: the slot is in `unsent`.
     unsent_flag: Vec<bool>,
+    /// The key and replica numbers every store of the run shares.
+    numbers: SharedNumbers,
 }
 
 impl Simulation {
@@ -175,6 +179,7 @@ impl Simulation {
             .unwrap_or_else(|| gossip::Config::wan(cfg.nodes as u32));
         let mut network = Network::new(cfg.regions.clone(), cfg.network.clone(), &rng);
         let placement = cfg.regions.place(cfg.nodes);
+        let numbers = SharedNumbers::default();
         let mut nodes = Vec::with_capacity(cfg.nodes);
         let mut per_region = vec![0usize; cfg.regions.len()];
         let mut seeds = Vec::new();
@@ -182,7 +187,7 @@ impl Simulation {
             let slot = network.add_node(region);
             per_region[region] += 1;
             let name = format!("{}-{}", cfg.regions.name(region), per_region[region]);
-            let mut node = SimNode::new(name, region, slot, &rng);
+            let mut node = SimNode::new(name, region, slot, &rng, &numbers);
             if per_region[region] == 1 {
                 seeds.push(node.addr);
             }
@@ -212,7 +217,8 @@ impl Simulation {
             converged_at: None,
             healed: false,
             agreement: Vec::new(),
-            event_buf: Vec::new(),
+            event_buf: VecDeque::new(),
+            numbers,
             unsent: Vec::new(),
             unsent_flag: Vec::new(),
             cfg,
@@ -520,11 +526,9 @@ impl Simulation {
                 self.event_buf = events;
                 return;
             };
-            while let Some(e) = g.poll_event() {
-                events.push(e);
-            }
+            g.take_events(&mut events);
         }
-        for e in events.drain(..) {
+        while let Some(e) = events.pop_front() {
             self.on_event(slot, e);
         }
         self.event_buf = events;
@@ -736,7 +740,7 @@ impl Simulation {
                 let slot = self.network.add_node(region);
                 let count = self.nodes.iter().filter(|n| n.region == region).count() + 1;
                 let name = format!("{}-{count}", self.cfg.regions.name(region));
-                let mut node = SimNode::new(name, region, slot, &self.rng);
+                let mut node = SimNode::new(name, region, slot, &self.rng, &self.numbers);
                 if let Some(bug) = self.cfg.planted_bug {
                     node.store.plant_bug(bug);
                 }

@@ -26,7 +26,7 @@ use gossip::{
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 /// Virtual time starts here (Unix ms; the HLC cannot stamp before 2024).
@@ -177,6 +177,12 @@ pub struct Net {
     /// When set, the bytes of every transmit are kept too (for fuzzing with real messages).
     pub capture: bool,
     pub captured: Vec<bytes::Bytes>,
+    /// When set, events are taken with `Node::take_events` into one reused queue instead of
+    /// one `poll_event` at a time.
+    pub take_events: bool,
+    event_buf: VecDeque<Event<GSet>>,
+    /// When set, `(node, hash of the event's debug form)` of every event handed out.
+    pub event_trace: Option<Vec<(usize, u64)>>,
     restarts: u64,
 }
 
@@ -229,6 +235,9 @@ impl Net {
             trace: Vec::new(),
             capture: false,
             captured: Vec::new(),
+            take_events: false,
+            event_buf: VecDeque::new(),
+            event_trace: None,
             restarts: 0,
         };
         for i in 0..n {
@@ -280,9 +289,21 @@ impl Net {
                 },
             );
         }
-        while let Some(e) = self.nodes[i].node.poll_event() {
+        let mut events = std::mem::take(&mut self.event_buf);
+        if self.take_events {
+            self.nodes[i].node.take_events(&mut events);
+        } else {
+            while let Some(e) = self.nodes[i].node.poll_event() {
+                events.push_back(e);
+            }
+        }
+        for e in events.drain(..) {
+            if let Some(t) = self.event_trace.as_mut() {
+                t.push((i, fnv(format!("{e:?}").as_bytes())));
+            }
             self.nodes[i].store.apply(&e);
         }
+        self.event_buf = events;
     }
 
     /// Runs the network until `self.now + ms`.
