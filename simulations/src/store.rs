@@ -305,14 +305,14 @@ impl Store {
             }
         }
         if let Object::Cart(cart) = object {
-            // `compact_stable` only raises the entries of replicas the key's context already
-            // mentions and the applied vector is ahead on. Find those with one lookup per
-            // replica of the key's context (usually none is ahead, then nothing to do)
-            // instead of searching the key's context for every replica of the cluster. Same
-            // result.
-            // Collected into one vector rather than raised entry by entry (which reallocates
-            // the vector for each new replica). The counters are read from `tops` by the
-            // run's replica numbers (the same as `delivered.top`).
+            // Folds the key's cloud into its vector: each replica with a cloud dot is raised
+            // to what this store has applied of it, which covers that dot (the store applied
+            // it). Replicas with no cloud dot are left as they are: raising them folds
+            // nothing, and a key's vector names every replica that wrote it, so reading each
+            // one's counter on every join cost a lookup per writer (up to the cluster size)
+            // where one per cloud dot does. The counters are read from `tops` by the run's
+            // replica numbers (the same as `delivered.top`); the vector is collected once
+            // rather than raised entry by entry (which reallocates it for each replica).
             let ctx = cart.context();
             let numbers = numbers.borrow();
             let ahead = |r: ReplicaId, c: u64| {
@@ -324,13 +324,8 @@ impl Store {
                 (n > c).then_some((r, n))
             };
             let stable: VersionVector = ctx
-                .vv()
-                .iter()
-                .filter_map(|(r, c)| ahead(r, c))
-                .chain(
-                    ctx.cloud()
-                        .filter_map(|d| ahead(d.replica, ctx.vv().get(d.replica))),
-                )
+                .cloud()
+                .filter_map(|d| ahead(d.replica, ctx.vv().get(d.replica)))
                 .collect();
             if !stable.is_empty() {
                 object.compact(&stable);
