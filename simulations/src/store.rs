@@ -306,9 +306,9 @@ impl Store {
         }
         if let Object::Cart(cart) = object {
             // Folds the key's cloud into its vector: each replica with a cloud dot is raised
-            // to what this store has applied of it, which covers that dot (the store applied
-            // it). Replicas with no cloud dot are left as they are: raising them folds
-            // nothing, and a key's vector names every replica that wrote it, so reading each
+            // to what this store has applied of it, so that its cloud dots up to there (and
+            // the ones contiguous above) fold in. Replicas with no cloud dot are left as they
+            // are: raising them folds nothing, and a key's vector names every replica that wrote it, so reading each
             // one's counter on every join cost a lookup per writer (up to the cluster size)
             // where one per cloud dot does. The counters are read from `tops` by the run's
             // replica numbers (the same as `delivered.top`); the vector is collected once
