@@ -43,7 +43,6 @@ pub struct RepairPlan {
 struct Entry {
     seq: u64,
     delta: EncodedDelta,
-    size: usize,
     inserted: u64,
     at: i64,
     stable: bool,
@@ -220,7 +219,7 @@ impl<P: Payload> DeltaLog<P> {
         let stable = dot.counter <= origin.stable_upto;
         if origin.entries.capacity() == 0 {
             // Room for exactly one: many origins (every node, in a large cluster) write once
-            // or rarely, and the first growth would make room for four 200-byte entries.
+            // or rarely, and the first growth would make room for four entries.
             origin.entries.reserve_exact(1);
         }
         origin.entries.insert(
@@ -228,7 +227,6 @@ impl<P: Payload> DeltaLog<P> {
             Entry {
                 seq: dot.counter,
                 delta,
-                size,
                 inserted,
                 at: now,
                 stable,
@@ -315,7 +313,7 @@ impl<P: Payload> DeltaLog<P> {
         if e.stable {
             self.stable_len -= 1;
         }
-        self.bytes -= e.size;
+        self.bytes -= e.delta.wire_len();
     }
 
     /// Marks every entry at or below the stable watermark (every live member has delivered
@@ -442,11 +440,12 @@ impl<P: Payload> DeltaLog<P> {
                 if peer.contains(&Dot::new(origin, e.seq)) || e.at > settled_before {
                     continue;
                 }
-                if spent > 0 && spent + e.size > budget {
+                let size = e.delta.wire_len();
+                if spent > 0 && spent + size > budget {
                     plan.truncated = true;
                     return plan;
                 }
-                spent += e.size;
+                spent += size;
                 plan.deltas.push(e.delta.clone());
             }
         }

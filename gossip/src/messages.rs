@@ -10,11 +10,11 @@
 
 use crate::Payload;
 use crate::delivered::DigestContext;
-use bytes::Bytes;
 use crdt_types::wire::{self, WireError};
 use crdt_types::{Dot, Key, ReplicaId, Stamp, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// One delta of one origin: the unit that is disseminated, logged and applied.
 ///
@@ -66,9 +66,11 @@ impl<P: Payload> Delta<P> {
 pub struct EncodedDelta {
     /// How many links the delta crossed before reaching the node that holds this copy.
     pub hops: u32,
-    /// The encoding of everything but the hop count.
+    /// The encoding of everything but the hop count: one allocation, its reference count
+    /// in front of the bytes, shared by every copy (a `Bytes` is twice the size in every log
+    /// entry, and its first clone allocates a second block for the count).
     #[serde(with = "body_bytes")]
-    body: Bytes,
+    body: Arc<[u8]>,
 }
 
 /// The fields of a delta that [`EncodedDelta`] keeps encoded, for encoding (borrowed)...
@@ -103,7 +105,7 @@ impl EncodedDelta {
         })?;
         Ok(EncodedDelta {
             hops: delta.hops,
-            body: Bytes::from(body.into_boxed_slice()),
+            body: Arc::from(body),
         })
     }
 
@@ -141,25 +143,25 @@ impl EncodedDelta {
 
 /// Serde for [`EncodedDelta`]'s body: one length-prefixed byte string.
 mod body_bytes {
-    use bytes::Bytes;
     use serde::{Deserializer, Serializer, de};
+    use std::sync::Arc;
 
-    pub(super) fn serialize<S: Serializer>(body: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(body: &Arc<[u8]>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(body)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[u8]>, D::Error> {
         struct Visitor;
         impl<'de> de::Visitor<'de> for Visitor {
-            type Value = Bytes;
+            type Value = Arc<[u8]>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an encoded delta")
             }
-            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
-                Ok(Bytes::copy_from_slice(v))
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Arc<[u8]>, E> {
+                Ok(Arc::from(v))
             }
-            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
-                Ok(Bytes::from(v))
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Arc<[u8]>, E> {
+                Ok(Arc::from(v))
             }
         }
         d.deserialize_bytes(Visitor)
@@ -448,7 +450,7 @@ mod tests {
         for cut in 0..good.body.len() {
             let truncated = EncodedDelta {
                 hops: 0,
-                body: good.body.slice(..cut),
+                body: Arc::from(&good.body[..cut]),
             };
             assert!(truncated.decode::<u64>().is_err(), "cut at {cut}");
         }
