@@ -9,7 +9,7 @@
 use crdt_types::{
     ApplyError, CausalContext, Dot, Key, Object, ObjectDelta, ReplicaId, Stamp, VersionVector,
 };
-use gossip::{Delivered, StateBatch, StateSource};
+use gossip::{StateBatch, StateSource};
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 use std::cell::RefCell;
@@ -38,6 +38,8 @@ pub struct Numbers {
     slots: HashTable<u32>,
     keys: Vec<Key>,
     replicas: HashMap<ReplicaId, u32, FxBuildHasher>,
+    /// The replicas by number.
+    replica_ids: Vec<ReplicaId>,
 }
 
 /// A [`Numbers`] shared by the stores of one run.
@@ -60,7 +62,11 @@ impl Numbers {
     /// The number of `replica`, numbered now if new.
     fn replica(&mut self, replica: ReplicaId) -> u32 {
         let next = u32::try_from(self.replicas.len()).expect("fewer than 2^32 replicas");
-        *self.replicas.entry(replica).or_insert(next)
+        let id = *self.replicas.entry(replica).or_insert(next);
+        if id == next {
+            self.replica_ids.push(replica);
+        }
+        id
     }
 
     /// The number of `key`, numbered now if new.
@@ -80,6 +86,102 @@ impl Numbers {
                 i
             }
         }
+    }
+}
+
+/// The dots a store has applied, by the run's replica numbers ([`Numbers`]): per replica a
+/// contiguous counter in a vector, and the few counters above it that arrived out of order.
+/// A store records a dot per delivery, and gossip's `Delivered` (a hash table of its own by
+/// replica id, per node) cost a probe of cold memory for it; the numbers are found in the
+/// run's one shared table, which stays in cache, and the counters are a dense vector.
+#[derive(Default)]
+struct Applied {
+    /// Every counter `1..=tops[n]` of replica number `n` is applied (0 past the end).
+    tops: Vec<u64>,
+    /// Applied counters above `tops[n] + 1`, ascending; no empty entries.
+    above: HashMap<u32, Vec<u64>, FxBuildHasher>,
+}
+
+impl Applied {
+    /// The contiguous counter of replica number `id`.
+    fn top(&self, id: u32) -> u64 {
+        self.tops.get(id as usize).copied().unwrap_or(0)
+    }
+
+    /// Whether counter `c` of replica number `id` is applied (counter 0 always is).
+    fn contains(&self, id: u32, c: u64) -> bool {
+        c == 0
+            || c <= self.top(id)
+            || self
+                .above
+                .get(&id)
+                .is_some_and(|a| a.binary_search(&c).is_ok())
+    }
+
+    /// Records counter `c` of replica number `id`; tells whether it was new.
+    fn insert(&mut self, id: u32, c: u64) -> bool {
+        let top = self.top(id);
+        if c <= top {
+            return false;
+        }
+        if c == top + 1 {
+            self.raise(id, c);
+            return true;
+        }
+        let above = self.above.entry(id).or_default();
+        match above.binary_search(&c) {
+            Ok(_) => false,
+            Err(i) => {
+                above.insert(i, c);
+                true
+            }
+        }
+    }
+
+    /// Records every counter `1..=c` of replica number `id`, folding in the ones above that
+    /// then continue it.
+    fn raise(&mut self, id: u32, c: u64) {
+        let i = id as usize;
+        if i >= self.tops.len() {
+            self.tops.resize(i + 1, 0);
+        }
+        let mut top = self.tops[i].max(c);
+        if !self.above.is_empty()
+            && let Some(above) = self.above.get_mut(&id)
+        {
+            let mut skip = 0;
+            for &s in above.iter() {
+                if s <= top {
+                    skip += 1;
+                } else if s == top + 1 {
+                    top = s;
+                    skip += 1;
+                } else {
+                    break;
+                }
+            }
+            above.drain(..skip);
+            if above.is_empty() {
+                self.above.remove(&id);
+            }
+        }
+        self.tops[i] = top;
+    }
+
+    /// Every applied `(replica number, counter)`, counter 0 excluded.
+    fn dots(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        let contiguous = self
+            .tops
+            .iter()
+            .zip(0u32..)
+            .flat_map(|(&top, id)| (1..=top).map(move |c| (id, c)));
+        let mut above: Vec<(u32, u64)> = self
+            .above
+            .iter()
+            .flat_map(|(&id, a)| a.iter().map(move |&c| (id, c)))
+            .collect();
+        above.sort_unstable();
+        contiguous.chain(above)
     }
 }
 
@@ -107,15 +209,11 @@ pub struct Store {
     /// changed since is stale and skipped, and dropped once stale pairs outnumber the keys.
     by_change: Vec<(u64, usize)>,
     next_change: u64,
-    /// Every delta applied here (own included): what a restart hands back to gossip. Kept as
-    /// gossip's [`Delivered`] (a hash lookup per origin) rather than a `CausalContext`: each
-    /// delivery asks it about the key's replicas and records a dot, and at 1000 origins a
-    /// sorted vector cost two binary searches over cold memory and a shift of the vector per
-    /// new origin.
-    delivered: Delivered,
-    /// `delivered`'s contiguous counter of each replica, by replica number (0 past the end):
-    /// read for every replica a joined key's context names.
-    tops: Vec<u64>,
+    /// Every delta applied here (own included), by replica number: what a restart hands back
+    /// to gossip, and the counters a joined key's cloud is folded with. Not a
+    /// `CausalContext`: at 1000 origins a sorted vector cost two binary searches over cold
+    /// memory per delivery and a shift of the vector per new origin.
+    applied: Applied,
     last_stamp: Option<Stamp>,
     bug: Option<PlantedBug>,
 }
@@ -156,13 +254,20 @@ impl Store {
 
     /// Whether the delta with this dot was applied here (own included).
     pub fn has_applied(&self, dot: &Dot) -> bool {
-        self.delivered.contains(dot)
+        match self.numbers.borrow().find_replica(dot.replica) {
+            Some(id) => self.applied.contains(id, dot.counter),
+            None => dot.counter == 0,
+        }
     }
 
     /// Every delta applied here, as persisted: what a restart hands back to gossip (one step
     /// per applied dot).
     pub fn applied(&self) -> CausalContext {
-        self.delivered.to_context()
+        let numbers = self.numbers.borrow();
+        self.applied
+            .dots()
+            .map(|(id, c)| Dot::new(numbers.replica_ids[id as usize], c))
+            .collect()
     }
 
     /// The highest stamp issued or applied here.
@@ -215,21 +320,13 @@ impl Store {
 
     /// Records a local delta's dot as delivered once it is durable (before it is published).
     pub fn record_own(&mut self, dot: Dot) {
-        self.delivered.insert(dot);
-        self.note_top(dot.replica);
+        self.record(dot);
     }
 
-    /// Copies `replica`'s contiguous counter into `tops` after `delivered` changed.
-    fn note_top(&mut self, replica: ReplicaId) {
-        let top = self.delivered.top(replica);
-        if top == 0 {
-            return;
-        }
-        let id = self.numbers.borrow_mut().replica(replica) as usize;
-        if id >= self.tops.len() {
-            self.tops.resize(id + 1, 0);
-        }
-        self.tops[id] = top;
+    /// Records `dot` as applied; tells whether it was new.
+    fn record(&mut self, dot: Dot) -> bool {
+        let id = self.numbers.borrow_mut().replica(dot.replica);
+        self.applied.insert(id, dot.counter)
     }
 
     /// Joins a remote delta (gossip `Event::Apply`) and records its dot, as one transaction;
@@ -243,9 +340,7 @@ impl Store {
     ) -> Result<bool, ApplyError> {
         self.join(key, delta)?;
         self.last_stamp = self.last_stamp.max(Some(stamp));
-        let new = self.delivered.insert(dot);
-        self.note_top(dot.replica);
-        Ok(new)
+        Ok(self.record(dot))
     }
 
     /// Joins a state from a state transfer (gossip `Event::ApplyState`).
@@ -255,9 +350,9 @@ impl Store {
 
     /// Joins an adopted delivered vector (gossip `Event::AdoptDelivered`).
     pub fn adopt_delivered(&mut self, vv: &VersionVector) {
-        self.delivered.raise(vv);
-        for (r, _) in vv.iter() {
-            self.note_top(r);
+        let mut numbers = self.numbers.borrow_mut();
+        for (r, c) in vv.iter() {
+            self.applied.raise(numbers.replica(r), c);
         }
     }
 
@@ -276,8 +371,7 @@ impl Store {
         let i = self.slot(key);
         let Store {
             entries,
-            delivered,
-            tops,
+            applied,
             numbers,
             ..
         } = self;
@@ -310,17 +404,13 @@ impl Store {
             // the ones contiguous above) fold in. Replicas with no cloud dot are left as they
             // are: raising them folds nothing, and a key's vector names every replica that wrote it, so reading each
             // one's counter on every join cost a lookup per writer (up to the cluster size)
-            // where one per cloud dot does. The counters are read from `tops` by the run's
-            // replica numbers (the same as `delivered.top`); the vector is collected once
-            // rather than raised entry by entry (which reallocates it for each replica).
+            // where one per cloud dot does. The counters are read by the run's replica
+            // numbers; the vector is collected once rather than raised entry by entry
+            // (which reallocates it for each replica).
             let ctx = cart.context();
             let numbers = numbers.borrow();
             let ahead = |r: ReplicaId, c: u64| {
-                let n = numbers
-                    .find_replica(r)
-                    .and_then(|i| tops.get(i as usize).copied())
-                    .unwrap_or(0);
-                debug_assert_eq!(n, delivered.top(r), "tops mirrors delivered");
+                let n = numbers.find_replica(r).map_or(0, |i| applied.top(i));
                 (n > c).then_some((r, n))
             };
             let stable: VersionVector = ctx
@@ -384,6 +474,45 @@ mod tests {
         let mut v: Vec<&(Key, u64)> = last.iter().filter(|(_, c)| *c > cursor).collect();
         v.sort_by_key(|(_, c)| *c);
         v.into_iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    #[test]
+    fn applied_dots_are_the_set_gossip_delivered_records() {
+        // Dots of five replicas in a scrambled order with duplicates and gaps, and an adopted
+        // vector midway: the store's record answers as gossip's `Delivered` of the same dots.
+        let mut store = Store::new();
+        let mut reference = gossip::Delivered::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let replica = |i: u64| ReplicaId(0x5eed_0000 + i * 7919);
+        for step in 0..3000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let dot = Dot::new(replica(x % 5), 1 + (x >> 8) % 60 + step / 50);
+            assert_eq!(
+                store.record(dot),
+                reference.insert(dot),
+                "step {step} {dot:?}"
+            );
+            if step == 1500 {
+                let vv: VersionVector = [(replica(1), 70), (replica(4), 3), (replica(9), 2)]
+                    .into_iter()
+                    .collect();
+                store.adopt_delivered(&vv);
+                reference.raise(&vv);
+            }
+        }
+        for r in 0..10 {
+            for c in 0..130 {
+                let dot = Dot::new(replica(r), c);
+                assert_eq!(store.has_applied(&dot), reference.contains(&dot), "{dot:?}");
+            }
+        }
+        assert_eq!(store.applied(), reference.to_context());
+        assert!(
+            store.applied().cloud().next().is_some(),
+            "some dots out of order"
+        );
     }
 
     #[test]
