@@ -858,11 +858,14 @@ impl<P: Payload> Node<P> {
             }
         }
         let mut fullest = 0;
+        // A new batch has room for a full one (up to 64 ids, 1 KiB): at 1000 nodes batches
+        // fill, and growing one from empty reallocated it four times on the way to 64.
+        let room = self.config.plumtree.ihave_batch_ids.min(64);
         for &peer in &lazy {
             let batch = match self.pending_ihave.iter().position(|(a, _)| *a == peer) {
                 Some(i) => &mut self.pending_ihave[i].1,
                 None => {
-                    self.pending_ihave.push((peer, Vec::new()));
+                    self.pending_ihave.push((peer, Vec::with_capacity(room)));
                     let last = self.pending_ihave.len() - 1;
                     &mut self.pending_ihave[last].1
                 }
