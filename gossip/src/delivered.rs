@@ -20,8 +20,9 @@ use std::collections::HashMap;
 use std::fmt;
 
 /// Moves the numbers of `above` (ascending) that continue `top` into it, and drops those it
-/// covers.
-fn fold(top: &mut u64, above: &mut Vec<u64>) {
+/// covers: how a contiguous counter takes in the out-of-order numbers above it (public for
+/// delivered records kept by other keys, as the simulator's store keeps its own).
+pub fn fold(top: &mut u64, above: &mut Vec<u64>) {
     let mut skip = 0;
     for &s in above.iter() {
         if s <= *top {

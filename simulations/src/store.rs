@@ -149,18 +149,7 @@ impl Applied {
         if !self.above.is_empty()
             && let Some(above) = self.above.get_mut(&id)
         {
-            let mut skip = 0;
-            for &s in above.iter() {
-                if s <= top {
-                    skip += 1;
-                } else if s == top + 1 {
-                    top = s;
-                    skip += 1;
-                } else {
-                    break;
-                }
-            }
-            above.drain(..skip);
+            gossip::delivered::fold(&mut top, above);
             if above.is_empty() {
                 self.above.remove(&id);
             }
