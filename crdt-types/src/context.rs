@@ -175,6 +175,16 @@ impl CausalContext {
         }
     }
 
+    /// The one dot of a context that is one cloud dot over an empty vector, held inline (a
+    /// one-add delta's, which so owns no heap block): one test of the cloud's length field.
+    #[inline(always)]
+    pub(crate) fn only_inline_dot(&self) -> Option<Dot> {
+        match self.cloud.as_slice() {
+            [d] if !self.cloud.spilled() && self.vv.is_empty() => Some(*d),
+            _ => None,
+        }
+    }
+
     /// The position of `dot` in the cloud, as `binary_search` gives it: each step compares
     /// a dot as one 128-bit key (replica, then counter), not field by field.
     #[inline]

@@ -63,6 +63,12 @@ impl Counter {
         self.0.only_entry().map(|(&d, &v)| (d, v))
     }
 
+    /// The counter's one entry, if it has exactly one, held inline (no heap block).
+    #[inline(always)]
+    pub(crate) fn only_inline_entry(&self) -> Option<(Dot, i64)> {
+        self.0.only_inline_entry().map(|(&d, &v)| (d, v))
+    }
+
     /// Drops every entry: in place, what joining [`Counter::reset_delta`] drops.
     pub(crate) fn clear(&mut self) {
         self.0.clear();

@@ -533,6 +533,12 @@ impl<V> DotFun<V> {
         }
     }
 
+    /// The one entry, if there is exactly one and it is held inline (no heap block).
+    #[inline(always)]
+    pub(crate) fn only_inline_entry(&self) -> Option<(&Dot, &V)> {
+        self.only_entry().filter(|_| !self.0.spilled())
+    }
+
     /// Drops every entry (keeping the heap block, as a remove's join does).
     pub(crate) fn clear(&mut self) {
         self.0.clear();
@@ -892,14 +898,12 @@ impl<K: Ord, V: DotStore> DotMap<K, V> {
         }
     }
 
-    /// The one entry, if the map lists exactly one key and holds it inline; else the map.
+    /// The one entry, if the map lists exactly one key, holds it inline and has no key index
+    /// (a delta's): the map's own fields own no heap block then.
     #[inline(always)]
-    pub(crate) fn into_only_entry(self) -> Result<(K, V), Self> {
-        let DotMap(entries, empties, index) = self;
-        match entries.into_inner() {
-            Ok([entry]) => Ok(entry),
-            Err(entries) => Err(DotMap(entries, empties, index)),
-        }
+    pub(crate) fn only_inline_entry(&self) -> Option<(&K, &V)> {
+        self.only_entry()
+            .filter(|_| !self.0.spilled() && self.2.is_none())
     }
 
     /// The present keys in order.

@@ -45,6 +45,12 @@ impl Sku {
         }
     }
 
+    /// Whether the sku is kept inline (owns no heap block).
+    #[inline(always)]
+    pub(crate) fn is_inline(&self) -> bool {
+        matches!(self.0, Repr::Inline { .. })
+    }
+
     /// The sku as a string.
     pub(crate) fn as_str(&self) -> &str {
         match &self.0 {
