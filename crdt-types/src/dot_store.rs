@@ -126,29 +126,35 @@ pub enum Drops<'a> {
 /// keeps the bits of its dots (a [`DotFun`]) is ruled out for most dots by one test each,
 /// so reading a whole cart for them costs a few instructions a key.
 ///
-/// A dot's bit is worked out again where a store's mask has one of the probe's (a few
-/// instructions), not kept beside it: the probe is two words, built and passed with no copy
-/// of a table of bits.
+/// Each dot comes with its bit ([`DotProbe::marked`], worked out once where the probe's dots
+/// are collected), so a store whose mask meets the probe's tests a dot in two instructions.
 pub struct DotProbe<'a> {
-    dots: &'a [Dot],
+    /// The dots, sorted and distinct, each with its mask bit.
+    dots: &'a [(Dot, u64)],
     /// The mask bits of all of `dots`.
     mask: u64,
 }
 
 impl<'a> DotProbe<'a> {
-    /// The probe for `dots` (sorted, distinct).
-    pub fn new(dots: &'a [Dot]) -> Self {
+    /// The probe for `dots` (sorted, distinct, each as [`DotProbe::marked`] gives it).
+    pub fn new(dots: &'a [(Dot, u64)]) -> Self {
         DotProbe {
             dots,
-            mask: Self::bits(dots.iter()),
+            mask: dots.iter().fold(0, |m, (_, bit)| m | bit),
         }
+    }
+
+    /// `dot` with its mask bit, as a probe lists it.
+    #[inline]
+    pub fn marked(dot: Dot) -> (Dot, u64) {
+        (dot, Self::bit(&dot))
     }
 
     /// Whether a store whose dots have the mask bits `held` (or a superset) holds one of the
     /// probe's dots, `holds` telling exactly for the dots whose bit is there.
     #[inline]
     fn any_in(&self, held: u64, mut holds: impl FnMut(&Dot) -> bool) -> bool {
-        held & self.mask != 0 && (self.dots.iter()).any(|d| held & Self::bit(d) != 0 && holds(d))
+        held & self.mask != 0 && (self.dots.iter()).any(|(d, bit)| held & bit != 0 && holds(d))
     }
 
     /// The mask bits of `dots`.
@@ -1092,13 +1098,13 @@ impl<K: Ord + Hash, V: DotStore> DotMap<K, V> {
     ) -> bool {
         let mut seen = ctx.seen_in_order();
         let mut all_seen = true;
-        let mut missing: SmallVec<[Dot; 16]> = SmallVec::new();
+        let mut missing: SmallVec<[(Dot, u64); 16]> = SmallVec::new();
         for (j, d) in dots.iter().enumerate() {
             if j < MAX_DROPS && found & 1 << j != 0 {
                 continue;
             }
             if seen(d) {
-                missing.push(*d);
+                missing.push(DotProbe::marked(*d));
             } else {
                 all_seen = false;
             }
