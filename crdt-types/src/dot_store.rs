@@ -136,8 +136,10 @@ pub struct DotProbe<'a> {
 }
 
 impl<'a> DotProbe<'a> {
-    /// The probe for `dots` (sorted, distinct, each as [`DotProbe::marked`] gives it).
-    pub fn new(dots: &'a [(Dot, u64)]) -> Self {
+    /// The probe for `dots` (sorted, distinct, each as [`DotProbe::marked`] gives it). Only
+    /// this crate builds probes: a dot listed with a wrong bit would be missed, and a remove
+    /// would leave it in place.
+    pub(crate) fn new(dots: &'a [(Dot, u64)]) -> Self {
         DotProbe {
             dots,
             mask: dots.iter().fold(0, |m, (_, bit)| m | bit),
@@ -146,7 +148,7 @@ impl<'a> DotProbe<'a> {
 
     /// `dot` with its mask bit, as a probe lists it.
     #[inline]
-    pub fn marked(dot: Dot) -> (Dot, u64) {
+    pub(crate) fn marked(dot: Dot) -> (Dot, u64) {
         (dot, Self::bit(&dot))
     }
 
