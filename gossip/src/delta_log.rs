@@ -39,21 +39,26 @@ pub struct RepairPlan {
     pub needs_state: bool,
 }
 
+/// One logged delta, a slot of the node-wide arena. Slots are appended in delivery order, so
+/// a delivery writes beside the last one instead of into its origin's own queue (which would
+/// regrow, moving its entries to a fresh block, as an origin's deltas arrive), and the arena
+/// is itself the eviction order of unmarked entries.
 #[derive(Clone, Debug)]
-struct Entry {
-    seq: u64,
-    delta: EncodedDelta,
-    inserted: u64,
+struct Slot {
+    dot: Dot,
+    /// `None` once the entry left the log (its slot waits to be popped or compacted away).
+    delta: Option<EncodedDelta>,
     at: i64,
     stable: bool,
 }
 
-/// One origin's part of the log: its entries in sequence order (deltas mostly arrive in
-/// order, so an insert is usually an append), how far they have been marked stable, and the
-/// floor.
+/// One origin's part of the log: the arena slots of its entries in sequence order (deltas
+/// mostly arrive in order, so an insert is usually an append), how far they have been marked
+/// stable, and the floor.
 #[derive(Clone, Debug)]
 struct OriginLog {
-    entries: VecDeque<Entry>,
+    /// `(seq, slot number)` of each entry, ascending by `seq`.
+    index: VecDeque<(u64, u64)>,
     /// The sequence number of the last entry (0 if none), kept here so that a digest's walk
     /// over every origin reads no entry of an origin the peer is up to date with.
     last: u64,
@@ -64,7 +69,7 @@ struct OriginLog {
 impl OriginLog {
     fn new() -> Self {
         OriginLog {
-            entries: VecDeque::new(),
+            index: VecDeque::new(),
             last: 0,
             stable_upto: 0,
             floor: 0,
@@ -73,45 +78,47 @@ impl OriginLog {
 
     /// Where the entry with sequence number `seq` is, or would be inserted.
     fn position(&self, seq: u64) -> Result<usize, usize> {
-        match self.entries.back() {
-            Some(last) if last.seq < seq => Err(self.entries.len()),
-            _ => self.entries.binary_search_by_key(&seq, |e| e.seq),
+        match self.index.back() {
+            Some(&(last, _)) if last < seq => Err(self.index.len()),
+            _ => self.index.binary_search_by_key(&seq, |&(s, _)| s),
         }
     }
 
-    fn get(&self, seq: u64) -> Option<&Entry> {
-        self.position(seq).ok().map(|i| &self.entries[i])
+    /// The slot number of the entry with sequence number `seq`.
+    fn get(&self, seq: u64) -> Option<u64> {
+        self.position(seq).ok().map(|i| self.index[i].1)
     }
 
     /// The index of the first entry above `seq`.
     fn first_above(&self, seq: u64) -> usize {
-        self.entries.partition_point(|e| e.seq <= seq)
+        self.index.partition_point(|&(s, _)| s <= seq)
     }
 
     /// Recomputes `last` after entries left.
     fn update_last(&mut self) {
-        self.last = self.entries.back().map_or(0, |e| e.seq);
+        self.last = self.index.back().map_or(0, |&(s, _)| s);
     }
 }
 
 /// A bounded log of deltas keyed by dot.
 ///
-/// Entries are kept per origin in sequence order. The eviction order (oldest first, marked
-/// entries before unmarked ones) is kept in two queues of `(insertion number, dot)` that are
-/// not updated when an entry leaves or is marked: a pair whose entry is gone, or no longer in
-/// that queue's state, is skipped when it comes up, and the queues are compacted once such
-/// stale pairs outnumber the live ones.
+/// Entries live in one arena in delivery order, numbered from the first ever appended; each
+/// origin indexes its entries' slots in sequence order. Unmarked entries are evicted from the
+/// arena's front (oldest delivered first). Marked entries are evicted first, oldest first,
+/// through a heap of `(slot number, dot)` that is not updated when an entry leaves: a pair
+/// whose entry is gone is skipped when it comes up. The arena's empty slots are popped from
+/// its front, and the arena (with the indices and the heap) is compacted once the empty
+/// slots outnumber the live ones.
 #[derive(Clone, Debug)]
 pub struct DeltaLog<P> {
     origins: BTreeMap<ReplicaId, OriginLog>,
-    /// Unmarked entries by insertion order (and stale pairs).
-    by_age: VecDeque<(u64, Dot)>,
-    /// Entries below the stable watermark, oldest inserted first (and stale pairs): evicted
-    /// first.
+    arena: VecDeque<Slot>,
+    /// The slot number of `arena[0]`.
+    base: u64,
+    /// Marked entries by slot number (and stale pairs): evicted first.
     stable_by_age: BinaryHeap<Reverse<(u64, Dot)>>,
     len: usize,
     stable_len: usize,
-    next_insert: u64,
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
@@ -122,7 +129,8 @@ pub struct DeltaLog<P> {
     payload: PhantomData<fn() -> P>,
 }
 
-/// Stale pairs a queue may hold beyond its live ones before it is compacted.
+/// Empty slots (or stale heap pairs) a log may hold beyond its live entries before it is
+/// compacted.
 const STALE_SLACK: usize = 1024;
 
 impl<P: Payload> DeltaLog<P> {
@@ -130,11 +138,11 @@ impl<P: Payload> DeltaLog<P> {
     pub fn new(max_entries: usize, max_bytes: usize) -> Self {
         DeltaLog {
             origins: BTreeMap::new(),
-            by_age: VecDeque::new(),
+            arena: VecDeque::new(),
+            base: 0,
             stable_by_age: BinaryHeap::new(),
             len: 0,
             stable_len: 0,
-            next_insert: 0,
             bytes: 0,
             max_entries: max_entries.max(1),
             max_bytes: max_bytes.max(1),
@@ -198,8 +206,18 @@ impl<P: Payload> DeltaLog<P> {
         best.max(s)
     }
 
-    fn entry(&self, dot: &Dot) -> Option<&Entry> {
-        self.origins.get(&dot.replica)?.get(dot.counter)
+    /// The live slot with this slot number.
+    fn slot(&self, n: u64) -> Option<&Slot> {
+        let i = usize::try_from(n.checked_sub(self.base)?).ok()?;
+        self.arena.get(i).filter(|s| s.delta.is_some())
+    }
+
+    fn slot_mut(&mut self, n: u64) -> Option<&mut Slot> {
+        slot_in(&mut self.arena, self.base, n)
+    }
+
+    fn entry(&self, dot: &Dot) -> Option<&Slot> {
+        self.slot(self.origins.get(&dot.replica)?.get(dot.counter)?)
     }
 
     /// Adds the delta with this dot (`delta` is its encoding), delivered at `now`, evicting the
@@ -214,30 +232,24 @@ impl<P: Payload> DeltaLog<P> {
             return 0;
         };
         let size = delta.wire_len();
-        let inserted = self.next_insert;
-        self.next_insert += 1;
+        let n = self.base + self.arena.len() as u64;
         let stable = dot.counter <= origin.stable_upto;
-        if origin.entries.capacity() == 0 {
+        if origin.index.capacity() == 0 {
             // Room for exactly one: many origins (every node, in a large cluster) write once
             // or rarely, and the first growth would make room for four entries.
-            origin.entries.reserve_exact(1);
+            origin.index.reserve_exact(1);
         }
-        origin.entries.insert(
-            at,
-            Entry {
-                seq: dot.counter,
-                delta,
-                inserted,
-                at: now,
-                stable,
-            },
-        );
+        origin.index.insert(at, (dot.counter, n));
         origin.last = origin.last.max(dot.counter);
+        self.arena.push_back(Slot {
+            dot,
+            delta: Some(delta),
+            at: now,
+            stable,
+        });
         if stable {
-            self.stable_by_age.push(Reverse((inserted, dot)));
+            self.stable_by_age.push(Reverse((n, dot)));
             self.stable_len += 1;
-        } else {
-            self.by_age.push_back((inserted, dot));
         }
         self.len += 1;
         self.bytes += size;
@@ -250,70 +262,93 @@ impl<P: Payload> DeltaLog<P> {
             self.raise_floor(oldest.replica, oldest.counter);
             evicted += 1;
         }
-        self.compact_queues();
+        self.compact();
         self.evicted_for_capacity += evicted as u64;
         evicted
     }
 
     /// The next entry to evict: the oldest marked one, else the oldest unmarked one (counted).
     fn pop_oldest(&mut self) -> Option<Dot> {
-        while let Some(Reverse((inserted, dot))) = self.stable_by_age.pop() {
-            if self
-                .entry(&dot)
-                .is_some_and(|e| e.inserted == inserted && e.stable)
-            {
+        while let Some(Reverse((n, dot))) = self.stable_by_age.pop() {
+            if self.slot(n).is_some_and(|s| s.dot == dot && s.stable) {
                 return Some(dot);
             }
         }
-        while let Some((inserted, dot)) = self.by_age.pop_front() {
-            if self
-                .entry(&dot)
-                .is_some_and(|e| e.inserted == inserted && !e.stable)
-            {
-                self.evicted_unstable += 1;
-                return Some(dot);
+        // No marked entry is left (the heap holds a pair for each), so the first live slot
+        // is the oldest unmarked entry; the filter only guards that reasoning.
+        let dot = self
+            .arena
+            .iter()
+            .find(|s| s.delta.is_some() && !s.stable)?
+            .dot;
+        self.evicted_unstable += 1;
+        Some(dot)
+    }
+
+    /// Pops the empty slots at the arena's front, and compacts the arena (or the heap of
+    /// marked entries) once its empty slots (stale pairs) outnumber its live ones.
+    fn compact(&mut self) {
+        while self.arena.front().is_some_and(|s| s.delta.is_none()) {
+            self.arena.pop_front();
+            self.base += 1;
+        }
+        if self.arena.len() > 2 * self.len + STALE_SLACK {
+            self.compact_arena();
+        } else if self.stable_by_age.len() > 2 * self.stable_len + STALE_SLACK {
+            self.rebuild_stable_heap();
+        }
+    }
+
+    /// Drops the arena's empty slots, numbering the live ones anew (from past every number
+    /// given so far), and rebuilds the origins' indices and the heap of marked entries.
+    fn compact_arena(&mut self) {
+        let next = self.base + self.arena.len() as u64;
+        self.arena.retain(|s| s.delta.is_some());
+        self.base = next;
+        for o in self.origins.values_mut() {
+            o.index.clear();
+        }
+        for (i, s) in self.arena.iter().enumerate() {
+            if let Some(o) = self.origins.get_mut(&s.dot.replica) {
+                o.index.push_back((s.dot.counter, next + i as u64));
             }
         }
-        None
+        for o in self.origins.values_mut() {
+            o.index.make_contiguous().sort_unstable();
+            o.index.shrink_to_fit();
+        }
+        self.rebuild_stable_heap();
     }
 
-    /// Drops the stale pairs of a queue once they outnumber its live ones.
-    fn compact_queues(&mut self) {
-        let unstable = self.len - self.stable_len;
-        if self.by_age.len() > 2 * unstable + STALE_SLACK {
-            let mut queue = std::mem::take(&mut self.by_age);
-            queue.retain(|(inserted, dot)| {
-                self.entry(dot)
-                    .is_some_and(|e| e.inserted == *inserted && !e.stable)
-            });
-            self.by_age = queue;
-        }
-        if self.stable_by_age.len() > 2 * self.stable_len + STALE_SLACK {
-            let mut heap = std::mem::take(&mut self.stable_by_age);
-            heap.retain(|Reverse((inserted, dot))| {
-                self.entry(dot)
-                    .is_some_and(|e| e.inserted == *inserted && e.stable)
-            });
-            self.stable_by_age = heap;
-        }
+    fn rebuild_stable_heap(&mut self) {
+        self.stable_by_age = self
+            .arena
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.delta.is_some() && s.stable)
+            .map(|(i, s)| Reverse((self.base + i as u64, s.dot)))
+            .collect();
     }
 
-    fn remove(&mut self, dot: &Dot) -> Option<Entry> {
+    fn remove(&mut self, dot: &Dot) -> Option<EncodedDelta> {
         let origin = self.origins.get_mut(&dot.replica)?;
         let i = origin.position(dot.counter).ok()?;
-        let e = origin.entries.remove(i)?;
+        let (_, n) = origin.index.remove(i)?;
         origin.update_last();
-        self.forget(&e);
-        Some(e)
+        self.take(n)
     }
 
-    /// Counts an entry out of the log (its queue pair goes stale).
-    fn forget(&mut self, e: &Entry) {
+    /// Empties slot `n`, counting its entry out of the log (its heap pair goes stale).
+    fn take(&mut self, n: u64) -> Option<EncodedDelta> {
+        let slot = self.slot_mut(n)?;
+        let delta = slot.delta.take()?;
+        let stable = slot.stable;
         self.len -= 1;
-        if e.stable {
+        if stable {
             self.stable_len -= 1;
         }
-        self.bytes -= e.delta.wire_len();
+        self.bytes -= delta.wire_len();
+        Some(delta)
     }
 
     /// Marks every entry at or below the stable watermark (every live member has delivered
@@ -325,21 +360,23 @@ impl<P: Payload> DeltaLog<P> {
             if upto <= from {
                 continue;
             }
+            origin.stable_upto = upto;
             let first = origin.first_above(from);
-            for e in origin.entries.range_mut(first..) {
-                if e.seq > upto {
+            for &(seq, n) in origin.index.range(first..) {
+                if seq > upto {
                     break;
                 }
-                if !e.stable {
-                    e.stable = true;
+                let Some(slot) = slot_in(&mut self.arena, self.base, n) else {
+                    continue;
+                };
+                if !slot.stable {
+                    slot.stable = true;
                     self.stable_len += 1;
-                    self.stable_by_age
-                        .push(Reverse((e.inserted, Dot::new(replica, e.seq))));
+                    self.stable_by_age.push(Reverse((n, slot.dot)));
                 }
             }
-            origin.stable_upto = upto;
         }
-        self.compact_queues();
+        self.compact();
     }
 
     /// Drops every entry at or below the retention watermark: every member, live or down, has
@@ -351,22 +388,23 @@ impl<P: Payload> DeltaLog<P> {
                 continue;
             };
             let mut doomed = Vec::new();
-            while origin.entries.front().is_some_and(|e| e.seq <= upto) {
-                if let Some(e) = origin.entries.pop_front() {
-                    doomed.push(e);
+            while let Some(&(seq, n)) = origin.index.front().filter(|&&(s, _)| s <= upto) {
+                origin.index.pop_front();
+                origin.floor = origin.floor.max(seq);
+                doomed.push(n);
+            }
+            if doomed.is_empty() {
+                continue;
+            }
+            origin.update_last();
+            for n in doomed {
+                if self.take(n).is_some() {
+                    dropped += 1;
                 }
             }
-            if let Some(top) = doomed.last() {
-                origin.floor = origin.floor.max(top.seq);
-                origin.update_last();
-            }
-            for e in &doomed {
-                self.forget(e);
-            }
-            dropped += doomed.len();
         }
         if dropped > 0 {
-            self.compact_queues();
+            self.compact();
         }
         self.trimmed_stable += dropped as u64;
         dropped
@@ -391,7 +429,7 @@ impl<P: Payload> DeltaLog<P> {
 
     /// The logged delta with this dot, encoded.
     pub fn get(&self, dot: &Dot) -> Option<&EncodedDelta> {
-        self.entry(dot).map(|e| &e.delta)
+        self.entry(dot)?.delta.as_ref()
     }
 
     /// The highest logged sequence number of `origin` (0 if none).
@@ -436,17 +474,24 @@ impl<P: Payload> DeltaLog<P> {
             if theirs < log.floor && !plan.needs_state {
                 plan.needs_state = self.gap_below_floor(origin, theirs, log.floor, peer, mine);
             }
-            for e in log.entries.range(log.first_above(theirs)..) {
-                if peer.contains(&Dot::new(origin, e.seq)) || e.at > settled_before {
+            for &(seq, n) in log.index.range(log.first_above(theirs)..) {
+                if peer.contains(&Dot::new(origin, seq)) {
                     continue;
                 }
-                let size = e.delta.wire_len();
+                let Some((delta, at)) = self.slot(n).and_then(|s| Some((s.delta.as_ref()?, s.at)))
+                else {
+                    continue;
+                };
+                if at > settled_before {
+                    continue;
+                }
+                let size = delta.wire_len();
                 if spent > 0 && spent + size > budget {
                     plan.truncated = true;
                     return plan;
                 }
                 spent += size;
-                plan.deltas.push(e.delta.clone());
+                plan.deltas.push(delta.clone());
             }
         }
         plan
@@ -471,6 +516,12 @@ impl<P: Payload> DeltaLog<P> {
             mine.contains(&d) && !peer.contains(&d) && self.entry(&d).is_none()
         })
     }
+}
+
+/// The live slot numbered `n` of an arena whose first slot is numbered `base`.
+fn slot_in(arena: &mut VecDeque<Slot>, base: u64, n: u64) -> Option<&mut Slot> {
+    let i = usize::try_from(n.checked_sub(base)?).ok()?;
+    arena.get_mut(i).filter(|s| s.delta.is_some())
 }
 
 impl<P> DeltaLog<P> {
@@ -510,9 +561,11 @@ impl<P: Payload> DeltaLog<P> {
     /// Decodes the entries in `(origin, seq)` order, e.g. for a driver that persists or
     /// inspects them. (Every entry decodes: it was encoded here or decoded on receipt.)
     pub fn iter(&self) -> impl Iterator<Item = Delta<P>> + '_ {
-        self.origins
-            .values()
-            .flat_map(|o| o.entries.iter().filter_map(|e| e.delta.decode().ok()))
+        self.origins.values().flat_map(|o| {
+            o.index
+                .iter()
+                .filter_map(|&(_, n)| self.slot(n)?.delta.as_ref()?.decode().ok())
+        })
     }
 }
 
@@ -678,6 +731,34 @@ mod tests {
         assert_eq!(log.evicted_unstable(), 1);
         assert_eq!(log.evicted_for_capacity(), 41);
         assert_eq!(log.len(), 50);
+    }
+
+    #[test]
+    fn the_arena_is_compacted_and_keeps_every_live_entry() {
+        // Entries of two origins, delivered interleaved and out of order, one origin trimmed
+        // away bit by bit: the arena's empty slots are compacted away, and what is left is
+        // still found by dot and served in (origin, seq) order.
+        let mut log = DeltaLog::<u64>::new(100_000, 1 << 30);
+        for s in 1..=5_000u64 {
+            let seq = if s % 2 == 0 { s - 1 } else { s + 1 };
+            log.insert(Dot::new(ReplicaId(1), seq), enc(1, seq), 0);
+            if s % 3 == 0 {
+                log.insert(Dot::new(ReplicaId(2), s / 3), enc(2, s / 3), 0);
+            }
+            if s % 100 == 0 {
+                log.trim_stable(&[(ReplicaId(1), s - 10)].into_iter().collect());
+            }
+        }
+        assert_eq!(log.len(), 10 + 1_666);
+        assert!(log.arena.len() <= 2 * log.len() + STALE_SLACK);
+        assert!((4_991..=5_000).all(|s| log.get(&Dot::new(ReplicaId(1), s)).is_some()));
+        assert!(log.get(&Dot::new(ReplicaId(1), 4_990)).is_none());
+        assert!((1..=1_666).all(|s| log.get(&Dot::new(ReplicaId(2), s)).is_some()));
+        let dots: Vec<(u64, u64)> = log.iter().map(|d| (d.origin.0, d.seq)).collect();
+        let mut sorted = dots.clone();
+        sorted.sort();
+        assert_eq!(dots, sorted);
+        assert_eq!(dots.len(), log.len());
     }
 
     #[test]
