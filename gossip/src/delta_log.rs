@@ -285,13 +285,9 @@ impl<P: Payload> DeltaLog<P> {
         Some(dot)
     }
 
-    /// Pops the empty slots at the arena's front, and compacts the arena (or the heap of
-    /// marked entries) once its empty slots (stale pairs) outnumber its live ones.
+    /// Compacts the arena (or the heap of marked entries) once its empty slots (stale pairs)
+    /// outnumber its live ones.
     fn compact(&mut self) {
-        while self.arena.front().is_some_and(|s| s.delta.is_none()) {
-            self.arena.pop_front();
-            self.base += 1;
-        }
         if self.arena.len() > 2 * self.len + STALE_SLACK {
             self.compact_arena();
         } else if self.stable_by_age.len() > 2 * self.stable_len + STALE_SLACK {
@@ -338,7 +334,8 @@ impl<P: Payload> DeltaLog<P> {
         self.take(n)
     }
 
-    /// Empties slot `n`, counting its entry out of the log (its heap pair goes stale).
+    /// Empties slot `n`, counting its entry out of the log (its heap pair goes stale), and
+    /// pops the empty slots at the arena's front.
     fn take(&mut self, n: u64) -> Option<EncodedDelta> {
         let slot = self.slot_mut(n)?;
         let delta = slot.delta.take()?;
@@ -348,6 +345,11 @@ impl<P: Payload> DeltaLog<P> {
             self.stable_len -= 1;
         }
         self.bytes -= delta.wire_len();
+        // Keep the front live, so that the oldest unmarked entry is the first slot.
+        while self.arena.front().is_some_and(|s| s.delta.is_none()) {
+            self.arena.pop_front();
+            self.base += 1;
+        }
         Some(delta)
     }
 
