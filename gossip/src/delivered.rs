@@ -12,6 +12,7 @@
 //! sorted out-of-order dots), decoded into sorted vectors in one pass instead of through the
 //! `BTreeMap` a `VersionVector` decodes through, and canonical after decoding as a context is.
 
+use crate::origin_order::OriginOrder;
 use crdt_types::{CausalContext, Dot, ReplicaId, VersionVector};
 use rustc_hash::FxBuildHasher;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -37,36 +38,6 @@ pub fn fold(top: &mut u64, above: &mut Vec<u64>) {
     above.drain(..skip);
 }
 
-/// The most origins [`Delivered`] keeps out of replica order, below 8 times as many in order.
-const MAX_UNSORTED: usize = 32;
-
-/// Calls `f` with the replica ids of `sorted` (ascending) and of `new` (any order, none in
-/// `sorted`) in ascending order: a sort of a copy of `new` and one merge walk.
-fn merge_walk(sorted: &[ReplicaId], new: &[ReplicaId], mut f: impl FnMut(ReplicaId)) {
-    let mut new = new.to_vec();
-    new.sort_unstable();
-    let (mut i, mut j) = (0, 0);
-    while i < sorted.len() && j < new.len() {
-        if sorted[i] < new[j] {
-            f(sorted[i]);
-            i += 1;
-        } else {
-            f(new[j]);
-            j += 1;
-        }
-    }
-    sorted[i..].iter().chain(&new[j..]).for_each(|&r| f(r));
-}
-
-/// The replica ids of `sorted` and `new` as [`merge_walk`] lists them, with room for the
-/// origins that may come before the next merge (see `Delivered::set_top`).
-fn merged(sorted: &[ReplicaId], new: &[ReplicaId]) -> Vec<ReplicaId> {
-    let len = sorted.len() + new.len();
-    let mut out = Vec::with_capacity(len + MAX_UNSORTED.max(len / 8) + 1);
-    merge_walk(sorted, new, |r| out.push(r));
-    out
-}
-
 /// The deltas a node has delivered (its own included): per origin a contiguous counter, and
 /// the out-of-order sequence numbers above it, each behind one hash lookup by origin.
 ///
@@ -82,15 +53,8 @@ pub struct Delivered {
     tops: HashMap<ReplicaId, u64, FxBuildHasher>,
     /// Delivered sequence numbers above `top + 1`, ascending; no empty entries.
     above: HashMap<ReplicaId, Vec<u64>, FxBuildHasher>,
-    /// The origins of `tops`: the first `sorted` in replica order, the newer ones after them
-    /// as they came, so a digest lists the counters with a sort of the few new ones and one
-    /// merge. A new origin is appended; the tail is merged in once it outgrows an eighth of
-    /// the prefix. (Kept sorted at every insert, each new origin shifted half the vector: at
-    /// 1000 origins, where every delivery of a broadcast is a new origin, that was 4 KB
-    /// moved per delivery.)
-    order: Vec<ReplicaId>,
-    /// How many of `order`'s first entries are in replica order.
-    sorted: usize,
+    /// The origins of `tops`, for the digest's walk in replica order.
+    order: OriginOrder,
 }
 
 impl PartialEq for Delivered {
@@ -147,20 +111,11 @@ impl Delivered {
         }
     }
 
-    /// Sets the contiguous counter of `replica` (never 0), appending a new origin to `order`.
+    /// Sets the contiguous counter of `replica` (never 0), adding a new origin to `order`.
     fn set_top(&mut self, replica: ReplicaId, top: u64) {
         if self.tops.insert(replica, top).is_none() {
             self.order.push(replica);
-            if self.order.len() - self.sorted > MAX_UNSORTED.max(self.sorted / 8) {
-                self.merge_order();
-            }
         }
-    }
-
-    /// Sorts `order`'s unsorted tail into its prefix.
-    fn merge_order(&mut self) {
-        self.order = merged(&self.order[..self.sorted], &self.order[self.sorted..]);
-        self.sorted = self.order.len();
     }
 
     /// Folds `replica`'s out-of-order numbers that continue `top` into it.
@@ -201,18 +156,7 @@ impl Delivered {
 
     /// The contiguous counters, in replica order.
     pub fn vv(&self) -> VersionVector {
-        let at = |r: ReplicaId| (r, self.top(r));
-        if self.sorted == self.order.len() {
-            self.order.iter().map(|&r| at(r)).collect()
-        } else {
-            let mut pairs = Vec::with_capacity(self.order.len());
-            merge_walk(
-                &self.order[..self.sorted],
-                &self.order[self.sorted..],
-                |r| pairs.push(at(r)),
-            );
-            pairs.into_iter().collect()
-        }
+        self.order.iter().map(|r| (r, self.top(r))).collect()
     }
 
     /// The out-of-order dots, in `(replica, counter)` order.
@@ -490,17 +434,6 @@ mod tests {
         let rebuilt = Delivered::from(&cc);
         assert_eq!(rebuilt, d);
         assert_eq!(rebuilt.vv(), d.vv());
-    }
-
-    #[test]
-    fn merged_lists_both_slices_in_ascending_order() {
-        let ids = |v: &[u64]| v.iter().map(|&n| r(n)).collect::<Vec<_>>();
-        assert_eq!(
-            merged(&ids(&[2, 5, 9]), &ids(&[7, 1, 10])),
-            ids(&[1, 2, 5, 7, 9, 10])
-        );
-        assert_eq!(merged(&[], &ids(&[3, 1])), ids(&[1, 3]));
-        assert_eq!(merged(&ids(&[1, 3]), &[]), ids(&[1, 3]));
     }
 
     #[test]

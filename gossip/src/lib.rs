@@ -30,6 +30,7 @@ pub mod delta_log;
 pub mod membership;
 pub mod messages;
 pub mod node;
+mod origin_order;
 mod outbox;
 pub mod plumtree;
 pub mod stats;
