@@ -57,19 +57,22 @@ impl Iterator for Ascending<'_> {
     type Item = ReplicaId;
 
     fn next(&mut self) -> Option<ReplicaId> {
-        let take_prefix = match (self.prefix.get(self.i), self.tail.get(self.j)) {
-            (Some(a), Some(b)) => a < b,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
+        let next = match (self.prefix.get(self.i), self.tail.get(self.j)) {
+            (Some(&a), Some(&b)) if b < a => {
+                self.j += 1;
+                b
+            }
+            (Some(&a), _) => {
+                self.i += 1;
+                a
+            }
+            (None, Some(&b)) => {
+                self.j += 1;
+                b
+            }
             (None, None) => return None,
         };
-        if take_prefix {
-            self.i += 1;
-            Some(self.prefix[self.i - 1])
-        } else {
-            self.j += 1;
-            Some(self.tail[self.j - 1])
-        }
+        Some(next)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
