@@ -26,22 +26,6 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (`mimalloc.h` of the v3 sources libmimalloc-sys builds;
-/// the crate names no constant for it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Tells mimalloc never to hand freed memory back to the OS during the run. By default it
-/// purges what stayed free for 10 ms, and a run frees and reallocates its growing node state
-/// all the time: at 1000 nodes and 10 000 updates it purged about 500 MiB that it then
-/// faulted back in, and steady 1000 / 10 000 took 68.4 s instead of 61.9 s (12.1 s instead
-/// of 7.0 s in the kernel, BENCHMARKS "simulations"). A run is one process that exits when it
-/// is done, so what it keeps is given back then.
-fn keep_freed_memory() {
-    // SAFETY: sets one of mimalloc's integer options, which it reads on each purge; no
-    // memory is touched and any value is allowed (-1: never purge).
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-}
-
 /// Deterministic partition simulator of statemesh: runs real gossip nodes with real CRDT
 /// stores on virtual time, injects faults and checks every replica against an oracle.
 #[derive(Parser, Debug)]
@@ -112,7 +96,6 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
     let args = Args::parse();
     match run(args) {
         Ok(true) => ExitCode::SUCCESS,
